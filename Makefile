@@ -1,0 +1,29 @@
+# Two set-up commands on a fresh machine: `make bench` and `make test` (see README.md).
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.installed
+
+.PHONY: install test lint bench-targets clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e '.[test]'
+	touch $(STAMP)
+
+test: install
+	$(PY) -m ruff check .
+	$(PY) -m pytest
+
+lint: install
+	$(PY) -m ruff check .
+
+# Throughput and memory-per-connection of the three reference targets (a benchmark, not a test).
+bench-targets: install
+	$(PY) -m targets.bench
+
+clean:
+	rm -rf $(VENV) results .pytest_cache
