@@ -1,0 +1,5 @@
+import sys
+
+from targets.server import main
+
+sys.exit(main())

@@ -1,0 +1,331 @@
+"""`python -m targets NAME`: start a reference target, print `ready ws://HOST:PORT`, serve until a signal.
+
+One process serves directly. With `--processes N` this process becomes a supervisor: it reserves
+the port, starts N workers that each listen on it with SO_REUSEPORT (the kernel spreads new
+connections over them), forwards SIGTERM/SIGINT to them and prints one ready line once all are
+ready. Workers die with the supervisor (PR_SET_PDEATHSIG), so killing it leaves no orphan.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import ctypes
+import errno
+import importlib
+import os
+import selectors
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from targets.hub import Rooms
+from targets.protocol import (
+    DEFAULT_CLOSE_TIMEOUT_S,
+    DEFAULT_HANDSHAKE_TIMEOUT_S,
+    DEFAULT_MAX_MESSAGE_BYTES,
+    DEFAULT_MAX_QUEUE_BYTES,
+    Limits,
+    Stats,
+)
+
+TARGETS: dict[str, str] = {
+    "aiohttp": "targets.aiohttp_server",
+    "websockets": "targets.websockets_server",
+    "raw": "targets.raw_server",
+}
+LISTEN_BACKLOG = 65535  # the kernel caps it at net.core.somaxconn
+READY_TIMEOUT_S = 30.0
+PR_SET_PDEATHSIG = 1
+
+
+class TargetError(Exception):
+    """A start-up failure reported as one line and a non-zero exit, without a traceback."""
+
+
+@dataclass
+class ServeContext:
+    """What a target module's `serve()` gets: a listening socket and the shared machinery."""
+
+    sock: socket.socket
+    ssl_context: ssl.SSLContext | None
+    limits: Limits
+    stats: Stats = field(default_factory=Stats)
+    rooms: Rooms = field(init=False)
+    stop: asyncio.Event = field(default_factory=asyncio.Event)
+    ready: Callable[[], None] = lambda: None
+
+    def __post_init__(self) -> None:
+        self.rooms = Rooms(self.stats)
+
+    def stats_json(self, target: str) -> dict[str, object]:
+        return self.stats.as_dict(target=target, pid=os.getpid())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="python -m targets",
+        description="Start a wsbench reference WebSocket server. It serves /echo, "
+        "/broadcast?room=R, /push?rate=R&size=S&count=N and /stats, and prints "
+        "`ready ws://HOST:PORT` once it accepts connections.",
+    )
+    parser.add_argument("target", choices=sorted(TARGETS), help="which implementation to run")
+    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="worker processes sharing the port with SO_REUSEPORT (default 1). Broadcast rooms "
+        "and /stats are per process: members of one room must reach the same worker.",
+    )
+    parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument("--tls", action="store_true", help="serve wss:// with a throwaway certificate")
+    parser.add_argument(
+        "--ca-file",
+        type=Path,
+        help="with --tls: where to write the CA certificate clients must trust "
+        "(default: a temporary file, path printed on stderr)",
+    )
+    parser.add_argument(
+        "--max-size",
+        type=int,
+        default=DEFAULT_MAX_MESSAGE_BYTES,
+        help="largest message accepted, bytes; larger ones are closed with 1009 (default %(default)s)",
+    )
+    parser.add_argument(
+        "--max-queue",
+        type=int,
+        default=DEFAULT_MAX_QUEUE_BYTES,
+        help="outgoing bytes buffered per connection before it is closed with 1008 as a slow "
+        "consumer (default %(default)s)",
+    )
+    parser.add_argument(
+        "--handshake-timeout",
+        type=float,
+        default=DEFAULT_HANDSHAKE_TIMEOUT_S,
+        help="seconds a client has to complete its opening handshake (default %(default)s)",
+    )
+    parser.add_argument(
+        "--close-timeout",
+        type=float,
+        default=DEFAULT_CLOSE_TIMEOUT_S,
+        help="seconds to wait for a client's close frame before dropping it (default %(default)s)",
+    )
+    # Internal: how a supervisor starts its workers.
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-cert", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tls-key", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def limits_from(args: argparse.Namespace) -> Limits:
+    for name in ("max_size", "max_queue"):
+        if getattr(args, name) <= 0:
+            raise TargetError(f"--{name.replace('_', '-')} must be positive")
+    for name in ("handshake_timeout", "close_timeout"):
+        if getattr(args, name) <= 0:
+            raise TargetError(f"--{name.replace('_', '-')} must be positive")
+    return Limits(
+        max_message_bytes=args.max_size,
+        max_queue_bytes=args.max_queue,
+        handshake_timeout_s=args.handshake_timeout,
+        close_timeout_s=args.close_timeout,
+    )
+
+
+def make_certificates(host: str, directory: Path, ca_file: Path | None) -> tuple[Path, Path, Path]:
+    """A throwaway CA (trustme) and a server certificate for `host`; returns (ca, cert, key)."""
+    import trustme
+
+    ca = trustme.CA()
+    names = [host, "localhost", "127.0.0.1", "::1"] if host else ["localhost"]
+    server_cert = ca.issue_cert(*dict.fromkeys(names))
+    ca_path = ca_file or directory / "ca.pem"
+    cert_path, key_path = directory / "server.pem", directory / "server.key"
+    ca.cert_pem.write_to_path(str(ca_path))
+    server_cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
+    server_cert.private_key_pem.write_to_path(str(key_path))
+    return ca_path, cert_path, key_path
+
+
+def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    context.load_cert_chain(str(cert), str(key))
+    return context
+
+
+def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        return socket.create_server(
+            (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=reuse_port
+        )
+    except OSError as exc:
+        raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+
+
+def url_of(host: str, port: int, tls: bool) -> str:
+    shown = f"[{host}]" if ":" in host else host
+    return f"{'wss' if tls else 'ws'}://{shown}:{port}"
+
+
+def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLContext | None) -> int:
+    module = importlib.import_module(TARGETS[args.target])
+    sock = listen(args.host, args.port, reuse_port=args.worker)
+    port = sock.getsockname()[1]
+    url = url_of(args.host, port, ssl_context is not None)
+
+    async def main() -> None:
+        ctx = ServeContext(sock=sock, ssl_context=ssl_context, limits=limits)
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, ctx.stop.set)
+
+        def ready() -> None:
+            print(f"ready {url}", flush=True)
+
+        ctx.ready = ready
+        await module.serve(ctx)
+
+    if args.loop == "uvloop":
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
+    return 0
+
+
+def _die_with(parent: int) -> Callable[[], None]:
+    def preexec() -> None:
+        # Runs in the child between fork and exec: ask the kernel to SIGTERM us when the
+        # supervisor dies, then check it did not die before we asked.
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def worker_command(args: argparse.Namespace, port: int, cert: Path | None, key: Path | None) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "targets", args.target, "--worker",
+        "--host", args.host, "--port", str(port), "--loop", args.loop,
+        "--max-size", str(args.max_size), "--max-queue", str(args.max_queue),
+        "--handshake-timeout", str(args.handshake_timeout),
+        "--close-timeout", str(args.close_timeout),
+    ]  # fmt: skip
+    if cert and key:
+        cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    return cmd
+
+
+def wait_ready(workers: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
+    """Block until every worker printed its ready line; TargetError if one dies or is late."""
+    pending = {w.stdout: w for w in workers if w.stdout is not None}
+    deadline = time.monotonic() + timeout_s
+    with selectors.DefaultSelector() as sel:
+        for stream in pending:
+            sel.register(stream, selectors.EVENT_READ)
+        while pending:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TargetError(f"{len(pending)} worker(s) not ready after {timeout_s:g} s")
+            for key, _ in sel.select(left):
+                line = key.fileobj.readline()  # type: ignore[union-attr]
+                if not line.startswith(b"ready "):
+                    worker = pending[key.fileobj]
+                    code = worker.wait()
+                    raise TargetError(f"worker {worker.pid} exited with status {code} before ready")
+                sel.unregister(key.fileobj)
+                del pending[key.fileobj]
+
+
+def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> int:
+    # A bound, non-listening SO_REUSEPORT socket holds the port (bind picks it when --port 0)
+    # without taking a share of the connections: the kernel routes them to listening sockets.
+    reservation = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    try:
+        reservation.bind((args.host, args.port))
+    except OSError as exc:
+        reservation.close()
+        raise TargetError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+    port = reservation.getsockname()[1]
+    parent = os.getpid()
+
+    stopping = False
+
+    def on_signal(signum: int, _frame: Any) -> None:
+        nonlocal stopping
+        stopping = True
+        for w in workers:
+            with contextlib.suppress(ProcessLookupError):
+                w.send_signal(signal.SIGTERM)
+
+    workers: list[subprocess.Popen[bytes]] = []
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        for _ in range(args.processes):
+            workers.append(
+                subprocess.Popen(
+                    worker_command(args, port, cert, key),
+                    stdout=subprocess.PIPE,
+                    preexec_fn=_die_with(parent),
+                )
+            )
+        wait_ready(workers, READY_TIMEOUT_S)
+        print(f"ready {url_of(args.host, port, cert is not None)}", flush=True)
+        failed = 0
+        for w in workers:
+            code = w.wait()
+            if code != 0:
+                failed += 1
+                if not stopping:
+                    print(f"targets: worker {w.pid} exited with status {code}", file=sys.stderr)
+                    on_signal(signal.SIGTERM, None)
+        return 1 if failed else 0
+    finally:
+        for w in workers:
+            if w.poll() is None:
+                w.kill()
+                w.wait()
+        reservation.close()
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        if args.processes < 1:
+            raise TargetError("--processes must be at least 1")
+        limits = limits_from(args)
+        with tempfile.TemporaryDirectory(prefix="wsbench-tls-") as tmp:
+            cert, key = args.tls_cert, args.tls_key
+            if args.tls and not args.worker:
+                ca, cert, key = make_certificates(args.host, Path(tmp), args.ca_file)
+                print(f"ca-file: {ca}", file=sys.stderr, flush=True)
+            if args.processes > 1 and not args.worker:
+                return supervise(args, cert, key)
+            context = server_ssl_context(cert, key) if cert and key else None
+            return run_worker(args, limits, context)
+    except TargetError as exc:
+        print(f"targets: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 0
+    except OSError as exc:
+        if exc.errno == errno.EMFILE:
+            print("targets: too many open files (raise `ulimit -n`)", file=sys.stderr)
+            return 1
+        raise

@@ -1,0 +1,141 @@
+"""The `websockets` reference target: the library's asyncio server behind the shared protocol."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import http
+import json
+from urllib.parse import parse_qsl, urlsplit
+
+from websockets.asyncio.server import ServerConnection, serve as ws_serve
+from websockets.datastructures import Headers
+from websockets.exceptions import ConnectionClosed
+from websockets.http11 import Request, Response
+
+from targets.hub import Outbox, payload_size, push_stream
+from targets.protocol import (
+    BROADCAST_PATH,
+    ECHO_PATH,
+    PUSH_PATH,
+    STATS_PATH,
+    BadRequest,
+    parse_push_params,
+    room_of,
+)
+from targets.rfc6455.codes import CloseCode
+from targets.server import ServeContext
+
+NAME = "websockets"
+
+
+def _split(target: str) -> tuple[str, dict[str, str]]:
+    parts = urlsplit(target)
+    return parts.path, dict(parse_qsl(parts.query))
+
+
+def _response(status: int, body: bytes, content_type: str) -> Response:
+    headers = Headers([("Content-Type", content_type), ("Content-Length", str(len(body)))])
+    return Response(status, http.HTTPStatus(status).phrase, headers, body)
+
+
+def _peer(ws: ServerConnection, ctx: ServeContext) -> Outbox:
+    async def close(code: int, reason: str) -> None:
+        await ws.close(code, reason)
+
+    return Outbox(ws.send, close, ctx.limits.max_queue_bytes, ctx.stats)
+
+
+class _App:
+    def __init__(self, ctx: ServeContext) -> None:
+        self.ctx = ctx
+
+    def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
+        path, query = _split(request.path)
+        if path == STATS_PATH:
+            body = json.dumps(self.ctx.stats_json(NAME)).encode()
+            return _response(200, body, "application/json")
+        if path not in (ECHO_PATH, BROADCAST_PATH, PUSH_PATH):
+            return _response(404, b"404: Not Found\n", "text/plain; charset=utf-8")
+        if path == PUSH_PATH:
+            try:
+                parse_push_params(query)
+            except BadRequest as exc:
+                return _response(400, f"{exc}\n".encode(), "text/plain; charset=utf-8")
+        return None
+
+    async def handler(self, ws: ServerConnection) -> None:
+        stats = self.ctx.stats
+        stats.opened()
+        path, query = _split(ws.request.path)
+        try:
+            if path == ECHO_PATH:
+                await self._echo(ws)
+            elif path == BROADCAST_PATH:
+                await self._broadcast(ws, room_of(query))
+            else:
+                await self._push(ws, query)
+        except ConnectionClosed:
+            pass
+        finally:
+            stats.closed()
+            sent = ws.protocol.close_sent
+            if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
+                stats.oversize_closed += 1
+
+    async def _echo(self, ws: ServerConnection) -> None:
+        stats = self.ctx.stats
+        async for message in ws:
+            size = payload_size(message)
+            await ws.send(message)
+            stats.messages_in += 1
+            stats.messages_out += 1
+            stats.bytes_in += size
+            stats.bytes_out += size
+
+    async def _broadcast(self, ws: ServerConnection, room: str) -> None:
+        rooms, stats = self.ctx.rooms, self.ctx.stats
+        peer = _peer(ws, self.ctx)
+        rooms.join(room, peer)
+        try:
+            async for message in ws:
+                size = payload_size(message)
+                stats.messages_in += 1
+                stats.bytes_in += size
+                rooms.publish(room, message, size)
+        finally:
+            rooms.leave(room, peer)
+            await peer.shutdown()
+
+    async def _push(self, ws: ServerConnection, query: dict[str, str]) -> None:
+        peer = _peer(ws, self.ctx)
+        pusher = asyncio.create_task(push_stream(parse_push_params(query), peer, self.ctx.stats))
+        try:
+            async for message in ws:
+                self.ctx.stats.messages_in += 1
+                self.ctx.stats.bytes_in += payload_size(message)
+        finally:
+            pusher.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await pusher
+            await peer.shutdown()
+
+
+async def serve(ctx: ServeContext) -> None:
+    app = _App(ctx)
+    limits = ctx.limits
+    server = await ws_serve(
+        app.handler,
+        sock=ctx.sock,
+        ssl=ctx.ssl_context,
+        process_request=app.process_request,
+        compression=None,
+        ping_interval=None,
+        open_timeout=limits.handshake_timeout_s,
+        close_timeout=limits.close_timeout_s,
+        max_size=limits.max_message_bytes,
+    )
+    ctx.ready()
+    await ctx.stop.wait()
+    server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="server shutdown")
+    await server.wait_closed()
