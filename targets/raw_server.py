@@ -1,0 +1,284 @@
+"""The `raw` reference target: our sans-I/O RFC 6455 core (targets/rfc6455) on asyncio.Protocol.
+
+This module is only glue: bytes from the transport go into the core, frames from the core go
+to the transport. There is no task per connection; an idle connection is a protocol object, the
+core's state machine and the transport.
+
+Backpressure: when the transport's buffer passes its high-water mark (`pause_writing`) an echo
+connection stops reading, so a client that does not read its echoes is slowed by TCP, not
+buffered without bound. Broadcast and push connections cannot slow their sources, so their
+buffer is bounded by `--max-queue` and a connection past it is closed with 1008 (a slow consumer).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import cast
+from targets.hub import push_stream
+from targets.protocol import (
+    BROADCAST_PATH,
+    ECHO_PATH,
+    PUSH_PATH,
+    STATS_PATH,
+    BadRequest,
+    PushParams,
+    parse_push_params,
+    room_of,
+)
+from targets.rfc6455 import (
+    CloseCode,
+    HandshakeError,
+    Opcode,
+    ServerConnection,
+    accept_response,
+    check_upgrade,
+    error_response,
+    http_response,
+    parse_request,
+    serialize_frame,
+)
+from targets.server import ServeContext
+
+NAME = "raw"
+WRITE_HIGH_WATER_BYTES = 64 * 1024
+_TEXT = Opcode.TEXT
+
+
+class _Connection(asyncio.Protocol):
+    """One TCP connection: an HTTP request first, then (after the upgrade) a WebSocket."""
+
+    __slots__ = (
+        "server", "transport", "ws", "path", "room", "request_buf", "timer", "pusher",
+        "paused", "open",
+    )  # fmt: skip
+
+    def __init__(self, server: _Server) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        self.ws: ServerConnection | None = None
+        self.path = ""
+        self.room = ""
+        self.request_buf = b""
+        self.timer: asyncio.TimerHandle | None = None
+        self.pusher: asyncio.Task[None] | None = None
+        self.paused = False
+        self.open = False  # a WebSocket that may still be offered messages
+
+    # -- asyncio.Protocol --------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports are not registered as asyncio.Transport subclasses.
+        self.transport = transport = cast(asyncio.Transport, transport)
+        transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
+        self.server.connections.add(self)
+        self.timer = self.server.loop.call_later(
+            self.server.ctx.limits.handshake_timeout_s, transport.abort
+        )
+
+    def data_received(self, data: bytes) -> None:
+        if self.ws is not None:
+            self._ws_data(data)
+        else:
+            self._request_data(data)
+
+    def eof_received(self) -> bool:
+        return False  # close our side too: a WebSocket has no half-closed state
+
+    def pause_writing(self) -> None:
+        self.paused = True
+        if self.path == ECHO_PATH and self.transport is not None:
+            self.transport.pause_reading()
+
+    def resume_writing(self) -> None:
+        self.paused = False
+        if self.path == ECHO_PATH and self.transport is not None:
+            self.transport.resume_reading()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        server = self.server
+        server.connections.discard(self)
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        if self.ws is None:
+            return
+        self.open = False
+        stats = server.ctx.stats
+        stats.closed()
+        failed = self.ws.failed
+        if failed is not None and failed.close_code == CloseCode.MESSAGE_TOO_BIG:
+            stats.oversize_closed += 1
+        if self.path == BROADCAST_PATH:
+            server.ctx.rooms.leave(self.room, self)
+        elif self.pusher is not None:
+            self.pusher.cancel()
+        if not server.connections:
+            server.all_closed.set()
+
+    # -- the opening handshake ---------------------------------------------------------------
+
+    def _request_data(self, data: bytes) -> None:
+        buf = self.request_buf + data if self.request_buf else data
+        transport = self.transport
+        assert transport is not None
+        try:
+            parsed = parse_request(buf)
+            if parsed is None:
+                self.request_buf = buf
+                return
+            request, used = parsed
+            self.request_buf = b""
+            if request.path == STATS_PATH:
+                self._reply_stats(request.method)
+                return
+            if request.path not in (ECHO_PATH, BROADCAST_PATH, PUSH_PATH):
+                raise HandshakeError(404, "Not Found")
+            key = check_upgrade(request)
+            params = parse_push_params(request.query) if request.path == PUSH_PATH else None
+        except HandshakeError as exc:
+            transport.write(error_response(exc))
+            transport.close()
+            return
+        except BadRequest as exc:
+            transport.write(http_response(400, f"{exc}\n".encode()))
+            transport.close()
+            return
+        if self.timer is not None:
+            self.timer.cancel()
+            self.timer = None
+        transport.write(accept_response(key))
+        self._open(request.path, room_of(request.query), params)
+        if used < len(buf):
+            self._ws_data(buf[used:])
+
+    def _reply_stats(self, method: str) -> None:
+        assert self.transport is not None
+        if method != "GET":
+            response = http_response(405, b"GET only\n", headers=[("Allow", "GET")])
+        else:
+            body = json.dumps(self.server.ctx.stats_json(NAME)).encode()
+            response = http_response(200, body, "application/json")
+        self.transport.write(response)
+        self.transport.close()
+
+    def _open(self, path: str, room: str, params: PushParams | None) -> None:
+        ctx = self.server.ctx
+        self.ws = ServerConnection(ctx.limits.max_message_bytes)
+        self.path = path
+        self.open = True
+        ctx.stats.opened()
+        if path == BROADCAST_PATH:
+            self.room = room
+            ctx.rooms.join(room, self)
+        elif path == PUSH_PATH:
+            self.pusher = self.server.loop.create_task(push_stream(params, self, ctx.stats))
+
+    # -- WebSocket traffic -------------------------------------------------------------------
+
+    def _ws_data(self, data: bytes) -> None:
+        ws = self.ws
+        assert ws is not None and self.transport is not None
+        messages = ws.receive_data(data)
+        if messages:
+            stats = self.server.ctx.stats
+            stats.messages_in += len(messages)
+            path = self.path
+            if path == ECHO_PATH:
+                size = 0
+                for opcode, payload in messages:
+                    ws.send_message(opcode, payload)
+                    size += len(payload)
+                stats.bytes_in += size
+                stats.messages_out += len(messages)
+                stats.bytes_out += size
+            elif path == BROADCAST_PATH:
+                rooms = self.server.ctx.rooms
+                for opcode, payload in messages:
+                    stats.bytes_in += len(payload)
+                    # One frame for every member: the same bytes are written to each.
+                    rooms.publish(self.room, serialize_frame(opcode, payload), len(payload))
+            else:
+                stats.bytes_in += sum(len(payload) for _, payload in messages)
+        self._flush()
+
+    def _flush(self) -> None:
+        ws, transport = self.ws, self.transport
+        assert ws is not None and transport is not None
+        out = ws.data_to_send()
+        if out:
+            transport.writelines(out)
+        if ws.close_transport:
+            self.open = False
+            transport.close()
+
+    # -- hub.Peer: what broadcast and push offer -----------------------------------------------
+
+    @property
+    def is_open(self) -> bool:
+        return self.open
+
+    def offer(self, message: bytes) -> None:
+        """Write `message` (a complete frame for broadcast, a binary payload for push)."""
+        if not self.open:
+            return
+        transport = self.transport
+        assert transport is not None
+        if self.path == PUSH_PATH:
+            message = serialize_frame(Opcode.BINARY, message)
+        transport.write(message)
+        if self.paused and transport.get_write_buffer_size() > self.server.ctx.limits.max_queue_bytes:
+            self.server.ctx.stats.slow_consumers_dropped += 1
+            self.close(CloseCode.POLICY_VIOLATION, "slow consumer: outgoing queue full")
+
+    def close(self, code: int, reason: str) -> None:
+        """Start the closing handshake; drop the connection if the peer does not answer in time."""
+        ws = self.ws
+        if ws is None or self.transport is None:
+            return
+        self.open = False
+        ws.send_close(code, reason)
+        self._flush()
+        if self.timer is None:
+            self.timer = self.server.loop.call_later(
+                self.server.ctx.limits.close_timeout_s, self.transport.abort
+            )
+
+
+class _Server:
+    def __init__(self, ctx: ServeContext) -> None:
+        self.ctx = ctx
+        self.loop = asyncio.get_running_loop()
+        self.connections: set[_Connection] = set()
+        self.all_closed = asyncio.Event()
+
+    async def shutdown(self) -> None:
+        """Close every WebSocket with 1001, drop connections still in their handshake."""
+        if not self.connections:
+            return
+        self.all_closed.clear()
+        for conn in tuple(self.connections):
+            if conn.ws is None:
+                assert conn.transport is not None
+                conn.transport.abort()
+            else:
+                conn.close(CloseCode.GOING_AWAY, "server shutdown")
+        try:
+            await asyncio.wait_for(self.all_closed.wait(), self.ctx.limits.close_timeout_s + 1)
+        except TimeoutError:
+            for conn in tuple(self.connections):
+                if conn.transport is not None:
+                    conn.transport.abort()
+
+
+async def serve(ctx: ServeContext) -> None:
+    server = _Server(ctx)
+    listener = await server.loop.create_server(
+        lambda: _Connection(server), sock=ctx.sock, ssl=ctx.ssl_context,
+        ssl_handshake_timeout=ctx.limits.handshake_timeout_s if ctx.ssl_context else None,
+    )  # fmt: skip
+    ctx.ready()
+    await ctx.stop.wait()
+    listener.close()
+    await server.shutdown()
+    await listener.wait_closed()
