@@ -10,8 +10,9 @@ import sys
 from collections.abc import Sequence
 
 NOT_YET = (
-    "wsbench: the run/sweep/ui/report commands are not built yet. Start a reference target with "
-    "`python -m targets {aiohttp,websockets,raw}` and drive it with `locust -f scenarios/<name>.py`."
+    "wsbench: the run/sweep/ui/report commands are not built yet. Start a reference target "
+    "with `python -m targets {aiohttp,websockets,raw}` and drive it with "
+    "`locust -f scenarios/<name>.py`."
 )
 
 

@@ -1,6 +1,6 @@
 """The `aiohttp` reference target: aiohttp's `WebSocketResponse` behind the shared protocol.
 
-Library behaviour worth knowing when comparing (recorded in tests/targets/test_library_behaviour.py):
+Library behaviour worth knowing when comparing (see tests/targets/test_library_behaviour.py):
 aiohttp has no timeout for a client that never finishes its HTTP request, so the handshake
 timeout is not enforced here.
 """

@@ -117,7 +117,9 @@ def decode_push(message: bytes) -> tuple[int, int]:
     return PUSH_HEADER.unpack_from(message)
 
 
-def encode_broadcast(publisher_id: int, seq: int, size_bytes: int, sent_ns: int | None = None) -> bytes:
+def encode_broadcast(
+    publisher_id: int, seq: int, size_bytes: int, sent_ns: int | None = None
+) -> bytes:
     """A /broadcast message of `size_bytes` (at least the header) carrying the publisher's data."""
     if sent_ns is None:
         sent_ns = time.monotonic_ns()

@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 from typing import cast
+
 from targets.hub import push_stream
 from targets.protocol import (
     BROADCAST_PATH,
@@ -227,8 +228,9 @@ class _Connection(asyncio.Protocol):
         if self.path == PUSH_PATH:
             message = serialize_frame(Opcode.BINARY, message)
         transport.write(message)
-        if self.paused and transport.get_write_buffer_size() > self.server.ctx.limits.max_queue_bytes:
-            self.server.ctx.stats.slow_consumers_dropped += 1
+        ctx = self.server.ctx
+        if self.paused and transport.get_write_buffer_size() > ctx.limits.max_queue_bytes:
+            ctx.stats.slow_consumers_dropped += 1
             self.close(CloseCode.POLICY_VIOLATION, "slow consumer: outgoing queue full")
 
     def close(self, code: int, reason: str) -> None:

@@ -1,4 +1,4 @@
-"""`python -m targets NAME`: start a reference target, print `ready ws://HOST:PORT`, serve until a signal.
+"""`python -m targets NAME`: start a reference target, print `ready ws://HOST:PORT`, serve.
 
 One process serves directly. With `--processes N` this process becomes a supervisor: it reserves
 the port, starts N workers that each listen on it with SO_REUSEPORT (the kernel spreads new
@@ -79,7 +79,7 @@ def build_parser() -> argparse.ArgumentParser:
         "`ready ws://HOST:PORT` once it accepts connections.",
     )
     parser.add_argument("target", choices=sorted(TARGETS), help="which implementation to run")
-    parser.add_argument("--host", default="127.0.0.1", help="address to listen on (default %(default)s)")
+    parser.add_argument("--host", default="127.0.0.1", help="listen address (default %(default)s)")
     parser.add_argument("--port", type=int, default=0, help="port; 0 picks a free one (default)")
     parser.add_argument(
         "--processes",
@@ -89,7 +89,9 @@ def build_parser() -> argparse.ArgumentParser:
         "and /stats are per process: members of one room must reach the same worker.",
     )
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
-    parser.add_argument("--tls", action="store_true", help="serve wss:// with a throwaway certificate")
+    parser.add_argument(
+        "--tls", action="store_true", help="serve wss:// with a throwaway certificate"
+    )
     parser.add_argument(
         "--ca-file",
         type=Path,
@@ -100,7 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--max-size",
         type=int,
         default=DEFAULT_MAX_MESSAGE_BYTES,
-        help="largest message accepted, bytes; larger ones are closed with 1009 (default %(default)s)",
+        help="largest message accepted, bytes; larger ones are closed with 1009 "
+        "(default %(default)s)",
     )
     parser.add_argument(
         "--max-queue",
@@ -217,7 +220,9 @@ def _die_with(parent: int) -> Callable[[], None]:
     return preexec
 
 
-def worker_command(args: argparse.Namespace, port: int, cert: Path | None, key: Path | None) -> list[str]:
+def worker_command(
+    args: argparse.Namespace, port: int, cert: Path | None, key: Path | None
+) -> list[str]:
     cmd = [
         sys.executable, "-m", "targets", args.target, "--worker",
         "--host", args.host, "--port", str(port), "--loop", args.loop,
@@ -260,7 +265,8 @@ def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> 
         reservation.bind((args.host, args.port))
     except OSError as exc:
         reservation.close()
-        raise TargetError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from None
+        reason = exc.strerror or exc
+        raise TargetError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
     port = reservation.getsockname()[1]
     parent = os.getpid()
 
