@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench-targets clean
+.PHONY: install test lint bench bench-targets clean
 
 install: $(STAMP)
 
@@ -20,6 +20,13 @@ test: install
 
 lint: install
 	$(PY) -m ruff check .
+
+# The default benchmark. Until `wsbench sweep` and the HTML report exist, it runs the reference
+# target benchmark and says so.
+bench: install
+	@echo "make bench: the full matrix (targets x echo/connect/broadcast x connection counts) and its"
+	@echo "HTML report arrive with 'wsbench sweep'; running the reference-target benchmark now."
+	$(PY) -m targets.bench
 
 # Throughput and memory-per-connection of the three reference targets (a benchmark, not a test).
 bench-targets: install
