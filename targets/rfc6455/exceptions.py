@@ -1,12 +1,12 @@
 """Errors raised by the RFC 6455 core; one tree, so callers can catch at the level they need.
 
-    WebSocketError
-    ├── HandshakeError       the HTTP request is rejected before the upgrade; carries the
-    │                        status, a reason for the body and extra response headers
-    └── ProtocolError        the peer broke RFC 6455 after the upgrade; carries the close code
-        │                    to send back (1002)
-        ├── InvalidPayload   a text message or close reason is not valid UTF-8 (1007)
-        └── MessageTooBig    a message is larger than the configured limit (1009)
+WebSocketError
+├── HandshakeError       the HTTP request is rejected before the upgrade; carries the
+│                        status, a reason for the body and extra response headers
+└── ProtocolError        the peer broke RFC 6455 after the upgrade; carries the close code
+    │                    to send back (1002)
+    ├── InvalidPayload   a text message or close reason is not valid UTF-8 (1007)
+    └── MessageTooBig    a message is larger than the configured limit (1009)
 """
 
 from __future__ import annotations
@@ -23,9 +23,7 @@ class WebSocketError(Exception):
 class HandshakeError(WebSocketError):
     """The opening handshake failed; answer with `status` and close the connection."""
 
-    def __init__(
-        self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()
-    ) -> None:
+    def __init__(self, status: int, reason: str, headers: Iterable[tuple[str, str]] = ()) -> None:
         super().__init__(status, reason)
         self.status = status
         self.reason = reason
