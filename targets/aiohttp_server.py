@@ -94,6 +94,8 @@ class _App:
                 stats.messages_out += 1
                 stats.bytes_in += size
                 stats.bytes_out += size
+        except ConnectionResetError:
+            pass  # the client left while we were answering: not a server error
         finally:
             self._finish(ws)
         return ws

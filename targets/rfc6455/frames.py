@@ -17,30 +17,36 @@ _U64 = struct.Struct("!Q")
 _HDR16 = struct.Struct("!BBH")
 _HDR64 = struct.Struct("!BBQ")
 
-_IDENTITY = bytes(range(256))
-_IDENTITY_INT = int.from_bytes(_IDENTITY, "little")
-# Below this size one big-int XOR is cheapest; above it, four strided bytes.translate passes
-# (one per mask byte) win by ~2.5x because they avoid building three payload-sized integers.
-_TRANSLATE_MIN_BYTES = 8192
-
-
-def _xor_table(m: int) -> bytes:
-    return (_IDENTITY_INT ^ int.from_bytes(bytes((m,)) * 256, "little")).to_bytes(256, "little")
+# Below this size one big-int XOR is cheapest; above it numpy XORs eight bytes at a time
+# (about 17x faster than the big-int XOR at 64 KiB, which builds three payload-sized integers).
+_NUMPY_MIN_BYTES = 8192
 
 
 def apply_mask(data: bytes | bytearray | memoryview, mask: bytes | bytearray) -> bytes:
     """XOR `data` with the 4-byte `mask` repeated (masking and unmasking are the same)."""
     n = len(data)
-    if n < _TRANSLATE_MIN_BYTES:
+    if n < _NUMPY_MIN_BYTES:
         rep = (mask * ((n >> 2) + 1))[:n]
         return (int.from_bytes(data, "little") ^ int.from_bytes(rep, "little")).to_bytes(
             n, "little"
         )
-    src = bytes(data)
-    out = bytearray(n)
-    for i in range(4):
-        out[i::4] = src[i::4].translate(_xor_table(mask[i]))
-    return bytes(out)
+    return _apply_mask_numpy(data, bytes(mask))
+
+
+def _apply_mask_numpy(data: bytes | bytearray | memoryview, mask: bytes) -> bytes:
+    # Imported here so that only a process that meets a large frame pays for numpy.
+    import numpy as np
+
+    n = len(data)
+    whole = n & ~7
+    src = np.frombuffer(data, dtype=np.uint8)
+    out = np.empty(n, dtype=np.uint8)
+    mask8 = np.frombuffer(mask * 2, dtype=np.uint8)
+    np.bitwise_xor(
+        src[:whole].view(np.uint64), mask8.view(np.uint64)[0], out=out[:whole].view(np.uint64)
+    )
+    np.bitwise_xor(src[whole:], mask8[: n - whole], out=out[whole:])
+    return out.tobytes()
 
 
 def serialize_frame(
