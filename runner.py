@@ -1,25 +1,318 @@
-"""`wsbench`: the command-line front door (DESIGN.md, "Command-line contract").
+"""`wsbench` (also `python runner.py`): plan and run WebSocket benchmarks, store every run.
 
-The run/sweep/report commands are not built yet; until they are, this says so plainly and points
-to what works today instead of pretending.
+    wsbench run     --target NAME|URL --scenario NAME --users N [--duration 30s] [scenario options]
+    wsbench sweep   --targets A,B --scenarios X,Y --users 10,100,1000 [--config FILE] [--out DIR]
+    wsbench ui      --target NAME|URL --scenario NAME     (Locust's web UI on 127.0.0.1)
+    wsbench worker  --master-host HOST --scenario NAME    (a Locust worker for a remote master)
+
+This module is the command layer only; the work is in harness/ (plan, procs, sampling, store,
+execute). Bad input is one line on stderr and exit status 2, never a traceback.
 """
 
 from __future__ import annotations
 
+import argparse
+import contextlib
+import os
+import shlex
+import signal
 import sys
+import time
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-NOT_YET = (
-    "wsbench: the run/sweep/ui/report commands are not built yet. Start a reference target "
-    "with `python -m targets {aiohttp,websockets,raw}` and drive it with "
-    "`locust -f scenarios/<name>.py`."
-)
+from harness import plan, procs, provenance
+from harness.execute import Outcome, describe, main_latency, run_point, run_sweep
+from harness.plan import HOST_PROFILE, SLO, PlanError, Point, Sweep
+from harness.store import RunStore, utc_now
+
+DEFAULT_SWEEP = Path(__file__).resolve().parent / "harness" / "sweeps" / "default.toml"
+EXIT_BAD_INPUT = 2
+EXIT_INTERRUPTED = 130
+
+
+def say(text: str) -> None:
+    print(text, flush=True)
+
+
+def _add_point_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--spawn-rate", type=float, help="users started per second (default: "
+                   "all at once up to 1000/s)")  # fmt: skip
+    p.add_argument("--duration", default="30s", help="run time, e.g. 30s, 2m (default 30s)")
+    p.add_argument("--processes", type=int, default=1,
+                   help="Locust processes on this machine (raised automatically when the users "
+                   "exceed what one process may open)")  # fmt: skip
+    p.add_argument("--target-processes", type=int, default=1,
+                   help="SO_REUSEPORT processes of a reference target (default 1)")
+    p.add_argument("--kernel-profile", default=HOST_PROFILE,
+                   help="kernel profile (default: the host's own settings)")
+    p.add_argument("--out", type=Path, help="results folder (default results/<run-id>)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="wsbench",
+        description="Benchmark WebSocket servers with Locust: reference targets "
+        f"({', '.join(sorted(plan.TARGETS))}) or any ws:// / wss:// URL.",
+    )
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    run = sub.add_parser("run", help="one target x one scenario x one load point",
+                         description="Run one point. Options this command does not know are "
+                         "passed to the scenario (e.g. --payload-bytes 64).")  # fmt: skip
+    run.add_argument("--target", required=True, help="reference target name or ws:// URL")
+    run.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
+    run.add_argument("--users", type=int, required=True, help="concurrent Locust users")
+    run.add_argument("--port", type=int, default=0, help="port of the reference target")
+    run.add_argument("--tls", action="store_true", help="serve the reference target on wss://")
+    _add_point_options(run)
+
+    sweep = sub.add_parser("sweep", help="targets x scenarios x connection counts (resumable)",
+                           description="Run a matrix of points. Re-running with the same --out "
+                           "skips points already complete. Options this command does not know "
+                           "are passed to every scenario.")  # fmt: skip
+    sweep.add_argument("--config", type=Path, help="TOML matrix; command-line lists override it")
+    sweep.add_argument("--targets", help="comma-separated target names or URLs")
+    sweep.add_argument("--scenarios", help="comma-separated scenario names")
+    sweep.add_argument("--users", help="comma-separated connection counts, e.g. 10,100,1000")
+    sweep.add_argument("--kernel-profiles", help="comma-separated kernel profiles")
+    sweep.add_argument("--slo-p99-ms", type=float,
+                       help="stop raising connections for a target x scenario once p99 passes this")
+    sweep.add_argument("--slo-error-rate", type=float,
+                       help="... or once failures/requests passes this (0..1)")
+    _add_point_options(sweep)
+    sweep.set_defaults(duration=None, processes=None, target_processes=None)
+
+    ui = sub.add_parser("ui", help="a target plus Locust's web UI")
+    ui.add_argument("--target", required=True, help="reference target name or ws:// URL")
+    ui.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
+    ui.add_argument("--users", type=int, default=10, help="users prefilled in the form")
+    ui.add_argument("--spawn-rate", type=float, default=10.0, help="spawn rate in the form")
+    ui.add_argument("--web-host", default="127.0.0.1",
+                    help="address the web UI binds to (default 127.0.0.1, this machine only; "
+                    "0.0.0.0 opens it to the network)")  # fmt: skip
+    ui.add_argument("--web-port", type=int, default=8089)
+    ui.add_argument("--target-processes", type=int, default=1)
+
+    worker = sub.add_parser("worker", help="a Locust worker for a master on another machine")
+    worker.add_argument("--master-host", required=True)
+    worker.add_argument("--master-port", type=int, default=5557)
+    worker.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
+    worker.add_argument("--processes", type=int, default=1)
+
+    for name in ("report", "compare", "kernel"):
+        sub.add_parser(name, help="not built yet")
+    return parser
+
+
+def _check_no_extras(args: argparse.Namespace, extras: list[str]) -> None:
+    if extras and args.command not in ("run", "sweep", "ui"):
+        raise PlanError(f"unrecognized arguments: {' '.join(extras)}")
+
+
+def _check_profile(profiles: Sequence[str]) -> None:
+    unknown = [p for p in profiles if p != HOST_PROFILE]
+    if unknown:
+        raise PlanError(
+            f"kernel profiles are not available yet (asked for {', '.join(unknown)}); "
+            f"use {HOST_PROFILE}"
+        )
+
+
+def _start_meta(store: RunStore, kind: str, points: list[Point]) -> dict[str, Any]:
+    meta = {
+        "kind": kind,
+        "run_id": store.root.name,
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "cwd": os.getcwd(),
+        "started": utc_now(),
+        "ended": None,
+        "status": "running",
+        "plan": [p.as_dict() for p in points],
+        **provenance.collect(),
+    }
+    store.write_meta(meta)
+    return meta
+
+
+def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
+    _check_profile([args.kernel_profile])
+    point = plan.make_point(
+        args.target, args.scenario, args.users, args.spawn_rate,
+        plan.parse_duration(args.duration), processes=args.processes,
+        target_processes=args.target_processes, kernel_profile=args.kernel_profile,
+        target_port=args.port, tls=args.tls, options=tuple(extras),
+    )  # fmt: skip
+    store = RunStore.create(args.out, "run")
+    _start_meta(store, "run", [point])
+    say(f"wsbench run: {point.point_id} -> {store.root}")
+    status = "interrupted"
+    try:
+        outcome = run_point(point, store, say)
+        status = "complete"
+    finally:
+        store.update_meta(ended=utc_now(), status=status)
+    say(describe(outcome))
+    for warning in outcome.warnings:
+        say(f"warning: {warning}")
+    print_table([outcome])
+    say(f"results: {store.root}")
+    return 0 if outcome.status == "ok" else 1
+
+
+def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
+    data: dict[str, Any] = plan.load_sweep_file(args.config) if args.config else {}
+
+    def pick(cli: Any, key: str, default: Any = None) -> Any:
+        return cli if cli is not None else data.get(key, default)
+
+    targets = plan.split_list(pick(args.targets, "targets"))
+    scenarios = plan.split_list(pick(args.scenarios, "scenarios"))
+    users = plan.int_list(plan.split_list(pick(args.users, "users")), "users")
+    profiles = plan.split_list(pick(args.kernel_profiles, "kernel_profiles")) or [HOST_PROFILE]
+    for what, values in (("targets", targets), ("scenarios", scenarios), ("users", users)):
+        if not values:
+            raise PlanError(f"sweep needs {what} (--{what} or the --config file)")
+    _check_profile(profiles)
+    options = {k: tuple(v) for k, v in dict(data.get("options", {})).items()}
+    if extras:
+        options = {s: options.get(s, ()) + tuple(extras) for s in scenarios}
+    duration = pick(args.duration, "duration", "30s")
+    return Sweep(
+        targets=tuple(plan.check_target(t) for t in targets),
+        scenarios=tuple(plan.check_scenario(s) for s in scenarios),
+        users=users,
+        kernel_profiles=tuple(profiles),
+        duration_s=plan.parse_duration(str(duration)),
+        spawn_rate=pick(args.spawn_rate, "spawn_rate"),
+        processes=int(pick(args.processes, "processes", 1)),
+        target_processes=int(pick(args.target_processes, "target_processes", 1)),
+        options=options,
+        slo=SLO(pick(args.slo_p99_ms, "slo_p99_ms"), pick(args.slo_error_rate, "slo_error_rate")),
+    )
+
+
+def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
+    sweep = sweep_from(args, extras)
+    points = sweep.points()
+    store = RunStore.create(args.out, "sweep")
+    previous = store.read_meta()
+    planned = [p.as_dict() for p in points]
+    if previous is not None:
+        if previous.get("plan") != planned:
+            raise PlanError(f"{store.root} holds a different sweep; choose another --out")
+        say(f"wsbench sweep: resuming {store.root}")
+        store.update_meta(status="running", resumed=utc_now())
+    else:
+        _start_meta(store, "sweep", points)
+    say(f"wsbench sweep: {len(points)} points -> {store.root}")
+    status = "interrupted"
+    try:
+        outcomes = run_sweep(sweep, store, say, points)
+        status = "complete"
+    finally:
+        store.update_meta(ended=utc_now(), status=status)
+    print_table(outcomes)
+    failed = [o for o in outcomes if o.status == "failed"]
+    say(f"results: {store.root} ({len(outcomes)} points run, {len(failed)} failed)")
+    return 0
+
+
+def print_table(outcomes: Sequence[Outcome]) -> None:
+    """One line per point: the figures a reader looks at first."""
+    if not outcomes:
+        return
+    header = f"{'point':<40} {'status':<8} {'req/s':>9} {'fail':>6} {'p50_us':>8} {'p99_us':>8} " \
+             f"{'srv_cpu%':>8} {'srv_MiB':>8} {'gen':>4}"  # fmt: skip
+    say(header)
+    say("-" * len(header))
+    for o in outcomes:
+        s = o.summary
+        _, row = main_latency(s)
+        target = s.get("target") or {}
+        rss = target.get("rss_bytes_max")
+        say(
+            f"{o.point.point_id:<40.40} {o.status:<8} "
+            f"{_fmt(s.get('requests_per_s'), '.0f'):>9} {_fmt(s.get('failures'), 'd'):>6} "
+            f"{_fmt(row.get('p50_us'), '.0f'):>8} {_fmt(row.get('p99_us'), '.0f'):>8} "
+            f"{_fmt(target.get('cpu_pct_mean'), '.0f'):>8} "
+            f"{_fmt(rss / 2**20 if rss else None, '.0f'):>8} "
+            f"{'SAT' if s.get('generator_saturated') else 'ok':>4}"
+        )
+
+
+def _fmt(value: Any, spec: str) -> str:
+    return "-" if value is None else format(value, spec)
+
+
+def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
+    point = plan.make_point(
+        args.target, args.scenario, args.users, args.spawn_rate, 60.0,
+        target_processes=args.target_processes, options=tuple(extras),
+    )  # fmt: skip
+    log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
+    target = procs.start_target(point, log_dir / f"wsbench-ui-target-{os.getpid()}.log")
+    locust = None
+    try:
+        cmd = procs.locust_command(point, target.url, Path(), headless=False)
+        cmd += ["--web-host", args.web_host, "--web-port", str(args.web_port)]
+        locust = procs.spawn(cmd, log_dir / f"wsbench-ui-locust-{os.getpid()}.log")
+        shown = "127.0.0.1" if args.web_host in ("", "*", "0.0.0.0") else args.web_host
+        say(f"target {args.target} at {target.url}")
+        say(f"web UI: http://{shown}:{args.web_port}  (Ctrl-C to stop)")
+        while locust.poll() is None and target.exited() is None:
+            time.sleep(0.5)
+        if target.exited() is not None:
+            say(f"target exited with status {target.exited()}")
+            return 1
+        return 0 if locust.returncode in (0, 1) else locust.returncode
+    finally:
+        procs.stop(locust)
+        target.stop()
+
+
+def cmd_worker(args: argparse.Namespace, extras: list[str]) -> int:
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(plan.locustfile(args.scenario)), "--worker",
+        "--master-host", args.master_host, "--master-port", str(args.master_port),
+    ]  # fmt: skip
+    if args.processes > 1:
+        cmd += ["--processes", str(args.processes)]
+    say("wsbench worker: " + shlex.join(cmd))
+    return procs.subprocess.call(cmd + extras)
+
+
+COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "ui": cmd_ui, "worker": cmd_worker}
+
+
+def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
+    raise KeyboardInterrupt
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    print(NOT_YET, file=sys.stderr)
-    return 2
+    parser = build_parser()
+    args, extras = parser.parse_known_args(argv)
+    command = COMMANDS.get(args.command)
+    if command is None:
+        print(f"wsbench: '{args.command}' is not built yet", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    try:
+        _check_no_extras(args, extras)
+        return command(args, extras)
+    except PlanError as exc:
+        print(f"wsbench: {exc}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except procs.RunError as exc:
+        print(f"wsbench: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("wsbench: interrupted; children stopped, completed points kept "
+              "(re-run the same sweep with the same --out to resume)", file=sys.stderr)  # fmt: skip
+        return EXIT_INTERRUPTED
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    with contextlib.suppress(BrokenPipeError):
+        sys.exit(main())

@@ -209,7 +209,7 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
     return 0
 
 
-def _die_with(parent: int) -> Callable[[], None]:
+def die_with_parent(parent: int) -> Callable[[], None]:
     def preexec() -> None:
         # Runs in the child between fork and exec: ask the kernel to SIGTERM us when the
         # supervisor dies, then check it did not die before we asked.
@@ -288,7 +288,7 @@ def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> 
                 subprocess.Popen(
                     worker_command(args, port, cert, key),
                     stdout=subprocess.PIPE,
-                    preexec_fn=_die_with(parent),
+                    preexec_fn=die_with_parent(parent),
                 )
             )
         wait_ready(workers, READY_TIMEOUT_S)

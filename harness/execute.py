@@ -1,0 +1,237 @@
+"""Running points: one point from start to stored outcome, and a sweep of them.
+
+A point's failure (the target dies, Locust crashes, nothing listens) is recorded in its
+point.json and the sweep goes on. Ctrl-C stops the children, marks the point interrupted (a
+resumed sweep runs it again) and keeps every point already written.
+"""
+
+from __future__ import annotations
+
+import csv
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from harness import procs, sampling
+from harness.plan import SLO, Point, Sweep, sized
+from harness.store import LOCUST_PREFIX, RunStore, utc_now
+
+POLL_S = 0.2
+# Locust gets this long beyond its run time (spawning, stopping users, writing CSVs).
+LOCUST_GRACE_S = 30.0
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class Outcome:
+    point: Point
+    status: str  # ok | failed | interrupted | skipped
+    reason: str = ""
+    summary: dict[str, Any] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "point": self.point.as_dict(),
+            "status": self.status,
+            "reason": self.reason,
+            "summary": self.summary,
+            "warnings": self.warnings,
+        }
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "N/A") else None
+    except ValueError:
+        return None
+
+
+def read_locust_csvs(point_dir: Path) -> dict[str, Any]:
+    """The figures a summary table needs, from Locust's and the scenarios' CSVs."""
+    summary: dict[str, Any] = {"requests": None, "failures": None, "requests_per_s": None}
+    stats_csv = point_dir / f"{LOCUST_PREFIX}_stats.csv"
+    if stats_csv.exists():
+        with stats_csv.open(newline="") as f:
+            for row in csv.DictReader(f):
+                if row.get("Name") == "Aggregated":
+                    summary["requests"] = int(_number(row.get("Request Count")) or 0)
+                    summary["failures"] = int(_number(row.get("Failure Count")) or 0)
+                    summary["requests_per_s"] = _number(row.get("Requests/s"))
+    latency_csv = point_dir / f"{LOCUST_PREFIX}_latency_us.csv"
+    names: dict[str, dict[str, float | None]] = {}
+    saturated = False
+    generator_cpu = None
+    if latency_csv.exists():
+        with latency_csv.open(newline="") as f:
+            for row in csv.DictReader(f):
+                names[row["name"]] = {k: _number(v) for k, v in row.items() if k != "name"}
+                saturated = saturated or row.get("generator_saturated") in ("1", "True", "true")
+                generator_cpu = _number(row.get("generator_cpu_pct"))
+    summary["latency_us"] = names
+    summary["generator_cpu_pct"] = generator_cpu
+    summary["generator_saturated"] = saturated
+    return summary
+
+
+def error_rate(summary: dict[str, Any]) -> float | None:
+    requests, failures = summary.get("requests"), summary.get("failures")
+    if not requests:
+        return None if not failures else 1.0
+    return failures / requests
+
+
+def main_latency(summary: dict[str, Any]) -> tuple[str, dict[str, float | None]]:
+    """The scenario's main measurement: the request name with the most samples."""
+    rows = summary.get("latency_us") or {}
+    if not rows:
+        return "", {}
+    name = max(rows, key=lambda n: rows[n].get("count") or 0)
+    return name, rows[name]
+
+
+def slo_breach(slo: SLO, outcome: Outcome) -> str | None:
+    """Why this point breaks the SLO, or None."""
+    if outcome.status != "ok":
+        return f"point {outcome.status}"
+    if slo.error_rate is not None:
+        rate = error_rate(outcome.summary)
+        if rate is not None and rate > slo.error_rate:
+            return f"error rate {rate:.3f} > {slo.error_rate:g}"
+    if slo.p99_ms is not None:
+        name, row = main_latency(outcome.summary)
+        p99_us = row.get("p99_us")
+        if p99_us is not None and p99_us > slo.p99_ms * 1000:
+            return f"{name} p99 {p99_us / 1000:.2f} ms > {slo.p99_ms:g} ms"
+    return None
+
+
+def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
+    """Run one point and write its point.json, whatever happens (Ctrl-C re-raised after)."""
+    point, notes = sized(point)
+    for note in notes:
+        say(f"  {note}")
+    pdir = store.point_dir(point.point_id)
+    started = utc_now()
+    outcome = Outcome(point, "failed")
+    sampler = sampling.Sampler(pdir / "resources.csv")
+    target: procs.Target | None = None
+    locust = None
+    cmd: list[str] | None = None
+    try:
+        target = procs.start_target(point, pdir / "target.log")
+        if target.proc is not None:
+            sampler.watch("target", target.proc.pid)
+        cmd = procs.locust_command(point, target.url, pdir / LOCUST_PREFIX)
+        locust = procs.spawn(cmd, pdir / "locust.log")
+        sampler.watch("locust", locust.pid)
+        sampler.start()
+        outcome = _watch(point, target, locust, pdir)
+    except procs.RunError as exc:
+        outcome = Outcome(point, "failed", str(exc))
+    except KeyboardInterrupt:
+        outcome = Outcome(point, "interrupted", "interrupted by the user (Ctrl-C)")
+        raise
+    finally:
+        procs.stop(locust)
+        target_status = target.stop() if target is not None else None
+        samples = sampler.stop()
+        outcome.summary.update(read_locust_csvs(pdir))
+        outcome.summary["target"] = sampling.summarise(samples, "target")
+        outcome.summary["locust"] = sampling.summarise(samples, "locust")
+        outcome.summary["target_exit_status"] = target_status
+        outcome.warnings += notes + _warnings(outcome)
+        store.write_point(
+            point.point_id,
+            {**outcome.as_dict(), "started": started, "ended": utc_now(),
+             "command": cmd},  # fmt: skip
+        )
+    return outcome
+
+
+def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outcome:
+    """Wait for Locust to finish its run; fail the point early if the target dies."""
+    deadline = time.monotonic() + point.duration_s + LOCUST_GRACE_S
+    while True:
+        code = locust.poll()
+        if code is not None:
+            break
+        dead = target.exited()
+        if dead is not None:
+            why = procs.last_line(target.log_path) if target.log_path else ""
+            return Outcome(
+                point, "failed",
+                f"target exited with status {dead} during the run" + (f": {why}" if why else ""),
+            )  # fmt: skip
+        if time.monotonic() > deadline:
+            return Outcome(point, "failed", "Locust did not finish within its run time + 30 s")
+        time.sleep(POLL_S)
+    if not (pdir / f"{LOCUST_PREFIX}_stats.csv").exists():
+        why = procs.last_line(pdir / "locust.log")
+        return Outcome(point, "failed", f"Locust exited with status {code}: {why}")
+    # Locust exits 1 when any request failed; that is a measured outcome, not a crash.
+    return Outcome(point, "ok")
+
+
+def _warnings(outcome: Outcome) -> list[str]:
+    summary = outcome.summary
+    found = []
+    if summary.get("generator_saturated"):
+        found.append(
+            f"load generator saturated (a Locust process at {summary.get('generator_cpu_pct')}% "
+            "of a core): these figures measure the generator, not the server"
+        )
+    rate = error_rate(summary)
+    if rate:
+        found.append(f"{summary.get('failures')} failed requests ({rate:.1%})")
+    return found
+
+
+def run_sweep(
+    sweep: Sweep, store: RunStore, say: Say, points: list[Point] | None = None
+) -> list[Outcome]:
+    """Every point of the sweep not already final in the store, with the SLO stop per series."""
+    outcomes: list[Outcome] = []
+    stopped: dict[tuple[str, str, str], str] = {}
+    todo = points if points is not None else sweep.points()
+    for n, point in enumerate(todo, 1):
+        key = sweep.series_key(point)
+        previous = store.point_result(point.point_id)
+        if store.is_final(point.point_id):
+            say(f"[{n}/{len(todo)}] {point.point_id}: already {previous['status']}, skipped")
+            if sweep.slo and previous is not None and previous.get("status") == "skipped":
+                stopped[key] = previous.get("reason", "")
+            continue
+        if key in stopped:
+            outcome = Outcome(point, "skipped", f"SLO stop: {stopped[key]}")
+            store.write_point(point.point_id, {**outcome.as_dict(), "ended": utc_now()})
+            say(f"[{n}/{len(todo)}] {point.point_id}: skipped ({stopped[key]})")
+            outcomes.append(outcome)
+            continue
+        say(f"[{n}/{len(todo)}] {point.point_id}: {point.users} users for {point.duration_s:g} s")
+        outcome = run_point(point, store, say)
+        outcomes.append(outcome)
+        say(f"  -> {describe(outcome)}")
+        if sweep.slo:
+            breach = slo_breach(sweep.slo, outcome)
+            if breach:
+                stopped[key] = f"{breach} at {point.users} users"
+    return outcomes
+
+
+def describe(outcome: Outcome) -> str:
+    if outcome.status != "ok":
+        return f"{outcome.status}: {outcome.reason}"
+    s = outcome.summary
+    name, row = main_latency(s)
+    parts = [f"{s.get('requests') or 0} requests", f"{s.get('failures') or 0} failures"]
+    if s.get("requests_per_s") is not None:
+        parts.append(f"{s['requests_per_s']:.0f} req/s")
+    if row.get("p50_us") is not None and row.get("p99_us") is not None:
+        parts.append(f"{name} p50 {row['p50_us']:.0f} µs p99 {row['p99_us']:.0f} µs")
+    if s.get("generator_saturated"):
+        parts.append("GENERATOR SATURATED")
+    return "ok: " + ", ".join(parts)

@@ -1,0 +1,168 @@
+"""Child processes of a run: a target and Locust, started, watched and always stopped.
+
+Children run in their own session, so a Ctrl-C at the terminal reaches only the runner, which
+stops them in order (Locust first, so it writes its CSVs; then the target). Each child also gets
+PR_SET_PDEATHSIG: if the runner is killed outright, the kernel ends its children too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import resource
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from harness.plan import Point, locustfile
+from targets.server import die_with_parent
+
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+REACH_TIMEOUT_S = 3.0
+
+
+class RunError(Exception):
+    """A run could not start or went wrong; the message is one line for the user."""
+
+
+def _child_setup(parent: int) -> Callable[[], None]:
+    die = die_with_parent(parent)
+
+    def preexec() -> None:
+        # Sockets are files: let every child use the whole open-file hard limit.
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        die()
+
+    return preexec
+
+
+def spawn(cmd: Sequence[str], log_path: Path, stdout: int | None = None) -> subprocess.Popen[bytes]:
+    """Start `cmd` in its own session with stderr (and stdout unless piped) to `log_path`."""
+    log = log_path.open("ab")
+    try:
+        return subprocess.Popen(
+            list(cmd),
+            stdout=stdout if stdout is not None else log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+            start_new_session=True,
+            preexec_fn=_child_setup(os.getpid()),
+        )
+    finally:
+        log.close()
+
+
+def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+    """SIGTERM, wait, then SIGKILL the whole process group; returns the exit status."""
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout_s)
+    # Whatever is left in its group (Locust's forked workers, target workers) goes too.
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout_s)
+    return proc.returncode
+
+
+def last_line(path: Path) -> str:
+    try:
+        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+    except OSError:
+        return ""
+    return lines[-1].strip() if lines else ""
+
+
+@dataclass
+class Target:
+    url: str
+    proc: subprocess.Popen[bytes] | None  # None for an external server
+    log_path: Path | None
+
+    def exited(self) -> int | None:
+        return self.proc.poll() if self.proc is not None else None
+
+    def stop(self) -> int | None:
+        return stop(self.proc)
+
+
+def target_command(point: Point) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "targets", point.target,
+        "--port", str(point.target_port), "--processes", str(point.target_processes),
+    ]  # fmt: skip
+    if point.tls:
+        cmd.append("--tls")
+    return cmd
+
+
+def check_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
+    """RunError unless something accepts TCP connections at the URL's host and port."""
+    parts = urlsplit(url)
+    port = parts.port or (443 if parts.scheme == "wss" else 80)
+    try:
+        with socket.create_connection((parts.hostname, port), timeout=timeout_s):
+            pass
+    except OSError as exc:
+        reason = "timed out" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+        raise RunError(f"cannot reach {url}: {reason} (is the server running?)") from None
+
+
+def start_target(point: Point, log_path: Path, timeout_s: float = READY_TIMEOUT_S) -> Target:
+    """Start a reference target and wait for its ready line, or check an external URL."""
+    if point.external:
+        check_reachable(point.target)
+        return Target(point.target, None, None)
+    proc = spawn(target_command(point), log_path, stdout=subprocess.PIPE)
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout_s
+    try:
+        with selectors.DefaultSelector() as sel:
+            sel.register(proc.stdout, selectors.EVENT_READ)
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise RunError(f"target {point.target} not ready after {timeout_s:g} s")
+                if sel.select(left):
+                    line = proc.stdout.readline().decode(errors="replace").strip()
+                    if line.startswith("ready "):
+                        return Target(line.split(None, 1)[1], proc, log_path)
+                    if not line:  # EOF: it exited
+                        proc.wait(5)
+                        why = last_line(log_path) or f"exit status {proc.returncode}"
+                        raise RunError(f"target {point.target} did not start: {why}")
+    except BaseException:
+        stop(proc)
+        raise
+
+
+def locust_command(
+    point: Point, host: str, csv_prefix: Path, *, headless: bool = True
+) -> list[str]:
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(locustfile(point.scenario)), "--host", host,
+        "--users", str(point.users), "--spawn-rate", f"{point.spawn_rate:g}",
+        "--loglevel", "WARNING",
+    ]  # fmt: skip
+    if headless:
+        cmd += [
+            "--headless", "--only-summary", "--run-time", f"{math.ceil(point.duration_s)}s",
+            "--csv", str(csv_prefix), "--stop-timeout", "5",
+        ]  # fmt: skip
+    if point.processes > 1:
+        cmd += ["--processes", str(point.processes)]
+    return cmd + list(point.options)
