@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench bench-targets clean
+.PHONY: install test lint bench bench-targets ui clean
 
 install: $(STAMP)
 
@@ -21,16 +21,22 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 
-# The default benchmark. Until `wsbench sweep` and the HTML report exist, it runs the reference
-# target benchmark and says so.
+# The default benchmark: harness/sweeps/default.toml (three targets x echo, connect, broadcast x
+# a few connection counts, about five minutes on 2 cores). Results go to results/<run-id>/.
 bench: install
-	@echo "make bench: the full matrix (targets x echo/connect/broadcast x connection counts) and its"
-	@echo "HTML report arrive with 'wsbench sweep'; running the reference-target benchmark now."
-	$(PY) -m targets.bench
+	$(VENV)/bin/wsbench sweep --config harness/sweeps/default.toml
 
 # Throughput and memory-per-connection of the three reference targets (a benchmark, not a test).
 bench-targets: install
 	$(PY) -m targets.bench
+
+# Locust's web UI on a reference target, at http://127.0.0.1:8089 (this machine only; Ctrl-C
+# stops both). Pick others with `make ui TARGET=aiohttp SCENARIO=broadcast`; open it to the
+# network with UI_ARGS='--web-host 0.0.0.0' (or another --web-port).
+TARGET   ?= raw
+SCENARIO ?= echo
+ui: install
+	$(PY) -m runner ui --target $(TARGET) --scenario $(SCENARIO) $(UI_ARGS)
 
 clean:
 	rm -rf $(VENV) results .pytest_cache

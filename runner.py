@@ -16,6 +16,7 @@ import contextlib
 import os
 import shlex
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -89,6 +90,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
     ui.add_argument("--users", type=int, default=10, help="users prefilled in the form")
     ui.add_argument("--spawn-rate", type=float, default=10.0, help="spawn rate in the form")
+    ui.add_argument("--duration", default="10m",
+                    help="run time prefilled in the form, so a swarm stops by itself "
+                    "(default 10m)")  # fmt: skip
     ui.add_argument("--web-host", default="127.0.0.1",
                     help="address the web UI binds to (default 127.0.0.1, this machine only; "
                     "0.0.0.0 opens it to the network)")  # fmt: skip
@@ -248,16 +252,26 @@ def _fmt(value: Any, spec: str) -> str:
 
 def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
     point = plan.make_point(
-        args.target, args.scenario, args.users, args.spawn_rate, 60.0,
+        args.target, args.scenario, args.users, args.spawn_rate, plan.parse_duration(args.duration),
         target_processes=args.target_processes, options=tuple(extras),
     )  # fmt: skip
+    host = "" if args.web_host == "*" else args.web_host  # Locust's "*": every interface
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:  # Locust would only log a busy port and exit, after we had printed its URL
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Locust's server
+            probe.bind((host, args.web_port))
+    except OSError as exc:
+        raise PlanError(f"cannot serve the web UI on {args.web_host}:{args.web_port}: "
+                        f"{exc.strerror or exc}; choose another --web-port") from None  # fmt: skip
     log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
     target = procs.start_target(point, log_dir / f"wsbench-ui-target-{os.getpid()}.log")
     locust = None
     try:
         cmd = procs.locust_command(point, target.url, Path(), headless=False)
         cmd += ["--web-host", args.web_host, "--web-port", str(args.web_port)]
-        locust = procs.spawn(cmd, log_dir / f"wsbench-ui-locust-{os.getpid()}.log")
+        locust_log = log_dir / f"wsbench-ui-locust-{os.getpid()}.log"
+        locust = procs.spawn(cmd, locust_log)
         shown = "127.0.0.1" if args.web_host in ("", "*", "0.0.0.0") else args.web_host
         say(f"target {args.target} at {target.url}")
         say(f"web UI: http://{shown}:{args.web_port}  (Ctrl-C to stop)")
@@ -266,7 +280,11 @@ def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
         if target.exited() is not None:
             say(f"target exited with status {target.exited()}")
             return 1
+        say(f"Locust exited with status {locust.returncode} (log: {locust_log})")
         return 0 if locust.returncode in (0, 1) else locust.returncode
+    except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) is how a UI session ends
+        say("wsbench ui: stopped")
+        return 0
     finally:
         procs.stop(locust)
         target.stop()

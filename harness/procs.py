@@ -157,12 +157,11 @@ def locust_command(
         sys.executable, "-m", "locust", "-f", str(locustfile(point.scenario)), "--host", host,
         "--users", str(point.users), "--spawn-rate", f"{point.spawn_rate:g}",
         "--loglevel", "WARNING",
+        # In the web UI this prefills the run-time field: a swarm stops by itself there too.
+        "--run-time", f"{math.ceil(point.duration_s)}s",
     ]  # fmt: skip
     if headless:
-        cmd += [
-            "--headless", "--only-summary", "--run-time", f"{math.ceil(point.duration_s)}s",
-            "--csv", str(csv_prefix), "--stop-timeout", "5",
-        ]  # fmt: skip
+        cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5"]
     if point.processes > 1:
         cmd += ["--processes", str(point.processes)]
     return cmd + list(point.options)

@@ -1,0 +1,242 @@
+"""`wsbench ui` as a person uses it: a real process, Locust's web UI in headless Chromium, Ctrl-C.
+
+Each test starts `python runner.py ui --target raw --scenario echo` on a free port, waits for the
+page to answer, and on the way out stops it with a signal and checks that neither the target nor
+Locust is left running and that nothing listens on their ports any more.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TypeVar
+
+import psutil
+import pytest
+from browser import console_errors, headless_chromium, require_chromium, screenshot_spread
+from selenium.webdriver.common.by import By
+from selenium.webdriver.common.keys import Keys
+from selenium.webdriver.remote.webdriver import WebDriver
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+START_TIMEOUT_S = 30.0
+SWARM_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 30.0
+USERS = 4  # not the form's prefilled 10, so the test sees that its typing took effect
+SPAWN_RATE = 4
+# Every row of the page's tables as the text of its cells, read in one go (React re-renders them).
+ROWS_JS = (
+    "return Array.from(document.querySelectorAll('table tr'),"
+    " r => Array.from(r.cells, c => c.innerText.trim()))"
+)
+
+T = TypeVar("T")
+
+
+def wait_for(probe: Callable[[], T], timeout_s: float, what: str) -> T:
+    """Poll `probe` until it returns something truthy; fail naming `what` after the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while not (value := probe()):
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout_s:g} s waiting for {what}")
+        time.sleep(0.25)
+    return value
+
+
+def free_port() -> int:
+    with socket.create_server(("127.0.0.1", 0)) as sock:
+        return sock.getsockname()[1]
+
+
+def _sigint_as_at_a_terminal() -> None:
+    # A shell running us in the background may ignore SIGINT; Python then installs no handler.
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+@dataclass
+class RunningUI:
+    proc: subprocess.Popen[bytes]
+    port: int
+    log_dir: Path
+    children: list[psutil.Process]
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/"
+
+    def output(self) -> str:
+        """wsbench ui's stdout and stderr, then the logs of its target and Locust."""
+        files = [self.log_dir / "out", self.log_dir / "err", *self.log_dir.glob("wsbench-ui-*")]
+        return "\n".join(f.read_text(errors="replace") for f in files)
+
+    def child(self, module: str) -> psutil.Process:
+        found = [p for p in self.children if module in p.cmdline()[1:4]]
+        assert len(found) == 1, f"expected one {module} child, got {found}"
+        return found[0]
+
+    @property
+    def target_url(self) -> str:
+        lines = (self.log_dir / "out").read_text().splitlines()
+        return next(line.split(" at ", 1)[1] for line in lines if line.startswith("target "))
+
+    def locust_stats(self) -> dict:
+        with urllib.request.urlopen(self.url + "stats/requests", timeout=5) as reply:
+            return json.load(reply)
+
+    def answers(self) -> bool:
+        if self.proc.poll() is not None:
+            pytest.fail(f"wsbench ui exited with status {self.proc.returncode}:\n{self.output()}")
+        try:
+            with urllib.request.urlopen(self.url, timeout=2) as reply:
+                return reply.status == 200
+        except OSError:
+            return False
+
+
+def listeners(port: int) -> set[tuple[str, int | None]]:
+    return {
+        (c.laddr.ip, c.pid)
+        for c in psutil.net_connections("inet")
+        if c.status == psutil.CONN_LISTEN and c.laddr.port == port
+    }
+
+
+def assert_nothing_left(ui: RunningUI, target_url: str) -> None:
+    _, alive = psutil.wait_procs(ui.children, timeout=5)
+    assert not alive, f"children still running after wsbench ui exited: {alive}"
+    web_port, target_port = str(ui.port), int(target_url.rsplit(":", 1)[1])
+    strays = [
+        p.info for p in psutil.process_iter(["pid", "cmdline"])
+        if web_port in (p.info["cmdline"] or []) or target_url in (p.info["cmdline"] or [])
+    ]  # fmt: skip
+    assert not strays, f"processes left holding the UI's port or target: {strays}"
+    assert not listeners(ui.port) and not listeners(target_port)
+
+
+@contextlib.contextmanager
+def running_ui(
+    tmp_path: Path, *args: str, stop_with: signal.Signals = signal.SIGINT
+) -> Iterator[RunningUI]:
+    """`wsbench ui` answering on a free port; stopped with `stop_with`, which must leave nothing."""
+    port = free_port()
+    log_dir = tmp_path / "ui"
+    log_dir.mkdir()
+    with (log_dir / "out").open("wb") as out, (log_dir / "err").open("wb") as err:
+        proc = subprocess.Popen(
+            [sys.executable, "runner.py", "ui", "--target", "raw", "--scenario", "echo",
+             "--web-port", str(port), *args],
+            cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
+            env={**os.environ, "TMPDIR": str(log_dir)},  # the target's and Locust's logs
+            preexec_fn=_sigint_as_at_a_terminal,
+        )  # fmt: skip
+    ui = RunningUI(proc, port, log_dir, [])
+    try:
+        wait_for(ui.answers, START_TIMEOUT_S, f"the web UI at {ui.url}")
+        ui.children = psutil.Process(proc.pid).children(recursive=True)
+        target_url = ui.target_url
+        yield ui
+        proc.send_signal(stop_with)
+        status = proc.wait(STOP_TIMEOUT_S)
+        assert status == 0, f"wsbench ui exited {status} on {stop_with.name}:\n{ui.output()}"
+        assert "wsbench ui: stopped" in (log_dir / "out").read_text()
+        assert_nothing_left(ui, target_url)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for child in ui.children:
+            with contextlib.suppress(psutil.NoSuchProcess):
+                child.kill()
+
+
+@pytest.mark.parametrize(
+    ("args", "address"),
+    [((), "127.0.0.1"), (("--web-host", "0.0.0.0"), "0.0.0.0")],
+    ids=["default", "opened"],
+)
+def test_ui_listens_on_loopback_unless_opened(
+    tmp_path: Path, args: tuple[str, ...], address: str
+) -> None:
+    """The web UI listens on 127.0.0.1 only, unless --web-host 0.0.0.0; SIGTERM ends it cleanly."""
+    with running_ui(tmp_path, *args, stop_with=signal.SIGTERM) as ui:
+        assert listeners(ui.port) == {(address, ui.child("locust").pid)}
+        target = ui.child("targets")
+        assert {c.laddr.ip for c in target.net_connections("inet")
+                if c.status == psutil.CONN_LISTEN} == {"127.0.0.1"}  # fmt: skip
+
+
+def test_ui_refuses_a_busy_web_port() -> None:
+    """A web port already in use is a one-line error and exit status 2, before anything starts."""
+    with socket.create_server(("127.0.0.1", 0)) as busy:
+        port = busy.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "runner.py", "ui", "--target", "raw", "--scenario", "echo",
+             "--web-port", str(port)],
+            cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+        )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == ""
+    assert done.stderr.count("\n") == 1
+    assert f"{port}: Address already in use; choose another --web-port" in done.stderr
+
+
+def _type_into(page: WebDriver, name: str, value: int) -> None:
+    field = page.find_element(By.NAME, name)
+    field.send_keys(Keys.CONTROL, "a")
+    field.send_keys(str(value))
+    assert field.get_attribute("value") == str(value)
+
+
+def _echo_row(page: WebDriver) -> dict[str, str] | None:
+    """The statistics table's WS echo row once its request count is above zero."""
+    header, *rows = page.execute_script(ROWS_JS) or [[]]
+    for cells in rows:
+        row = dict(zip(header, cells, strict=False))
+        if (row.get("Type"), row.get("Name")) == ("WS", "echo"):
+            requests = int(row["# Requests"].replace(",", "") or 0)
+            return row if requests > 0 else None
+    return None
+
+
+def _click_button(page: WebDriver, label: str) -> None:
+    buttons = [b for b in page.find_elements(By.TAG_NAME, "button") if b.text.upper() == label]
+    assert buttons, f"no {label} button on the page"
+    buttons[0].click()
+
+
+@pytest.mark.timeout(600)  # the first run may apt-get install chromium; each wait has its own bound
+def test_ui_swarm_in_headless_chromium(tmp_path: Path) -> None:
+    """In Chromium the form starts a swarm whose WS echo row counts requests; Ctrl-C ends it all."""
+    require_chromium()
+    with running_ui(tmp_path) as ui, headless_chromium(tmp_path / "profile") as page:
+        page.get(ui.url)
+        assert page.title == "Locust"
+        _type_into(page, "userCount", USERS)
+        _type_into(page, "spawnRate", SPAWN_RATE)
+        _click_button(page, "START")
+
+        row = wait_for(lambda: _echo_row(page), SWARM_TIMEOUT_S, "a WS echo row with requests")
+        assert row["# Fails"] == "0", row
+        wait_for(lambda: ui.locust_stats()["user_count"] == USERS, SWARM_TIMEOUT_S,
+                 f"{USERS} users, the number typed into the form")  # fmt: skip
+        shot = tmp_path / "ui-swarm.png"
+        page.save_screenshot(str(shot))
+        colours, commonest = screenshot_spread(shot)
+        assert colours > 50 and commonest < 0.95, f"{shot} looks blank ({colours} colours)"
+        assert console_errors(page) == []
+
+        _click_button(page, "STOP")
+        wait_for(lambda: ui.locust_stats()["state"] == "stopped", SWARM_TIMEOUT_S, "stopped")
+        wait_for(lambda: "STOPPED" in page.find_element(By.TAG_NAME, "body").text.upper(),
+                 SWARM_TIMEOUT_S, "the page to show STOPPED")  # fmt: skip
+        assert console_errors(page) == []
