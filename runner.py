@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import os
 import shlex
 import signal
@@ -25,7 +26,7 @@ from typing import Any
 
 from harness import plan, procs, provenance
 from harness.execute import Outcome, describe, main_latency, run_point, run_sweep
-from harness.plan import HOST_PROFILE, SLO, PlanError, Point, Sweep
+from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
 from harness.store import RunStore, utc_now
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent / "harness" / "sweeps" / "default.toml"
@@ -49,6 +50,12 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--kernel-profile", default=HOST_PROFILE,
                    help="kernel profile (default: the host's own settings)")
     p.add_argument("--out", type=Path, help="results folder (default results/<run-id>)")
+    _add_remote_option(p)
+
+
+def _add_remote_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--allow-remote", action="store_true",
+                   help="allow a ws:// URL target that is not on this machine (a server you own)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -98,6 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
                     "0.0.0.0 opens it to the network)")  # fmt: skip
     ui.add_argument("--web-port", type=int, default=8089)
     ui.add_argument("--target-processes", type=int, default=1)
+    _add_remote_option(ui)
 
     worker = sub.add_parser("worker", help="a Locust worker for a master on another machine")
     worker.add_argument("--master-host", required=True)
@@ -124,7 +132,7 @@ def _check_profile(profiles: Sequence[str]) -> None:
         )
 
 
-def _start_meta(store: RunStore, kind: str, points: list[Point]) -> dict[str, Any]:
+def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -> dict[str, Any]:
     meta = {
         "kind": kind,
         "run_id": store.root.name,
@@ -134,20 +142,31 @@ def _start_meta(store: RunStore, kind: str, points: list[Point]) -> dict[str, An
         "ended": None,
         "status": "running",
         "plan": [p.as_dict() for p in points],
+        **extra,
         **provenance.collect(),
     }
     store.write_meta(meta)
     return meta
 
 
+def _check_targets(targets: Sequence[str], allow_remote: bool) -> None:
+    if not allow_remote:
+        for target in targets:
+            if plan.is_url(target):
+                plan.check_local(target)
+
+
 def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     _check_profile([args.kernel_profile])
+    _check_targets([args.target], args.allow_remote)
     point = plan.make_point(
         args.target, args.scenario, args.users, args.spawn_rate,
         plan.parse_duration(args.duration), processes=args.processes,
         target_processes=args.target_processes, kernel_profile=args.kernel_profile,
         target_port=args.port, tls=args.tls, options=tuple(extras),
     )  # fmt: skip
+    if args.out is not None and (args.out / "meta.json").exists():
+        raise PlanError(f"{args.out} already holds a run; choose another --out")
     store = RunStore.create(args.out, "run")
     _start_meta(store, "run", [point])
     say(f"wsbench run: {point.point_id} -> {store.root}")
@@ -162,39 +181,27 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
         say(f"warning: {warning}")
     print_table([outcome])
     say(f"results: {store.root}")
-    return 0 if outcome.status == "ok" else 1
+    if outcome.status != "ok":
+        print(f"wsbench: point failed: {outcome.reason}", file=sys.stderr)
+        return 1
+    return 0
 
 
 def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
-    data: dict[str, Any] = plan.load_sweep_file(args.config) if args.config else {}
-
-    def pick(cli: Any, key: str, default: Any = None) -> Any:
-        return cli if cli is not None else data.get(key, default)
-
-    targets = plan.split_list(pick(args.targets, "targets"))
-    scenarios = plan.split_list(pick(args.scenarios, "scenarios"))
-    users = plan.int_list(plan.split_list(pick(args.users, "users")), "users")
-    profiles = plan.split_list(pick(args.kernel_profiles, "kernel_profiles")) or [HOST_PROFILE]
-    for what, values in (("targets", targets), ("scenarios", scenarios), ("users", users)):
-        if not values:
-            raise PlanError(f"sweep needs {what} (--{what} or the --config file)")
-    _check_profile(profiles)
-    options = {k: tuple(v) for k, v in dict(data.get("options", {})).items()}
-    if extras:
-        options = {s: options.get(s, ()) + tuple(extras) for s in scenarios}
-    duration = pick(args.duration, "duration", "30s")
-    return Sweep(
-        targets=tuple(plan.check_target(t) for t in targets),
-        scenarios=tuple(plan.check_scenario(s) for s in scenarios),
-        users=users,
-        kernel_profiles=tuple(profiles),
-        duration_s=plan.parse_duration(str(duration)),
-        spawn_rate=pick(args.spawn_rate, "spawn_rate"),
-        processes=int(pick(args.processes, "processes", 1)),
-        target_processes=int(pick(args.target_processes, "target_processes", 1)),
-        options=options,
-        slo=SLO(pick(args.slo_p99_ms, "slo_p99_ms"), pick(args.slo_error_rate, "slo_error_rate")),
-    )
+    """The sweep file's settings with the command line's laid over them."""
+    settings: dict[str, Any] = plan.load_sweep_file(args.config) if args.config else {}
+    cli = {
+        "targets": args.targets, "scenarios": args.scenarios, "users": args.users,
+        "kernel_profiles": args.kernel_profiles, "duration": args.duration,
+        "spawn_rate": args.spawn_rate, "processes": args.processes,
+        "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
+        "slo_error_rate": args.slo_error_rate,
+    }  # fmt: skip
+    settings.update({k: v for k, v in cli.items() if v is not None})
+    sweep = plan.sweep_from_settings(settings, extras)
+    _check_profile(sweep.kernel_profiles)
+    _check_targets(sweep.targets, args.allow_remote)
+    return sweep
 
 
 def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
@@ -203,13 +210,14 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     store = RunStore.create(args.out, "sweep")
     previous = store.read_meta()
     planned = [p.as_dict() for p in points]
+    slo = dataclasses.asdict(sweep.slo)
     if previous is not None:
-        if previous.get("plan") != planned:
+        if previous.get("plan") != planned or previous.get("slo") != slo:
             raise PlanError(f"{store.root} holds a different sweep; choose another --out")
         say(f"wsbench sweep: resuming {store.root}")
         store.update_meta(status="running", resumed=utc_now())
     else:
-        _start_meta(store, "sweep", points)
+        _start_meta(store, "sweep", points, slo=slo)
     say(f"wsbench sweep: {len(points)} points -> {store.root}")
     status = "interrupted"
     try:
@@ -220,6 +228,10 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     print_table(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     say(f"results: {store.root} ({len(outcomes)} points run, {len(failed)} failed)")
+    if failed:
+        print(f"wsbench: {len(failed)} point(s) failed; their point.json says why "
+              "(re-running the same sweep retries them)", file=sys.stderr)  # fmt: skip
+        return 1
     return 0
 
 
@@ -251,6 +263,7 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
+    _check_targets([args.target], args.allow_remote)
     point = plan.make_point(
         args.target, args.scenario, args.users, args.spawn_rate, plan.parse_duration(args.duration),
         target_processes=args.target_processes, options=tuple(extras),
@@ -326,8 +339,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wsbench: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
-        print("wsbench: interrupted; children stopped, completed points kept "
-              "(re-run the same sweep with the same --out to resume)", file=sys.stderr)  # fmt: skip
+        resume = " (re-run the same sweep to resume)" if args.command == "sweep" else ""
+        print(f"wsbench: interrupted; children stopped, completed points kept{resume}",
+              file=sys.stderr)  # fmt: skip
         return EXIT_INTERRUPTED
 
 

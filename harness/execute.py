@@ -8,6 +8,8 @@ resumed sweep runs it again) and keeps every point already written.
 from __future__ import annotations
 
 import csv
+import json
+import shutil
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -32,6 +34,7 @@ class Outcome:
     reason: str = ""
     summary: dict[str, Any] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)  # how the point was sized, and why
 
     def as_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +43,7 @@ class Outcome:
             "reason": self.reason,
             "summary": self.summary,
             "warnings": self.warnings,
+            "notes": self.notes,
         }
 
 
@@ -50,17 +54,35 @@ def _number(text: str | None) -> float | None:
         return None
 
 
+# Run-wide columns repeated on every row of the latency CSV: kept once, not per name.
+NOT_PER_NAME = ("name", "generator_cpu_pct", "generator_saturated")
+
+
+def final_stats_path(point_dir: Path) -> Path:
+    return point_dir / f"{LOCUST_PREFIX}{procs.FINAL_STATS_SUFFIX}.json"
+
+
+def read_final_stats(point_dir: Path) -> dict[str, Any]:
+    """Requests, failures and rate over the whole run, from Locust's end-of-run JSON."""
+    try:
+        entries = json.loads(final_stats_path(point_dir).read_text())
+    except (OSError, ValueError):
+        return {"requests": None, "failures": None, "requests_per_s": None}
+    requests = sum(e.get("num_requests", 0) for e in entries)
+    failures = sum(e.get("num_failures", 0) for e in entries)
+    starts = [e["start_time"] for e in entries if e.get("start_time")]
+    ends = [e["last_request_timestamp"] for e in entries if e.get("last_request_timestamp")]
+    span_s = (max(ends) - min(starts)) if starts and ends else 0.0
+    return {
+        "requests": requests,
+        "failures": failures,
+        "requests_per_s": requests / span_s if span_s > 0 else None,
+    }
+
+
 def read_locust_csvs(point_dir: Path) -> dict[str, Any]:
-    """The figures a summary table needs, from Locust's and the scenarios' CSVs."""
-    summary: dict[str, Any] = {"requests": None, "failures": None, "requests_per_s": None}
-    stats_csv = point_dir / f"{LOCUST_PREFIX}_stats.csv"
-    if stats_csv.exists():
-        with stats_csv.open(newline="") as f:
-            for row in csv.DictReader(f):
-                if row.get("Name") == "Aggregated":
-                    summary["requests"] = int(_number(row.get("Request Count")) or 0)
-                    summary["failures"] = int(_number(row.get("Failure Count")) or 0)
-                    summary["requests_per_s"] = _number(row.get("Requests/s"))
+    """The figures a summary table needs, from Locust's final stats and the scenarios' CSVs."""
+    summary: dict[str, Any] = read_final_stats(point_dir)
     latency_csv = point_dir / f"{LOCUST_PREFIX}_latency_us.csv"
     names: dict[str, dict[str, float | None]] = {}
     saturated = False
@@ -68,7 +90,9 @@ def read_locust_csvs(point_dir: Path) -> dict[str, Any]:
     if latency_csv.exists():
         with latency_csv.open(newline="") as f:
             for row in csv.DictReader(f):
-                names[row["name"]] = {k: _number(v) for k, v in row.items() if k != "name"}
+                names[row["name"]] = {
+                    k: _number(v) for k, v in row.items() if k not in NOT_PER_NAME
+                }
                 saturated = saturated or row.get("generator_saturated") in ("1", "True", "true")
                 generator_cpu = _number(row.get("generator_cpu_pct"))
     summary["latency_us"] = names
@@ -115,6 +139,9 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
     for note in notes:
         say(f"  {note}")
     pdir = store.point_dir(point.point_id)
+    # A re-run (resume, or the same --out) must not show an earlier attempt's figures.
+    shutil.rmtree(pdir)
+    pdir.mkdir(parents=True)
     started = utc_now()
     outcome = Outcome(point, "failed")
     sampler = sampling.Sampler(pdir / "resources.csv")
@@ -143,7 +170,8 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
         outcome.summary["target"] = sampling.summarise(samples, "target")
         outcome.summary["locust"] = sampling.summarise(samples, "locust")
         outcome.summary["target_exit_status"] = target_status
-        outcome.warnings += notes + _warnings(outcome)
+        outcome.notes = notes
+        outcome.warnings += _warnings(outcome)
         store.write_point(
             point.point_id,
             {**outcome.as_dict(), "started": started, "ended": utc_now(),
@@ -169,7 +197,7 @@ def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outco
         if time.monotonic() > deadline:
             return Outcome(point, "failed", "Locust did not finish within its run time + 30 s")
         time.sleep(POLL_S)
-    if not (pdir / f"{LOCUST_PREFIX}_stats.csv").exists():
+    if not final_stats_path(pdir).exists():
         why = procs.last_line(pdir / "locust.log")
         return Outcome(point, "failed", f"Locust exited with status {code}: {why}")
     # Locust exits 1 when any request failed; that is a measured outcome, not a crash.
@@ -193,33 +221,46 @@ def _warnings(outcome: Outcome) -> list[str]:
 def run_sweep(
     sweep: Sweep, store: RunStore, say: Say, points: list[Point] | None = None
 ) -> list[Outcome]:
-    """Every point of the sweep not already final in the store, with the SLO stop per series."""
+    """Every point of the sweep not already final in the store, with the SLO stop per series.
+
+    Points finished by an earlier invocation count for the SLO stop as if run now.
+    """
     outcomes: list[Outcome] = []
     stopped: dict[tuple[str, str, str], str] = {}
     todo = points if points is not None else sweep.points()
     for n, point in enumerate(todo, 1):
         key = sweep.series_key(point)
+        tag = f"[{n}/{len(todo)}] {point.point_id}"
         previous = store.point_result(point.point_id)
-        if store.is_final(point.point_id):
-            say(f"[{n}/{len(todo)}] {point.point_id}: already {previous['status']}, skipped")
-            if sweep.slo and previous is not None and previous.get("status") == "skipped":
-                stopped[key] = previous.get("reason", "")
+        if store.is_final(point.point_id) and previous is not None:
+            say(f"{tag}: already {previous['status']}, skipped")
+            if sweep.slo and previous["status"] == "ok":
+                done = Outcome(point, "ok", summary=previous.get("summary") or {})
+                _note_breach(sweep.slo, done, stopped, key)
+            elif previous["status"] == "skipped":
+                stopped.setdefault(key, previous.get("reason", ""))
             continue
         if key in stopped:
-            outcome = Outcome(point, "skipped", f"SLO stop: {stopped[key]}")
+            outcome = Outcome(point, "skipped", stopped[key])
             store.write_point(point.point_id, {**outcome.as_dict(), "ended": utc_now()})
-            say(f"[{n}/{len(todo)}] {point.point_id}: skipped ({stopped[key]})")
+            say(f"{tag}: skipped ({stopped[key]})")
             outcomes.append(outcome)
             continue
-        say(f"[{n}/{len(todo)}] {point.point_id}: {point.users} users for {point.duration_s:g} s")
+        say(f"{tag}: {point.users} users for {point.duration_s:g} s")
         outcome = run_point(point, store, say)
         outcomes.append(outcome)
         say(f"  -> {describe(outcome)}")
         if sweep.slo:
-            breach = slo_breach(sweep.slo, outcome)
-            if breach:
-                stopped[key] = f"{breach} at {point.users} users"
+            _note_breach(sweep.slo, outcome, stopped, key)
     return outcomes
+
+
+def _note_breach(
+    slo: SLO, outcome: Outcome, stopped: dict[tuple[str, str, str], str], key: tuple[str, str, str]
+) -> None:
+    breach = slo_breach(slo, outcome)
+    if breach and key not in stopped:
+        stopped[key] = f"SLO stop: {breach} at {outcome.point.users} users"
 
 
 def describe(outcome: Outcome) -> str:

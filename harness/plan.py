@@ -8,12 +8,15 @@ is what the SLO stop needs.
 
 from __future__ import annotations
 
+import ipaddress
 import itertools
 import math
 import re
 import resource
+import shlex
+import socket
 import tomllib
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -26,6 +29,8 @@ SCENARIOS = ("echo", "echo_rate", "connect", "hold", "broadcast", "push")
 HOST_PROFILE = "host"  # no kernel profile: the host's own settings, no namespaces
 # File descriptors a Locust process needs besides its users' sockets (Python, gevent, logs).
 FD_HEADROOM = 500
+# More processes than this on one machine is a mistake, not a plan: raise the limit instead.
+MAX_PROCESSES = 64
 MAX_DURATION_S = 24 * 3600
 MAX_USERS = 1_000_000
 
@@ -65,7 +70,10 @@ class Point:
 
     @property
     def point_id(self) -> str:
-        target = _slug(urlsplit(self.target).netloc) if self.external else self.target
+        target = self.target
+        if self.external:
+            parts = urlsplit(self.target)
+            target = _slug(f"{parts.scheme}_{parts.netloc}{parts.path}")
         return f"{target}-{self.scenario}-u{self.users}-{_slug(self.kernel_profile)}"
 
     def as_dict(self) -> dict[str, object]:
@@ -93,6 +101,28 @@ def check_target(target: str) -> str:
         choices = ", ".join(sorted(TARGETS))
         raise PlanError(f"unknown target {target!r}: choose one of {choices}, or a ws:// URL")
     return target
+
+
+# Where load may go without asking: this machine, and the benchmarking range (RFC 2544) in which
+# the suite's own network namespaces live.
+LOCAL_NETWORKS = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"),
+                  ipaddress.ip_network("198.18.0.0/15"))  # fmt: skip
+
+
+def check_local(url: str) -> None:
+    """PlanError unless every address the URL's host resolves to is local (see LOCAL_NETWORKS)."""
+    host = urlsplit(url).hostname or ""
+    try:
+        infos = socket.getaddrinfo(host, None, proto=socket.IPPROTO_TCP)
+    except OSError as exc:
+        raise PlanError(f"cannot resolve {host!r}: {exc.strerror or exc}") from None
+    for info in infos:
+        address = ipaddress.ip_address(info[4][0])
+        if not any(address in net for net in LOCAL_NETWORKS):
+            raise PlanError(
+                f"{url} resolves to {address}, not this machine: load goes to loopback unless "
+                "you pass --allow-remote for a server you own"
+            )
 
 
 def check_scenario(scenario: str) -> str:
@@ -129,8 +159,20 @@ def fd_limit() -> int:
 
 def processes_needed(connections: int, limit: int | None = None) -> int:
     """Processes needed so that none holds more sockets than the open-file limit allows."""
-    per_process = (limit or fd_limit()) - FD_HEADROOM
-    return max(1, math.ceil(connections / per_process))
+    limit = limit or fd_limit()
+    per_process = limit - FD_HEADROOM
+    if per_process < 1:
+        raise PlanError(
+            f"the open-file limit ({limit}) leaves no room for sockets; raise it "
+            f"(ulimit -n) above {FD_HEADROOM}"
+        )
+    need = max(1, math.ceil(connections / per_process))
+    if need > MAX_PROCESSES:
+        raise PlanError(
+            f"{connections} connections would need {need} processes under the open-file "
+            f"limit of {limit}; raise it (ulimit -n) or lower the users"
+        )
+    return need
 
 
 def sized(point: Point, limit: int | None = None) -> tuple[Point, list[str]]:
@@ -168,6 +210,8 @@ def make_point(
     check_scenario(scenario)
     if not 1 <= users <= MAX_USERS:
         raise PlanError(f"users must be between 1 and {MAX_USERS}, got {users}")
+    if not 0 < duration_s <= MAX_DURATION_S:
+        raise PlanError(f"duration must be more than 0 s and at most 24 h, got {duration_s:g} s")
     rate = float(spawn_rate) if spawn_rate is not None else float(min(users, 1000))
     if rate <= 0:
         raise PlanError(f"spawn rate must be positive, got {rate:g}")
@@ -201,25 +245,100 @@ class Sweep:
             for target, scenario, profile in itertools.product(
                 self.targets, self.scenarios, self.kernel_profiles
             )
-            for users in sorted(self.users)
+            for users in sorted(set(self.users))
         ]
 
     def series_key(self, point: Point) -> tuple[str, str, str]:
         return (point.target, point.scenario, point.kernel_profile)
 
 
-def split_list(text: str | Sequence[str] | None) -> list[str]:
-    if text is None:
+def split_list(value: object, key: str = "list") -> list[str]:
+    """'a,b' or ['a', 'b'] -> ['a', 'b']; anything else is a PlanError naming `key`."""
+    if value is None:
         return []
-    items = text.split(",") if isinstance(text, str) else list(text)
+    if isinstance(value, str):
+        items: list[object] = list(value.split(","))
+    elif isinstance(value, list | tuple):
+        items = list(value)
+    elif isinstance(value, int) and not isinstance(value, bool):
+        items = [value]
+    else:
+        raise PlanError(f"{key} must be a list or a comma-separated string, got {value!r}")
+    if any(not isinstance(item, str | int) or isinstance(item, bool) for item in items):
+        raise PlanError(f"{key} must hold names or numbers, got {value!r}")
     return [str(item).strip() for item in items if str(item).strip()]
 
 
-def int_list(values: Iterable[str], what: str) -> tuple[int, ...]:
+def int_list(values: Iterable[str], key: str) -> tuple[int, ...]:
     try:
         return tuple(int(v) for v in values)
     except ValueError:
-        raise PlanError(f"{what} must be whole numbers, got {list(values)}") from None
+        raise PlanError(f"{key} must be whole numbers, got {list(values)}") from None
+
+
+def number(value: object, key: str, kind: type[int] | type[float]) -> float | int | None:
+    """A number from a sweep file or the command line, or None; PlanError names `key`."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float | str):
+        raise PlanError(f"{key} must be a number, got {value!r}")
+    try:
+        return kind(value)
+    except ValueError:
+        raise PlanError(f"{key} must be a number, got {value!r}") from None
+
+
+def scenario_options(value: object) -> dict[str, tuple[str, ...]]:
+    """The [options] table: scenario -> arguments (a list, or one string split like a shell)."""
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise PlanError(f"options must be a table of scenario = [arguments], got {value!r}")
+    options = {}
+    for scenario, args in value.items():
+        check_scenario(scenario)
+        if isinstance(args, str):
+            options[scenario] = tuple(shlex.split(args))
+        elif isinstance(args, list) and all(isinstance(a, str) for a in args):
+            options[scenario] = tuple(args)
+        else:
+            raise PlanError(f"options.{scenario} must be a list of strings, got {args!r}")
+    return options
+
+
+def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[str] = ()) -> Sweep:
+    """A Sweep from sweep-file keys (command-line values already laid over them)."""
+    targets = split_list(settings.get("targets"), "targets")
+    scenarios = split_list(settings.get("scenarios"), "scenarios")
+    users = int_list(split_list(settings.get("users"), "users"), "users")
+    profiles = split_list(settings.get("kernel_profiles"), "kernel_profiles") or [HOST_PROFILE]
+    for key, values in (("targets", targets), ("scenarios", scenarios), ("users", users)):
+        if not values:
+            raise PlanError(f"a sweep needs {key} (--{key} or the --config file)")
+    options = scenario_options(settings.get("options"))
+    if extra_options:
+        options = {s: options.get(s, ()) + tuple(extra_options) for s in scenarios}
+    duration = settings.get("duration", "30s")
+    if not isinstance(duration, str | int | float) or isinstance(duration, bool):
+        raise PlanError(f"duration must be like 30s, got {duration!r}")
+    slo = SLO(
+        number(settings.get("slo_p99_ms"), "slo_p99_ms", float),
+        number(settings.get("slo_error_rate"), "slo_error_rate", float),
+    )
+    return Sweep(
+        targets=tuple(check_target(t) for t in targets),
+        scenarios=tuple(check_scenario(s) for s in scenarios),
+        users=users,
+        kernel_profiles=tuple(profiles),
+        duration_s=parse_duration(str(duration)),
+        spawn_rate=number(settings.get("spawn_rate"), "spawn_rate", float),
+        processes=int(number(settings.get("processes"), "processes", int) or 1),
+        target_processes=int(
+            number(settings.get("target_processes"), "target_processes", int) or 1
+        ),
+        options=options,
+        slo=slo,
+    )
 
 
 def load_sweep_file(path: Path) -> dict[str, object]:

@@ -25,6 +25,7 @@ from urllib.parse import urlsplit
 from harness.plan import Point, locustfile
 from targets.server import die_with_parent
 
+FINAL_STATS_SUFFIX = "_final"  # Locust appends .json
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 REACH_TIMEOUT_S = 3.0
@@ -80,11 +81,19 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = STOP_TIMEOUT_S
 
 
 def last_line(path: Path) -> str:
+    """The line of a log that says what went wrong: the last `error:` line, else the last line."""
     try:
         lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
     except OSError:
         return ""
-    return lines[-1].strip() if lines else ""
+    errors = [line for line in lines if "error:" in line.lower()]
+    return (errors or lines or [""])[-1].strip()
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket() as sock:
+        sock.bind((host, 0))
+        return sock.getsockname()[1]
 
 
 @dataclass
@@ -161,7 +170,14 @@ def locust_command(
         "--run-time", f"{math.ceil(point.duration_s)}s",
     ]  # fmt: skip
     if headless:
-        cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5"]
+        cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5",
+                # Locust's CSVs are rewritten once a second and miss the run's last moments;
+                # this file is written once, at the end, with every request counted.
+                "--json-file", f"{csv_prefix}{FINAL_STATS_SUFFIX}"]  # fmt: skip
     if point.processes > 1:
-        cmd += ["--processes", str(point.processes)]
+        # Master and forked workers talk over a port of our choosing on loopback: Locust's
+        # default (*:5557) is reachable from the network and collides with another run.
+        port = free_port()
+        cmd += ["--processes", str(point.processes), "--master-bind-host", "127.0.0.1",
+                "--master-bind-port", str(port), "--master-port", str(port)]  # fmt: skip
     return cmd + list(point.options)

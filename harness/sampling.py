@@ -55,7 +55,8 @@ class _Tree:
 
     def __init__(self, root_pid: int) -> None:
         self.root = psutil.Process(root_pid)
-        self.known: dict[int, psutil.Process] = {}
+        self.root.cpu_percent(None)  # the first call starts the measurement, returns 0
+        self.known: dict[int, psutil.Process] = {root_pid: self.root}
 
     def members(self) -> list[psutil.Process]:
         try:
@@ -118,6 +119,8 @@ class Sampler:
                     trees = list(self.trees.items())
                 for role, tree in trees:
                     sample = tree.sample(role, time.monotonic() - self._start)
+                    if not sample.processes:
+                        continue  # exited: a row of zeros would drag the means down
                     self.samples.append(sample)
                     writer.writerow(asdict(sample))
                 f.flush()

@@ -29,8 +29,8 @@ META = "meta.json"
 POINT = "point.json"
 POINTS = "points"
 LOCUST_PREFIX = "locust"
-# Statuses of a point that a resumed sweep does not run again.
-FINAL_STATUSES = ("ok", "failed", "skipped")
+# Statuses of a point that a resumed sweep does not run again (a failed point is retried).
+FINAL_STATUSES = ("ok", "skipped")
 
 
 def utc_now() -> str:

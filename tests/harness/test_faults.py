@@ -1,0 +1,277 @@
+"""Bad input and faults (issue 4, item 7), each as the user meets it at the command line.
+
+Bad input: exit 2, one line on stderr, no traceback, no results folder. Faults during a run:
+recorded in point.json, the sweep goes on, nothing measured is lost, no process left behind.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from harness.plan import SCENARIOS, TARGETS
+
+
+def read_json(path: Path) -> Any:
+    return json.loads(path.read_text())
+
+
+def assert_one_line_error(done, out: Path, *words: str) -> None:
+    assert "Traceback" not in done.stderr, done.stderr
+    assert done.returncode == 2, done.stdout + done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    for word in words:
+        assert word in lines[0], (word, lines[0])
+    assert not out.exists(), "bad input must not leave a results folder"
+
+
+# Bad input
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_unknown_target_is_one_line_listing_the_choices(wsbench, tmp_path: Path, command: str):
+    """An unknown target is exit 2 and one stderr line naming every target and ws:// URLs."""
+    out = tmp_path / "out"
+    flag, scen = ("--target", "--scenario") if command == "run" else ("--targets", "--scenarios")
+    done = wsbench(command, flag, "nginx", scen, "echo", "--users", "1", "--out", out)
+    assert_one_line_error(done, out, "nginx", *sorted(TARGETS), "ws://")
+
+
+@pytest.mark.parametrize("command", ["run", "sweep"])
+def test_unknown_scenario_is_one_line_listing_the_choices(wsbench, tmp_path: Path, command: str):
+    """`--scenario pingpong` is exit 2 and one stderr line naming every scenario."""
+    out = tmp_path / "out"
+    flag, scen = ("--target", "--scenario") if command == "run" else ("--targets", "--scenarios")
+    done = wsbench(command, flag, "raw", scen, "pingpong", "--users", "1", "--out", out)
+    assert_one_line_error(done, out, "pingpong", *SCENARIOS)
+
+
+@pytest.mark.parametrize(
+    ("args", "word"),
+    [
+        (("run", "--users", "1", "--duration", "5x"), "5x"),
+        (("run", "--users", "1", "--duration", "500ms"), "500ms"),
+        (("run", "--users", "0"), "users"),
+        (("run", "--users", "1", "--spawn-rate", "0"), "spawn rate"),
+        (("run", "--users", "1", "--processes", "0"), "process"),
+        (("run", "--users", "1", "--kernel-profile", "tuned"), "tuned"),
+        (("sweep", "--users", "10,lots"), "lots"),
+        (("sweep",), "users"),
+        (("sweep", "--users", "10", "--config", "/nonexistent/sweep.toml"), "/nonexistent"),
+    ],
+)
+def test_bad_values_are_one_line_errors(wsbench, tmp_path: Path, args: tuple[str, ...], word):
+    """A bad duration, count, rate, profile or config path is exit 2 and one line naming it."""
+    out = tmp_path / "out"
+    where = ("--target", "raw", "--scenario", "echo") if args[0] == "run" else (
+        "--targets", "raw", "--scenarios", "echo")  # fmt: skip
+    done = wsbench(args[0], *where, *args[1:], "--out", out)
+    assert_one_line_error(done, out, word)
+
+
+# Faults at start
+
+
+def test_external_url_where_nothing_listens_fails_fast_and_clearly(
+    wsbench, free_port, tmp_path: Path
+) -> None:
+    """A ws:// URL with no server fails within seconds with 'cannot reach URL', no traceback."""
+    url = f"ws://127.0.0.1:{free_port()}"
+    started = time.monotonic()
+    done = wsbench("run", "--target", url, "--scenario", "echo", "--users", "1",
+                   "--duration", "30s", "--out", tmp_path / "out")  # fmt: skip
+    assert time.monotonic() - started < 5
+    assert done.returncode != 0
+    assert "Traceback" not in done.stdout + done.stderr
+    said = done.stdout + done.stderr
+    assert "cannot reach" in said and url in said
+    point = next((tmp_path / "out" / "points").glob("*/point.json"))
+    assert read_json(point)["status"] == "failed" and url in read_json(point)["reason"]
+
+
+def test_port_already_in_use_is_a_clear_error_naming_the_port(wsbench, tmp_path: Path) -> None:
+    """A --port another socket holds fails within seconds, naming the port and 'in use'."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.1", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        started = time.monotonic()
+        done = wsbench("run", "--target", "raw", "--scenario", "echo", "--users", "1",
+                       "--duration", "30s", "--port", str(port),
+                       "--out", tmp_path / "out")  # fmt: skip
+        elapsed = time.monotonic() - started
+    said = done.stdout + done.stderr
+    assert done.returncode != 0
+    assert elapsed < 10
+    assert "Traceback" not in said
+    assert str(port) in said and "in use" in said
+    point = read_json(tmp_path / "out" / "points" / "raw-echo-u1-host" / "point.json")
+    assert point["status"] == "failed" and str(port) in point["reason"]
+
+
+def test_a_scenario_option_locust_does_not_know_fails_with_locusts_error(
+    wsbench, tmp_path: Path
+) -> None:
+    """A misspelt scenario option fails the point with a reason naming that option."""
+    out = tmp_path / "out"
+    done = wsbench("run", "--target", "raw", "--scenario", "echo", "--users", "1",
+                   "--duration", "2s", "--payload-byts", "64", "--out", out)  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "Traceback" not in done.stdout + done.stderr
+    assert "--payload-byts" in done.stdout + done.stderr
+    point = read_json(out / "points" / "raw-echo-u1-host" / "point.json")
+    assert point["status"] == "failed"
+    assert "Locust" in point["reason"] and "--payload-byts" in point["reason"]
+
+
+# The open-file limit
+
+
+def test_users_beyond_the_open_file_limit_are_split_across_processes(
+    wsbench, tmp_path: Path
+) -> None:
+    """600 users under an open-file limit of 800 run in 2+2 processes, say why, hold all 600."""
+    out = tmp_path / "out"
+    done = wsbench("run", "--target", "raw", "--scenario", "hold", "--users", "600",
+                   "--duration", "3s", "--out", out, nofile=800)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "600 users need 2 Locust processes" in done.stdout
+    point = read_json(out / "points" / "raw-hold-u600-host" / "point.json")
+    assert point["status"] == "ok"
+    assert point["point"]["processes"] == 2 and point["point"]["target_processes"] == 2
+    assert any("open-file limit of 800" in n for n in point["notes"])
+    assert point["summary"]["target"]["sockets_max"] >= 600
+    assert point["summary"]["failures"] == 0
+
+
+# Faults during a sweep
+
+
+def _sweep(out: Path, users: str, duration: str) -> tuple[str, ...]:
+    return ("sweep", "--targets", "raw", "--scenarios", "echo", "--users", users,
+            "--duration", duration, "--out", str(out))  # fmt: skip
+
+
+def test_target_dying_mid_run_fails_that_point_and_the_sweep_goes_on(
+    wsbench_bg, tmp_path: Path
+) -> None:
+    """A target killed mid-point fails that point with the reason; others stay or run ok."""
+    out = tmp_path / "out"
+    bg = wsbench_bg(*_sweep(out, "1,2,3", "3s"))
+    bg.wait_for("Locust of the 2nd point", lambda: bg.child_with("--users", "2"))
+    first = out / "points" / "raw-echo-u1-host" / "point.json"
+    first_bytes = first.read_bytes()
+    time.sleep(1.0)
+    target = bg.child_with("-m", "targets")
+    assert target is not None, [c.cmdline() for c in bg.children()]
+    target.send_signal(signal.SIGKILL)
+    assert bg.wait(60) == 1, bg.stdout + bg.stderr  # 1: a point failed (the sweep went on)
+    second = read_json(out / "points" / "raw-echo-u2-host" / "point.json")
+    assert second["status"] == "failed"
+    assert "target exited" in second["reason"] and "-9" in second["reason"]
+    assert first.read_bytes() == first_bytes
+    assert read_json(out / "points" / "raw-echo-u3-host" / "point.json")["status"] == "ok"
+    assert "raw-echo-u2-host" in bg.stdout and "failed" in bg.stdout
+
+
+def test_sigint_stops_everything_keeps_done_points_and_the_sweep_resumes(
+    wsbench_bg, wsbench, tmp_path: Path
+) -> None:
+    """Ctrl-C: exit 130, no child left, done points kept; the same command resumes after them."""
+    out = tmp_path / "out"
+    args = _sweep(out, "1,2", "2s")
+    bg = wsbench_bg(*args)
+    bg.wait_for("Locust of the 2nd point", lambda: bg.child_with("--users", "2"))
+    time.sleep(0.5)
+    children = bg.children()
+    assert len(children) >= 2  # the target and Locust at least
+    bg.proc.send_signal(signal.SIGINT)
+    assert bg.wait(30) == 130, bg.stdout + bg.stderr
+    _, alive = psutil.wait_procs(children, timeout=5)
+    assert not alive, [p.cmdline() for p in alive]
+    assert "Traceback" not in bg.stderr
+    assert "interrupted" in bg.stderr
+    first = out / "points" / "raw-echo-u1-host" / "point.json"
+    first_bytes = first.read_bytes()
+    assert read_json(first)["status"] == "ok"
+    second = out / "points" / "raw-echo-u2-host" / "point.json"
+    assert not second.exists() or read_json(second)["status"] == "interrupted"
+    assert read_json(out / "meta.json")["status"] == "interrupted"
+
+    done = wsbench(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "resuming" in done.stdout
+    assert "raw-echo-u1-host: already ok, skipped" in done.stdout
+    assert first.read_bytes() == first_bytes
+    assert read_json(second)["status"] == "ok"
+    assert read_json(out / "meta.json")["status"] == "complete"
+
+
+def test_a_killed_runner_takes_its_children_along_and_the_sweep_resumes(
+    wsbench_bg, wsbench, tmp_path: Path
+) -> None:
+    """A SIGKILLed runner's children die with it; the same command resumes the sweep."""
+    out = tmp_path / "out"
+    args = _sweep(out, "1,2", "2s")
+    bg = wsbench_bg(*args)
+    bg.wait_for("Locust of the 2nd point", lambda: bg.child_with("--users", "2"))
+    time.sleep(0.5)
+    children = bg.children()
+    first = out / "points" / "raw-echo-u1-host" / "point.json"
+    first_bytes = first.read_bytes()
+    bg.proc.kill()
+    bg.wait(10)
+    _, alive = psutil.wait_procs(children, timeout=10)
+    assert not alive, [p.cmdline() for p in alive]
+
+    done = wsbench(*args)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "raw-echo-u1-host: already ok, skipped" in done.stdout
+    assert first.read_bytes() == first_bytes
+    second = out / "points" / "raw-echo-u2-host" / "point.json"
+    assert read_json(second)["status"] == "ok"
+    assert read_json(out / "meta.json")["status"] == "complete"
+
+
+def _listening_beyond_loopback(procs: list[psutil.Process]) -> list[tuple[str, int]]:
+    found = []
+    for proc in procs:
+        try:
+            conns = proc.net_connections(kind="inet")
+        except psutil.Error:
+            continue
+        found += [
+            (c.laddr.ip, c.laddr.port)
+            for c in conns
+            if c.status == psutil.CONN_LISTEN and not c.laddr.ip.startswith(("127.", "::1"))
+        ]
+    return found
+
+
+def test_two_runs_with_several_locust_processes_at_once_both_work(
+    wsbench_bg, tmp_path: Path
+) -> None:
+    """Two multi-process runs at once both succeed, and no Locust port listens beyond loopback."""
+    # Locust's master binds *:5557 unless told otherwise: the second run's master cannot bind,
+    # and the port is open to the network meanwhile.
+    args = ("run", "--target", "raw", "--scenario", "echo", "--users", "4",
+            "--processes", "2", "--duration", "3s")  # fmt: skip
+    runs = [wsbench_bg(*args, "--out", tmp_path / name) for name in ("a", "b")]
+    for bg in runs:
+        bg.wait_for("its Locust", lambda bg=bg: bg.child_with("-m", "locust"))
+    time.sleep(1.5)
+    locust_procs = [p for bg in runs for p in bg.children() if "locust" in " ".join(p.cmdline())]
+    exposed = _listening_beyond_loopback(locust_procs)
+    for bg, name in zip(runs, ("a", "b"), strict=True):
+        assert bg.wait(60) == 0, bg.stdout + bg.stderr
+        point = read_json(tmp_path / name / "points" / "raw-echo-u4-host" / "point.json")
+        assert point["status"] == "ok" and point["point"]["processes"] == 2
+    assert not exposed, exposed
