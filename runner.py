@@ -329,6 +329,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"wsbench: '{args.command}' is not built yet", file=sys.stderr)
         return EXIT_BAD_INPUT
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
+    # Started from a background job, SIGINT arrives ignored; Ctrl-C/kill -INT must still stop us.
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _check_no_extras(args, extras)
         return command(args, extras)
