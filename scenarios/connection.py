@@ -1,0 +1,413 @@
+"""One client WebSocket connection: opened in timed phases, then a lean frame reader and writer.
+
+Opening: TCP connect, TLS handshake (wss://) and HTTP upgrade are timed apart and reported
+through the caller's `report(name, rtt_us, length, error)`, each bounded by the socket timeout.
+websocket-client does the upgrade (request headers, Sec-WebSocket-Accept and subprotocol
+checks) over our socket.
+
+After the upgrade the socket is ours: websocket-client's frame path costs about twice ours
+per message (per-frame objects, one recv per header field, locks), and the message path is
+the hottest code in the project. Reads are buffered: one recv() can deliver several frames.
+Sends use one send() (gevent's sendall() adds a getsockopt() system call per message). Open
+connections have no socket timeout: waits are bounded by `deadline_ns` and the per-process
+watchdog (scenarios/deadlines.py). Everything runs under gevent's monkey-patched sockets.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import functools
+import itertools
+import socket
+import ssl
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import TypeVar
+from urllib.parse import urlsplit
+
+import websocket
+
+from scenarios.deadlines import watchdog
+from scenarios.failures import (
+    ConnectionClosed,
+    ConnectionLost,
+    HandshakeRejected,
+    ProtocolViolation,
+    WsError,
+    classify,
+)
+from scenarios.frames import (
+    FIN,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    U16,
+    U64,
+    client_frame,
+    close_payload,
+    parse_close,
+)
+
+TCP_CONNECT = "tcp connect"
+TLS_HANDSHAKE = "tls handshake"
+WS_UPGRADE = "ws upgrade"
+RECV_BYTES = 65536
+# Linux: let connect() pick the port after bind(ip, 0), so each source IP has the whole
+# ephemeral range per destination rather than one shared range (value from linux/in.h).
+IP_BIND_ADDRESS_NO_PORT = getattr(socket, "IP_BIND_ADDRESS_NO_PORT", 24)
+
+Report = Callable[[str, int, int, "WsError | None"], None]
+T = TypeVar("T")
+
+
+@dataclass
+class ConnectSettings:
+    """How every connection of this process is opened (from the shared command-line options)."""
+
+    timeout_s: float = 10.0
+    ssl_context: ssl.SSLContext | None = None
+    headers: Sequence[str] = ()
+    subprotocols: Sequence[str] = ()
+    origin: str | None = None
+    source_ips: Sequence[str] = ()
+    _next_source: Iterator[str] | None = field(default=None, init=False, repr=False)
+
+    def source_address(self) -> tuple[str, int] | None:
+        """The next local address to bind, round-robin over `source_ips`; None: the kernel's."""
+        if not self.source_ips:
+            return None
+        if self._next_source is None:
+            self._next_source = itertools.cycle(self.source_ips)
+        return next(self._next_source), 0
+
+
+def client_ssl_context(ca_file: str | None, insecure: bool) -> ssl.SSLContext:
+    context = ssl.create_default_context(cafile=ca_file)
+    if insecure:
+        context.check_hostname = False
+        context.verify_mode = ssl.CERT_NONE
+    return context
+
+
+@functools.lru_cache(maxsize=64)
+def _resolve(host: str, port: int) -> tuple[int, tuple]:
+    # Resolved once per process: a connection storm should measure connects, not DNS.
+    family, _, _, _, address = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)[0]
+    return family, address
+
+
+def _tcp_connect(host: str, port: int, settings: ConnectSettings) -> socket.socket:
+    family, address = _resolve(host, port)
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.settimeout(settings.timeout_s)
+        source = settings.source_address()
+        if source is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, 1)
+            sock.bind(source)
+        sock.connect(address)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+class _HandshakeReader:
+    """The socket as websocket-client's handshake sees it.
+
+    It reads the HTTP response one byte per recv() call; this serves those bytes from one
+    larger read. Bytes past the response (a /push server may send at once) are kept in
+    `leftover` for the frame reader.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+        self._buf = b""
+        self._pos = 0
+
+    @property
+    def leftover(self) -> bytes:
+        return self._buf[self._pos :]
+
+    def recv(self, bufsize: int) -> bytes:
+        if self._pos >= len(self._buf):
+            self._buf, self._pos = self.sock.recv(RECV_BYTES), 0
+        out = self._buf[self._pos : self._pos + bufsize]
+        self._pos += len(out)
+        return out
+
+    def send(self, data: bytes) -> int:
+        return self.sock.send(data)
+
+    def gettimeout(self) -> float | None:
+        return self.sock.gettimeout()
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def _phase(report: Report, name: str, step: Callable[[], T]) -> T:
+    """Run one opening phase, report its duration or its failure (then raise the WsError)."""
+    t0 = time.perf_counter_ns()
+    try:
+        result = step()
+    except Exception as exc:
+        error = classify(exc, name)
+        report(name, (time.perf_counter_ns() - t0 + 500) // 1000, 0, error)
+        raise error from exc
+    report(name, (time.perf_counter_ns() - t0 + 500) // 1000, 0, None)
+    return result
+
+
+def open_connection(url: str, settings: ConnectSettings, report: Report) -> WsConnection:
+    """Connect to `url` (ws:// or wss://), reporting each phase; WsError if one fails."""
+    parts = urlsplit(url)
+    secure = parts.scheme == "wss"
+    host = parts.hostname or "localhost"
+    port = parts.port or (443 if secure else 80)
+    sock = _phase(report, TCP_CONNECT, lambda: _tcp_connect(host, port, settings))
+    try:
+        if secure:
+            context = settings.ssl_context or client_ssl_context(None, False)
+            plain = sock
+            sock = _phase(
+                report, TLS_HANDSHAKE, lambda: context.wrap_socket(plain, server_hostname=host)
+            )
+        reader = _HandshakeReader(sock)
+        ws = websocket.WebSocket(enable_multithread=False, skip_utf8_validation=True)
+        options: dict[str, object] = {"socket": reader, "header": list(settings.headers)}
+        if settings.subprotocols:
+            options["subprotocols"] = list(settings.subprotocols)
+        if settings.origin:
+            options["origin"] = settings.origin
+        _phase(report, WS_UPGRADE, lambda: _upgrade(ws, url, options))
+    except BaseException:
+        sock.close()
+        raise
+    sock.settimeout(None)  # from now on the watchdog bounds waits (see module docstring)
+    connection = WsConnection(sock, reader.leftover, ws.getsubprotocol(), settings.timeout_s)
+    watchdog().watch(connection)
+    return connection
+
+
+def _upgrade(ws: websocket.WebSocket, url: str, options: dict[str, object]) -> None:
+    ws.connect(url, redirect_limit=0, **options)
+    status = ws.getstatus()
+    if status != 101:
+        raise HandshakeRejected(status or 0)
+
+
+class WsConnection:
+    """An open client connection: masked sends, buffered frame reads, ping/close handling.
+
+    `deadline_ns` (time.perf_counter_ns, 0: none) bounds the current wait: past it the
+    watchdog expires the connection, the blocked read fails and `timed_out` says why.
+    """
+
+    __slots__ = (
+        "sock", "subprotocol", "timeout_ns", "deadline_ns", "timed_out", "closed",
+        "_buf", "_pos", "_recv", "_send", "_sendall",
+    )  # fmt: skip
+
+    def __init__(
+        self,
+        sock: socket.socket,
+        initial: bytes = b"",
+        subprotocol: str | None = None,
+        timeout_s: float = 10.0,
+    ) -> None:
+        self.sock = sock
+        self.subprotocol = subprotocol
+        self.timeout_ns = int(timeout_s * 1e9)
+        self.deadline_ns = 0
+        self.timed_out = False
+        self.closed = False
+        self._buf = initial
+        self._pos = 0
+        self._recv = sock.recv
+        self._send = sock.send
+        self._sendall = sock.sendall
+
+    def send_frame(self, frame: bytes) -> None:
+        """Send bytes made by frames.client_frame: usually one send() call."""
+        sent = self._send(frame)
+        if sent != len(frame):
+            self._sendall(memoryview(frame)[sent:])
+
+    def send_binary(self, payload: bytes) -> None:
+        self.send_frame(client_frame(FIN | OP_BINARY, payload))
+
+    def send_text(self, payload: bytes) -> None:
+        """`payload` is already UTF-8: encoding is the caller's, once, not per message."""
+        self.send_frame(client_frame(FIN | OP_TEXT, payload))
+
+    def ping(self, payload: bytes = b"") -> None:
+        self.send_frame(client_frame(FIN | OP_PING, payload))
+
+    def expire(self) -> None:
+        """Called by the watchdog past the deadline: fail the blocked read, as a timeout."""
+        self.timed_out = True
+        self.abort()
+
+    def recv(self) -> bytes:
+        """The payload of the next data message (text as UTF-8 bytes, not validated).
+
+        Answers pings, skips pongs; ConnectionClosed on a close frame, ConnectionLost on EOF.
+        """
+        while True:
+            buf = self._buf
+            pos = self._pos
+            avail = len(buf) - pos
+            if avail >= 2:
+                n = buf[pos + 1]
+                start = pos + 2
+                if n >= 126:
+                    if n == 126 and avail >= 4:
+                        n = U16.unpack_from(buf, start)[0]
+                        start += 2
+                    elif n == 127 and avail >= 10:
+                        n = U64.unpack_from(buf, start)[0]
+                        start += 8
+                    elif n > 127:
+                        raise ProtocolViolation("protocol error: masked frame from server")
+                    else:
+                        self._fill(4 if n == 126 else 10)
+                        continue
+                end = start + n
+                if end <= len(buf):
+                    self._pos = end
+                    first = buf[pos]
+                    if first == 0x82 or first == 0x81:
+                        return buf[start:end]
+                    message = self._other_frame(first, buf[start:end])
+                    if message is not None:
+                        return message
+                    continue
+                self._fill(end - pos)
+            else:
+                self._fill(2)
+
+    def _fill(self, need: int) -> None:
+        """Read until at least `need` unread bytes are buffered."""
+        rest = self._buf[self._pos :]
+        chunk = self._recv(max(RECV_BYTES, need - len(rest)))
+        if not chunk:
+            raise ConnectionLost("connection lost without close frame")
+        if len(rest) + len(chunk) >= need:
+            self._buf, self._pos = (rest + chunk if rest else chunk), 0
+            return
+        parts, have = [rest, chunk], len(rest) + len(chunk)
+        while have < need:
+            chunk = self._recv(need - have)
+            if not chunk:
+                raise ConnectionLost("connection lost without close frame")
+            parts.append(chunk)
+            have += len(chunk)
+        self._buf, self._pos = b"".join(parts), 0
+
+    def _other_frame(self, first: int, payload: bytes) -> bytes | None:
+        """Control frames and fragments: rare, so kept off the fast path."""
+        if first & 0x70:
+            raise ProtocolViolation("protocol error: reserved bits set without an extension")
+        opcode = first & 0x0F
+        if opcode == OP_PING:
+            self.send_frame(client_frame(FIN | OP_PONG, payload))
+            return None
+        if opcode == OP_PONG:
+            return None
+        if opcode == OP_CLOSE:
+            code, reason = parse_close(payload)
+            self._answer_close(code)
+            raise ConnectionClosed(code, reason)
+        if opcode in (OP_TEXT, OP_BINARY) and not first & FIN:
+            return self._reassemble(payload)
+        raise ProtocolViolation(f"protocol error: unexpected opcode {opcode:#x}")
+
+    def _reassemble(self, first_part: bytes) -> bytes:
+        parts = [first_part]
+        while True:
+            # recv() returns whole messages only, so read continuation frames one by one.
+            first, payload = self._read_frame()
+            opcode = first & 0x0F
+            if opcode == OP_CONT:
+                parts.append(payload)
+                if first & FIN:
+                    return b"".join(parts)
+            elif opcode >= OP_CLOSE:
+                self._other_frame(first, payload)
+            else:
+                raise ProtocolViolation("protocol error: new message inside a fragmented one")
+
+    def _ensure(self, need: int) -> None:
+        if len(self._buf) - self._pos < need:
+            self._fill(need)
+
+    def _read_frame(self) -> tuple[int, bytes]:
+        """(first byte, payload) of the next frame, whatever it is."""
+        self._ensure(2)
+        n = self._buf[self._pos + 1]
+        if n > 127:
+            raise ProtocolViolation("protocol error: masked frame from server")
+        header = 2 if n < 126 else 4 if n == 126 else 10
+        self._ensure(header)
+        if n >= 126:
+            n = (U16 if n == 126 else U64).unpack_from(self._buf, self._pos + 2)[0]
+        self._ensure(header + n)
+        buf, pos = self._buf, self._pos
+        self._pos = pos + header + n
+        return buf[pos], buf[pos + header : pos + header + n]
+
+    def recv_pong(self) -> None:
+        """Wait (up to the timeout) for the next pong, answering pings, skipping data."""
+        self.deadline_ns = time.perf_counter_ns() + self.timeout_ns
+        while True:
+            first, payload = self._read_frame()
+            if first & 0x0F == OP_PONG:
+                self.deadline_ns = 0
+                return
+            if first & 0x0F >= OP_CLOSE:
+                self._other_frame(first, payload)
+
+    def _answer_close(self, code: int) -> None:
+        echo = code if code not in (1005, 1006, 1015) else 1000
+        with contextlib.suppress(OSError):
+            self.send_frame(client_frame(FIN | OP_CLOSE, close_payload(echo)))
+        self.abort()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        """Send a close frame and drop the socket without waiting for the server's answer."""
+        if self.closed:
+            return
+        with contextlib.suppress(OSError):
+            self.send_frame(client_frame(FIN | OP_CLOSE, close_payload(code, reason)))
+        self.abort()
+
+    def close_handshake(self, code: int = 1000) -> None:
+        """Close as RFC 6455 §7.1.1 asks: send close, read to the server's close and its EOF.
+
+        The server then closes TCP first, so TIME_WAIT lands on its side: a churning client
+        that closed first would run out of ephemeral ports within a minute.
+        """
+        self.deadline_ns = time.perf_counter_ns() + self.timeout_ns
+        try:
+            self.send_frame(client_frame(FIN | OP_CLOSE, close_payload(code)))
+            while self._read_frame()[0] & 0x0F != OP_CLOSE:
+                pass
+            self._buf, self._pos = b"", 0
+            while self._recv(RECV_BYTES):
+                pass
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        """Drop the socket at once (after a failure the connection is unusable)."""
+        self.closed = True
+        self.deadline_ns = 0
+        watchdog().forget(self)
+        self.sock.close()

@@ -1,0 +1,69 @@
+"""Client-side RFC 6455 frame bytes: masking and headers, no I/O.
+
+The generator keeps its own few lines of framing instead of borrowing the targets' codec
+(targets/rfc6455): a masking bug shared by generator and server would cancel out unseen.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+from collections.abc import Iterator
+
+OP_CONT = 0x0
+OP_TEXT = 0x1
+OP_BINARY = 0x2
+OP_CLOSE = 0x8
+OP_PING = 0x9
+OP_PONG = 0xA
+FIN = 0x80
+MASK_BIT = 0x80
+
+U16 = struct.Struct("!H")
+U64 = struct.Struct("!Q")
+_HDR16 = struct.Struct("!BBH")
+_HDR64 = struct.Struct("!BBQ")
+_KEY_BLOCK_BYTES = 4096
+
+
+def _key_stream() -> Iterator[bytes]:
+    # Masking keys must come from a strong source (RFC 6455 §5.3); one getrandom() call per
+    # 1024 keys keeps that off the per-message cost.
+    while True:
+        block = os.urandom(_KEY_BLOCK_BYTES)
+        for i in range(0, _KEY_BLOCK_BYTES, 4):
+            yield block[i : i + 4]
+
+
+next_mask_key = _key_stream().__next__
+
+
+def mask(payload: bytes, key: bytes) -> bytes:
+    """`payload` XOR the 4-byte `key` repeated: one big-integer XOR, done in C."""
+    n = len(payload)
+    rep = (key * ((n >> 2) + 1))[:n]
+    return (int.from_bytes(payload, "little") ^ int.from_bytes(rep, "little")).to_bytes(n, "little")
+
+
+def client_frame(first_byte: int, payload: bytes) -> bytes:
+    """One masked frame; `first_byte` is FIN | opcode (0x82 for a whole binary message)."""
+    n = len(payload)
+    key = next_mask_key()
+    if n < 126:
+        header = bytes((first_byte, MASK_BIT | n))
+    elif n < 65536:
+        header = _HDR16.pack(first_byte, MASK_BIT | 126, n)
+    else:
+        header = _HDR64.pack(first_byte, MASK_BIT | 127, n)
+    return header + key + mask(payload, key)
+
+
+def close_payload(code: int, reason: str = "") -> bytes:
+    return U16.pack(code) + reason.encode()[:123]
+
+
+def parse_close(payload: bytes) -> tuple[int, str]:
+    """(code, reason) of a close frame's payload; 1005 (no status) when it carries none."""
+    if len(payload) < 2:
+        return 1005, ""
+    return U16.unpack_from(payload)[0], payload[2:].decode("utf-8", "replace")

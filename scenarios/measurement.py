@@ -1,0 +1,172 @@
+"""A run's µs latency measurement wired into Locust: windows, shipping, merging, output.
+
+Every process that runs users (a worker, or the single local process) records into its
+`Recorder`. At each wall-clock window boundary (`--latency-window-s`, aligned across
+processes) and once more when the test stops, it ships the window to the master as a Locust
+custom message: encoded HdrHistograms, counters, its CPU use and open connections. The
+master (or the local process, which sends to itself) merges them with `Merger`; at quit it
+writes PREFIX_latency_us*.csv/json when Locust has --csv PREFIX, and prints a µs summary.
+
+As with Locust's own statistics, a worker's last window reaches the master only if it arrives
+before the master shuts down (Locust waits 0.5 s for workers after sending them quit).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+import weakref
+from dataclasses import dataclass, field
+from typing import Any
+
+import gevent
+from locust.env import Environment
+from locust.runners import MasterRunner, WorkerRunner
+
+from scenarios import output
+from scenarios.cpu import CpuSampler
+from scenarios.latency import Merger, Recorder, encode_all
+
+MESSAGE = "wsbench_latency"
+DEFAULT_WINDOW_S = 1.0
+FINISH_AFTER_WINDOWS = 2  # a window is complete once data two windows newer has arrived
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class Measurement:
+    """The measurement of one Locust environment (one per process)."""
+
+    environment: Environment
+    recorder: Recorder = field(default_factory=Recorder)
+    cpu: CpuSampler = field(default_factory=CpuSampler)
+    merger: Merger = field(default_factory=Merger)
+    run_cpu_pct: dict[str, float] = field(default_factory=dict)
+    open_connections: int = 0
+    window_s: float = DEFAULT_WINDOW_S
+    _flusher: gevent.Greenlet | None = None
+
+    @property
+    def records(self) -> bool:
+        """This process runs users (local or worker)."""
+        return not isinstance(self.environment.runner, MasterRunner)
+
+    @property
+    def merges(self) -> bool:
+        """This process merges and writes (local or master)."""
+        return not isinstance(self.environment.runner, WorkerRunner)
+
+    def start(self) -> None:
+        options = self.environment.parsed_options
+        self.window_s = float(getattr(options, "latency_window_s", None) or DEFAULT_WINDOW_S)
+        self.recorder.take()  # users hold its record method: empty it, do not replace it
+        self.merger = Merger()
+        self.run_cpu_pct = {}
+        self.cpu.start()
+        if self.records and self._flusher is None:
+            self._flusher = gevent.spawn(self._flush_at_boundaries)
+
+    def stop(self) -> None:
+        """Ship what is left (the last, partial window) with this process's run CPU."""
+        if self._flusher is None:
+            return
+        self._flusher.kill(block=False)
+        self._flusher = None
+        self._flush(self._window_start(time.time()), final=True)
+
+    def _window_start(self, now_s: float) -> float:
+        return math.floor(now_s / self.window_s) * self.window_s
+
+    def _flush_at_boundaries(self) -> None:
+        while True:
+            now_s = time.time()
+            boundary_s = self._window_start(now_s) + self.window_s
+            gevent.sleep(boundary_s - now_s)
+            self._flush(boundary_s - self.window_s)
+
+    def _flush(self, start_s: float, final: bool = False) -> None:
+        histograms, counters = self.recorder.take()
+        data: dict[str, Any] = {
+            "start_s": start_s,
+            "histograms": encode_all(histograms),
+            "counters": counters,
+            "cpu_pct": self.cpu.window_pct(),
+            "open_connections": self.open_connections,
+        }
+        if final:
+            data["run_cpu_pct"] = self.cpu.run_pct()
+        self.environment.runner.send_message(MESSAGE, data)
+
+    def receive(self, source: str, data: dict[str, Any]) -> None:
+        """A process's window arrived: merge it, and finish windows no one will add to."""
+        start_s = data["start_s"]
+        self.merger.add(
+            source,
+            start_s,
+            data["histograms"],
+            data["counters"],
+            data["cpu_pct"],
+            data["open_connections"],
+        )
+        if "run_cpu_pct" in data:
+            self.run_cpu_pct[source] = data["run_cpu_pct"]
+        self.merger.finish_windows(start_s - FINISH_AFTER_WINDOWS * self.window_s)
+
+    def reset_totals(self) -> None:
+        """--reset-stats or the web UI's reset: start over, as Locust's own statistics do."""
+        if self.records:
+            self.recorder.take()
+        if self.merges:
+            self.merger = Merger()
+
+    def finish(self) -> None:
+        """At quit: summarise, write the files for --csv, print the summary."""
+        if self.records:
+            self.stop()
+        self.merger.finish_windows()
+        result = output.RunResult.of(self.merger, self.run_cpu_pct, self.window_s)
+        prefix = getattr(self.environment.parsed_options, "csv_prefix", None)
+        if prefix:
+            for path in output.write_files(prefix, result):
+                logger.info("wrote %s", path)
+        output.print_summary(result)
+
+
+_MEASUREMENTS: weakref.WeakKeyDictionary[Environment, Measurement] = weakref.WeakKeyDictionary()
+
+
+def measurement_for(environment: Environment) -> Measurement:
+    """The Measurement of `environment`, created and hooked into its events on first use."""
+    found = _MEASUREMENTS.get(environment)
+    if found is None:
+        found = _MEASUREMENTS[environment] = Measurement(environment)
+        _hook(environment, found)
+    return found
+
+
+def _hook(environment: Environment, measurement: Measurement) -> None:
+    events = environment.events
+    runner = environment.runner
+    if runner is not None and measurement.merges:
+        runner.register_message(
+            MESSAGE, lambda environment, msg, **_: measurement.receive(msg.node_id, msg.data)
+        )
+    events.test_start.add_listener(lambda **_: measurement.start())
+    if measurement.records:
+        events.test_stop.add_listener(lambda **_: measurement.stop())
+    if measurement.merges:
+        events.quitting.add_listener(lambda **_: measurement.finish())
+
+    def on_spawning_complete(**_: object) -> None:
+        if environment.reset_stats:
+            measurement.reset_totals()
+
+    events.spawning_complete.add_listener(on_spawning_complete)
+    events.reset_stats.add_listener(lambda **_: measurement.reset_totals())
+
+
+def on_init(environment: Environment, **_: object) -> None:
+    """locust.events.init listener: every process gets its Measurement before the test."""
+    measurement_for(environment)

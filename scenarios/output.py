@@ -1,0 +1,182 @@
+"""A run's merged latency written out: CSV for people and tables, encoded histograms for reports.
+
+With Locust's `--csv PREFIX`:
+
+    PREFIX_latency_us.csv             one row per request name over the whole run
+    PREFIX_latency_us_history.csv     one row per request name per window, with the window's
+                                      generator CPU and open connections (name "" and count 0
+                                      for a window without latency samples, e.g. idle holds)
+    PREFIX_latency_us_histograms.json the encoded HdrHistograms (run totals and every window),
+                                      per-process counts, counters and the generator verdict,
+                                      so any percentile can be re-derived later
+
+Every latency column is in microseconds and says so.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import logging
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from scenarios.cpu import SATURATED_PCT, Saturation, judge
+from scenarios.latency import (
+    HIGHEST_US,
+    LOWEST_US,
+    SIGNIFICANT_FIGURES,
+    SUMMARY_COLUMNS,
+    Merger,
+    WindowGauges,
+    WindowRow,
+    encode_all,
+)
+
+TOTALS_SUFFIX = "_latency_us.csv"
+HISTORY_SUFFIX = "_latency_us_history.csv"
+HISTOGRAMS_SUFFIX = "_latency_us_histograms.json"
+TOTALS_COLUMNS = ("name", *SUMMARY_COLUMNS, "generator_cpu_pct", "generator_saturated")
+HISTORY_COLUMNS = (
+    "window_start_unix_s",
+    "window_s",
+    "name",
+    *SUMMARY_COLUMNS,
+    "generator_cpu_pct",
+    "generator_saturated",
+    "open_connections",
+)
+
+console = logging.getLogger("locust.stats_logger")  # Locust's plain console, as its own tables
+
+
+@dataclass
+class RunResult:
+    """Everything written at the end of a run, computed once."""
+
+    totals: dict[str, dict[str, int]]
+    window_rows: list[WindowRow]
+    window_gauges: list[WindowGauges]
+    encoded_totals: dict[str, str]
+    encoded_windows: dict[float, dict[str, str]]
+    counts_by_process: dict[str, dict[str, int]]
+    counters: dict[str, int]
+    run_cpu_pct: dict[str, float]
+    saturation: Saturation
+    window_s: float
+
+    @classmethod
+    def of(cls, merger: Merger, run_cpu_pct: Mapping[str, float], window_s: float) -> RunResult:
+        return cls(
+            totals=merger.total_rows(),
+            window_rows=list(merger.window_rows),
+            window_gauges=list(merger.window_gauges),
+            encoded_totals=encode_all(merger.totals),
+            encoded_windows=dict(merger.window_encoded),
+            counts_by_process={k: dict(v) for k, v in merger.counts_by_source.items()},
+            counters=dict(sorted(merger.counters.items())),
+            run_cpu_pct=dict(run_cpu_pct),
+            saturation=judge(run_cpu_pct, (g.cpu_max_pct for g in merger.window_gauges)),
+            window_s=window_s,
+        )
+
+
+def write_files(prefix: str, result: RunResult) -> list[Path]:
+    """Write the three files next to Locust's PREFIX_stats.csv; returns their paths."""
+    if directory := os.path.dirname(prefix):
+        os.makedirs(directory, exist_ok=True)
+    paths = [Path(prefix + s) for s in (TOTALS_SUFFIX, HISTORY_SUFFIX, HISTOGRAMS_SUFFIX)]
+    _write_totals(paths[0], result)
+    _write_history(paths[1], result)
+    paths[2].write_text(json.dumps(_histograms_document(result), indent=1) + "\n")
+    return paths
+
+
+def _write_totals(path: Path, result: RunResult) -> None:
+    saturation = result.saturation
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, TOTALS_COLUMNS)
+        writer.writeheader()
+        for name, summary in result.totals.items():
+            writer.writerow(
+                {
+                    "name": name,
+                    **summary,
+                    "generator_cpu_pct": round(saturation.busiest_run_pct, 1),
+                    "generator_saturated": int(saturation.saturated),
+                }
+            )
+
+
+def _write_history(path: Path, result: RunResult) -> None:
+    rows_by_window: dict[float, list[WindowRow]] = {}
+    for row in result.window_rows:
+        rows_by_window.setdefault(row.start_s, []).append(row)
+    with path.open("w", newline="") as f:
+        writer = csv.DictWriter(f, HISTORY_COLUMNS)
+        writer.writeheader()
+        for gauges in result.window_gauges:
+            common = {
+                "window_start_unix_s": gauges.start_s,
+                "window_s": result.window_s,
+                "generator_cpu_pct": round(gauges.cpu_max_pct, 1),
+                "generator_saturated": int(gauges.cpu_max_pct >= SATURATED_PCT),
+                "open_connections": gauges.open_connections,
+            }
+            rows = rows_by_window.get(gauges.start_s)
+            if not rows:
+                writer.writerow({**common, "name": "", **dict.fromkeys(SUMMARY_COLUMNS, 0)})
+            for row in rows or ():
+                writer.writerow({**common, "name": row.name, **row.summary})
+
+
+def _histograms_document(result: RunResult) -> dict[str, object]:
+    saturation = result.saturation
+    return {
+        "unit": "us",
+        "lowest_us": LOWEST_US,
+        "highest_us": HIGHEST_US,
+        "significant_figures": SIGNIFICANT_FIGURES,
+        "encoding": "HdrHistogram V2, zlib, base64 (hdrh.histogram.HdrHistogram.decode)",
+        "window_s": result.window_s,
+        "totals": result.encoded_totals,
+        "windows": [
+            {"start_unix_s": start_s, "histograms": encoded}
+            for start_s, encoded in sorted(result.encoded_windows.items())
+        ],
+        "counts_by_process": result.counts_by_process,
+        "counters": result.counters,
+        "generator": {
+            "run_cpu_pct_by_process": result.run_cpu_pct,
+            "busiest_run_pct": saturation.busiest_run_pct,
+            "peak_window_pct": saturation.peak_window_pct,
+            "saturated_windows": saturation.saturated_windows,
+            "windows": saturation.windows,
+            "saturated": saturation.saturated,
+        },
+    }
+
+
+def summary_lines(result: RunResult) -> list[str]:
+    """The µs table printed at the end of a run (after Locust's own, which is in ms)."""
+    processes = len(result.counts_by_process)
+    lines = [f"WebSocket latency in microseconds (merged from {processes} process(es))"]
+    header = f"{'Name':<32}" + "".join(f"{c:>10}" for c in SUMMARY_COLUMNS)
+    lines += [header, "-" * len(header)]
+    for name, summary in result.totals.items():
+        lines.append(f"{name[:32]:<32}" + "".join(f"{summary[c]:>10}" for c in SUMMARY_COLUMNS))
+    for name, value in result.counters.items():
+        lines.append(f"  {name}: {value}")
+    peak_open = max((g.open_connections for g in result.window_gauges), default=0)
+    if peak_open:
+        lines.append(f"  peak open connections: {peak_open}")
+    lines.append(result.saturation.describe())
+    return lines
+
+
+def print_summary(result: RunResult) -> None:
+    for line in summary_lines(result):
+        console.info(line)
+    console.info("")

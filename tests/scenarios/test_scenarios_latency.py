@@ -1,0 +1,64 @@
+"""Latency histograms: per-process windows merge into exactly what one process would record."""
+
+from __future__ import annotations
+
+import random
+
+from scenarios.cpu import judge
+from scenarios.latency import HIGHEST_US, Merger, Recorder, encode_all, summarise
+
+
+def _ship(recorder: Recorder, merger: Merger, source: str, start_s: float) -> None:
+    histograms, counters = recorder.take()
+    merger.add(source, start_s, encode_all(histograms), counters, 10.0, 1)
+
+
+def test_windows_from_two_processes_merge_like_one_process():
+    """Merging encoded windows gives the same count and percentiles as recording in one place."""
+    rng = random.Random(7)
+    values = [int(rng.lognormvariate(5, 1.2)) + 1 for _ in range(20_000)]
+    alone, workers, merger = Recorder(), [Recorder(), Recorder()], Merger()
+    for i, value in enumerate(values):
+        alone.record("echo", value)
+        workers[i % 2].record("echo", value)
+        if i % 5000 == 4999:  # four windows, each shipped by both workers
+            for n, worker in enumerate(workers):
+                _ship(worker, merger, f"worker-{n}", float(i // 5000))
+    merger.finish_windows()
+    expected = summarise(alone.take()[0]["echo"])
+    assert merger.total_rows()["echo"] == expected
+    assert expected["min_us"] == min(values)  # min from the counts, not hdrh's add() bookkeeping
+    assert sum(row.summary["count"] for row in merger.window_rows) == len(values)
+    assert {k: dict(v) for k, v in merger.counts_by_source.items()} == {
+        "worker-0": {"echo": 10_000},
+        "worker-1": {"echo": 10_000},
+    }
+
+
+def test_values_past_the_range_are_clamped_not_dropped():
+    """A 2-minute 'latency' counts as 60 s rather than vanishing from the histogram."""
+    recorder = Recorder()
+    recorder.record("slow", 120_000_000)
+    recorder.record("slow", 5)
+    summary = summarise(recorder.take()[0]["slow"])
+    assert summary["count"] == 2
+    assert summary["max_us"] >= HIGHEST_US * 0.999
+
+
+def test_counters_add_up_across_processes():
+    """Counters (published, lost...) are summed over processes and windows."""
+    merger = Merger()
+    for source in ("a", "b"):
+        recorder = Recorder()
+        recorder.count("push received", 10)
+        recorder.count("push lost", 1)
+        _ship(recorder, merger, source, 0.0)
+    assert dict(merger.counters) == {"push received": 20, "push lost": 2}
+
+
+def test_a_process_at_ninety_percent_flags_the_run():
+    """A generator process averaging >= 90 % of a core marks the run saturated."""
+    assert judge({"w1": 95.0, "w2": 40.0}, [99.0, 91.0]).saturated
+    calm = judge({"w1": 60.0}, [95.0, 50.0, 40.0])
+    assert not calm.saturated and calm.saturated_windows == 1
+    assert "SATURATED" in judge({"w1": 90.0}, [90.0]).describe()
