@@ -1,8 +1,9 @@
 """The `aiohttp` reference target: aiohttp's `WebSocketResponse` behind the shared protocol.
 
-Library behaviour worth knowing when comparing (see tests/targets/test_library_behaviour.py):
-aiohttp has no timeout for a client that never finishes its HTTP request, so the handshake
-timeout is not enforced here.
+aiohttp has no timeout for a client that never finishes its HTTP request, so this module adds
+one: each accepted connection gets a timer that drops it unless a request was served by then.
+Other library behaviour that differs from RFC 6455 is recorded in
+tests/targets/test_library_behaviour.py.
 """
 
 from __future__ import annotations
@@ -22,10 +23,17 @@ from targets.protocol import (
     parse_push_params,
     room_of,
 )
-from targets.rfc6455.codes import CloseCode
+from targets.rfc6455.codes import CloseCode, is_valid_close_code
 from targets.server import ServeContext
 
 NAME = "aiohttp"
+
+
+def close_reply(received: int | None) -> int:
+    """The code to answer a client's close with: its own when valid, else 1000 or 1002."""
+    if received is None or received == CloseCode.NO_STATUS:
+        return CloseCode.NORMAL
+    return received if is_valid_close_code(received) else CloseCode.PROTOCOL_ERROR
 
 
 class _Peer(Outbox):
@@ -51,6 +59,17 @@ class _App:
     def __init__(self, ctx: ServeContext) -> None:
         self.ctx = ctx
         self.open: set[web.WebSocketResponse] = set()
+        # Connections that reached a handler within the handshake timeout (cleared by the timer).
+        self.served: set[asyncio.BaseProtocol] = set()
+
+    def handshake_deadline(self, protocol: asyncio.BaseProtocol) -> None:
+        """Drop a connection that has not reached a handler: a slow or half-sent handshake."""
+        if protocol in self.served:
+            self.served.discard(protocol)
+            return
+        transport = getattr(protocol, "transport", None)
+        if transport is not None:
+            transport.abort()
 
     def _response(self) -> web.WebSocketResponse:
         limits = self.ctx.limits
@@ -59,21 +78,30 @@ class _App:
             autoping=True,
             heartbeat=None,
             compress=False,
-            max_msg_size=limits.max_message_bytes,
+            # aiohttp refuses a message of exactly max_msg_size; the policy allows it.
+            max_msg_size=limits.max_message_bytes + 1,
+            # We answer the client's close ourselves, echoing its code as RFC 6455 §5.5.1 asks
+            # (aiohttp's automatic reply is always 1000).
+            autoclose=False,
         )
 
     async def _accept(self, request: web.Request) -> web.WebSocketResponse:
+        self.served.add(request.protocol)
         ws = self._response()
         await ws.prepare(request)
         self.open.add(ws)
         self.ctx.stats.opened()
         return ws
 
-    def _finish(self, ws: web.WebSocketResponse) -> None:
+    async def _finish(self, ws: web.WebSocketResponse) -> None:
+        if not ws.closed:
+            with contextlib.suppress(ConnectionError):
+                await ws.close(code=close_reply(ws.close_code))
         self.open.discard(ws)
         stats = self.ctx.stats
         stats.closed()
-        if ws.close_code == CloseCode.MESSAGE_TOO_BIG:
+        # aiohttp reports a 1009 it sent as the connection's exception (close_code reads 1006).
+        if getattr(ws.exception(), "code", None) == CloseCode.MESSAGE_TOO_BIG:
             stats.oversize_closed += 1
 
     async def echo(self, request: web.Request) -> web.StreamResponse:
@@ -97,7 +125,7 @@ class _App:
         except ConnectionResetError:
             pass  # the client left while we were answering: not a server error
         finally:
-            self._finish(ws)
+            await self._finish(ws)
         return ws
 
     async def broadcast(self, request: web.Request) -> web.StreamResponse:
@@ -116,13 +144,14 @@ class _App:
         finally:
             rooms.leave(room, peer)
             await peer.shutdown()
-            self._finish(ws)
+            await self._finish(ws)
         return ws
 
     async def push(self, request: web.Request) -> web.StreamResponse:
         try:
             params = parse_push_params(request.query)
         except BadRequest as exc:
+            self.served.add(request.protocol)
             return web.Response(status=400, text=f"{exc}\n")
         ws = await self._accept(request)
         peer = _Peer(ws, self.ctx)
@@ -137,10 +166,11 @@ class _App:
             with contextlib.suppress(asyncio.CancelledError):
                 await pusher
             await peer.shutdown()
-            self._finish(ws)
+            await self._finish(ws)
         return ws
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
+        self.served.add(request.protocol)
         return web.json_response(self.ctx.stats_json(NAME))
 
     async def close_all(self) -> None:
@@ -157,11 +187,23 @@ async def serve(ctx: ServeContext) -> None:
     app.router.add_get(BROADCAST_PATH, app_state.broadcast)
     app.router.add_get(PUSH_PATH, app_state.push)
     app.router.add_get(STATS_PATH, app_state.stats)
-    runner = web.AppRunner(app, access_log=None, handle_signals=False)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
-    site = web.SockSite(runner, ctx.sock, ssl_context=ctx.ssl_context, shutdown_timeout=1.0)
-    await site.start()
+    http = runner.server
+    assert http is not None
+    loop = asyncio.get_running_loop()
+    timeout_s = ctx.limits.handshake_timeout_s
+
+    def connection() -> asyncio.BaseProtocol:
+        protocol = http()
+        loop.call_later(timeout_s, app_state.handshake_deadline, protocol)
+        return protocol
+
+    # Our own listener instead of aiohttp's SockSite, to put the handshake timer on each
+    # connection; aiohttp's request handling is unchanged.
+    listener = await loop.create_server(connection, sock=ctx.sock, ssl=ctx.ssl_context)
     ctx.ready()
     await ctx.stop.wait()
+    listener.close()
     await app_state.close_all()
     await runner.cleanup()

@@ -131,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_port(port: int) -> None:
+    if not 0 <= port <= 65535:
+        raise TargetError(f"--port must be between 0 and 65535, got {port}")
+
+
 def limits_from(args: argparse.Namespace) -> Limits:
     for name in ("max_size", "max_queue"):
         if getattr(args, name) <= 0:
@@ -155,7 +160,10 @@ def make_certificates(host: str, directory: Path, ca_file: Path | None) -> tuple
     server_cert = ca.issue_cert(*dict.fromkeys(names))
     ca_path = ca_file or directory / "ca.pem"
     cert_path, key_path = directory / "server.pem", directory / "server.key"
-    ca.cert_pem.write_to_path(str(ca_path))
+    try:
+        ca.cert_pem.write_to_path(str(ca_path))
+    except OSError as exc:
+        raise TargetError(f"cannot write the CA file {ca_path}: {exc.strerror or exc}") from None
     server_cert.private_key_and_cert_chain_pem.write_to_path(str(cert_path))
     server_cert.private_key_pem.write_to_path(str(key_path))
     return ca_path, cert_path, key_path
@@ -259,7 +267,12 @@ def wait_ready(workers: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> 
 def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> int:
     # A bound, non-listening SO_REUSEPORT socket holds the port (bind picks it when --port 0)
     # without taking a share of the connections: the kernel routes them to listening sockets.
-    reservation = socket.socket(socket.AF_INET6 if ":" in args.host else socket.AF_INET)
+    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
+    if args.port:
+        # SO_REUSEPORT would let us share a port another server (even another wsbench target)
+        # holds, silently splitting its traffic: a plain bind first says whether it is free.
+        listen(args.host, args.port, reuse_port=False).close()
+    reservation = socket.socket(family)
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         reservation.bind((args.host, args.port))
@@ -315,6 +328,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.processes < 1:
             raise TargetError("--processes must be at least 1")
+        check_port(args.port)
         limits = limits_from(args)
         with tempfile.TemporaryDirectory(prefix="wsbench-tls-") as tmp:
             cert, key = args.tls_cert, args.tls_key

@@ -1,4 +1,10 @@
-"""The `websockets` reference target: the library's asyncio server behind the shared protocol."""
+"""The `websockets` reference target: the library's asyncio server behind the shared protocol.
+
+One addition to the library: when websockets fails a connection (it sends 1002 or 1009 and
+half-closes), it waits for the client to close TCP with no deadline, so a client that never does
+stays connected forever. A once-a-second sweep enforces the library's own close deadline there,
+as the close-timeout policy asks of every target.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +14,7 @@ import http
 import json
 from urllib.parse import parse_qsl, urlsplit
 
-from websockets.asyncio.server import ServerConnection
+from websockets.asyncio.server import Server, ServerConnection
 from websockets.asyncio.server import serve as ws_serve
 from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
@@ -28,6 +34,7 @@ from targets.rfc6455.codes import CloseCode
 from targets.server import ServeContext
 
 NAME = "websockets"
+JANITOR_INTERVAL_S = 1.0
 
 
 def _split(target: str) -> tuple[str, dict[str, str]]:
@@ -122,6 +129,18 @@ class _App:
             await peer.shutdown()
 
 
+async def _drop_overdue(server: Server) -> None:
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(JANITOR_INTERVAL_S)
+        now = loop.time()
+        # all_connections: `connections` leaves out those past their opening state.
+        for ws in server.all_connections:
+            deadline = ws.close_deadline
+            if deadline is not None and now > deadline:
+                ws.transport.abort()
+
+
 async def serve(ctx: ServeContext) -> None:
     app = _App(ctx)
     limits = ctx.limits
@@ -136,7 +155,16 @@ async def serve(ctx: ServeContext) -> None:
         close_timeout=limits.close_timeout_s,
         max_size=limits.max_message_bytes,
     )
+    janitor = asyncio.create_task(_drop_overdue(server))
     ctx.ready()
     await ctx.stop.wait()
+    janitor.cancel()
     server.close(close_connections=True, code=CloseCode.GOING_AWAY, reason="server shutdown")
-    await server.wait_closed()
+    try:
+        await asyncio.wait_for(server.wait_closed(), limits.close_timeout_s + 1)
+    except TimeoutError:
+        # A connection websockets failed (it sent 1002/1009 and half-closed) waits for the client
+        # to close TCP, with no deadline; a client that never does must not block shutdown.
+        for ws in server.all_connections:
+            ws.transport.abort()
+        await server.wait_closed()
