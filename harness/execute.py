@@ -59,20 +59,21 @@ NOT_PER_NAME = ("name", "generator_cpu_pct", "generator_saturated")
 
 
 def final_stats_path(point_dir: Path) -> Path:
-    return point_dir / f"{LOCUST_PREFIX}{procs.FINAL_STATS_SUFFIX}.json"
+    """Locust's per-name totals, written by the scenarios once, at the end of the run."""
+    return point_dir / f"{LOCUST_PREFIX}_final.json"
 
 
 def read_final_stats(point_dir: Path) -> dict[str, Any]:
-    """Requests, failures and rate over the whole run, from Locust's end-of-run JSON."""
+    """Requests, failures and rate over the whole run (first request to last, all names)."""
     try:
         entries = json.loads(final_stats_path(point_dir).read_text())
-    except (OSError, ValueError):
+        requests = sum(int(e["num_requests"]) for e in entries)
+        failures = sum(int(e["num_failures"]) for e in entries)
+        starts = [e["start_time"] for e in entries if e.get("start_time")]
+        ends = [e["last_request_timestamp"] for e in entries if e.get("last_request_timestamp")]
+    except (OSError, ValueError, KeyError, TypeError):
         return {"requests": None, "failures": None, "requests_per_s": None}
-    requests = sum(e.get("num_requests", 0) for e in entries)
-    failures = sum(e.get("num_failures", 0) for e in entries)
-    starts = [e["start_time"] for e in entries if e.get("start_time")]
-    ends = [e["last_request_timestamp"] for e in entries if e.get("last_request_timestamp")]
-    span_s = (max(ends) - min(starts)) if starts and ends else 0.0
+    span_s = max(ends) - min(starts) if starts and ends else 0.0
     return {
         "requests": requests,
         "failures": failures,
@@ -148,10 +149,14 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
     target: procs.Target | None = None
     locust = None
     cmd: list[str] | None = None
+    target_idle_rss: int | None = None
     try:
         target = procs.start_target(point, pdir / "target.log")
         if target.proc is not None:
             sampler.watch("target", target.proc.pid)
+            # Before any load: what the server costs with no connections, so memory per
+            # connection can be told apart from the process's fixed size.
+            target_idle_rss = sampler.rss_bytes("target")
         cmd = procs.locust_command(point, target.url, pdir / LOCUST_PREFIX)
         locust = procs.spawn(cmd, pdir / "locust.log")
         sampler.watch("locust", locust.pid)
@@ -167,7 +172,9 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
         target_status = target.stop() if target is not None else None
         samples = sampler.stop()
         outcome.summary.update(read_locust_csvs(pdir))
-        outcome.summary["target"] = sampling.summarise(samples, "target")
+        outcome.summary["target"] = {
+            **sampling.summarise(samples, "target"), "rss_bytes_idle": target_idle_rss,
+        }
         outcome.summary["locust"] = sampling.summarise(samples, "locust")
         outcome.summary["target_exit_status"] = target_status
         outcome.notes = notes

@@ -25,7 +25,6 @@ from urllib.parse import urlsplit
 from harness.plan import Point, locustfile
 from targets.server import die_with_parent
 
-FINAL_STATS_SUFFIX = "_final"  # Locust appends .json
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 10.0
 REACH_TIMEOUT_S = 3.0
@@ -170,10 +169,7 @@ def locust_command(
         "--run-time", f"{math.ceil(point.duration_s)}s",
     ]  # fmt: skip
     if headless:
-        cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5",
-                # Locust's CSVs are rewritten once a second and miss the run's last moments;
-                # this file is written once, at the end, with every request counted.
-                "--json-file", f"{csv_prefix}{FINAL_STATS_SUFFIX}"]  # fmt: skip
+        cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5"]
     if point.processes > 1:
         # Master and forked workers talk over a port of our choosing on loopback: Locust's
         # default (*:5557) is reachable from the network and collides with another run.

@@ -22,6 +22,7 @@ INTERVAL_S = 1.0
 
 @dataclass(frozen=True)
 class Sample:
+    unix_s: float
     elapsed_s: float
     role: str
     processes: int
@@ -85,7 +86,18 @@ class _Tree:
                 socks += count_sockets(proc.pid)
             except (psutil.NoSuchProcess, psutil.AccessDenied):
                 continue
-        return Sample(round(elapsed_s, 3), role, len(members), round(cpu, 1), rss, files, socks)
+        return Sample(
+            round(time.time(), 3), round(elapsed_s, 3), role, len(members), round(cpu, 1), rss,
+            files, socks,
+        )  # fmt: skip
+
+    def rss_bytes(self) -> int:
+        """Resident memory of the whole tree now."""
+        total = 0
+        for proc in self.members():
+            with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
+                total += proc.memory_info().rss
+        return total
 
 
 class Sampler:
@@ -104,6 +116,11 @@ class Sampler:
     def watch(self, role: str, pid: int) -> None:
         with self._lock, contextlib.suppress(psutil.NoSuchProcess):
             self.trees[role] = _Tree(pid)
+
+    def rss_bytes(self, role: str) -> int | None:
+        """Resident memory of a watched tree now (e.g. the idle target before load starts)."""
+        tree = self.trees.get(role)
+        return tree.rss_bytes() if tree is not None else None
 
     def start(self) -> Sampler:
         self._start = time.monotonic()

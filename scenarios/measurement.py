@@ -131,6 +131,8 @@ class Measurement:
         if prefix:
             for path in output.write_files(prefix, result):
                 logger.info("wrote %s", path)
+            for path in output.write_locust_final(prefix, self.environment.stats):
+                logger.info("wrote %s", path)
         output.print_summary(result)
 
 

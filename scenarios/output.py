@@ -9,6 +9,10 @@ With Locust's `--csv PREFIX`:
     PREFIX_latency_us_histograms.json the encoded HdrHistograms (run totals and every window),
                                       per-process counts, counters and the generator verdict,
                                       so any percentile can be re-derived later
+    PREFIX_final.json                 Locust's own per-name totals at the very end of the run,
+    PREFIX_final_failures.json        and its failures by error: its CSVs are rewritten once a
+                                      second and miss the end, and its --json-file is
+                                      overwritten by forked workers
 
 Every latency column is in microseconds and says so.
 """
@@ -22,6 +26,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+
+from locust.stats import RequestStats
 
 from scenarios.cpu import SATURATED_PCT, Saturation, judge
 from scenarios.latency import (
@@ -38,6 +44,8 @@ from scenarios.latency import (
 TOTALS_SUFFIX = "_latency_us.csv"
 HISTORY_SUFFIX = "_latency_us_history.csv"
 HISTOGRAMS_SUFFIX = "_latency_us_histograms.json"
+FINAL_SUFFIX = "_final.json"
+FINAL_FAILURES_SUFFIX = "_final_failures.json"
 TOTALS_COLUMNS = ("name", *SUMMARY_COLUMNS, "generator_cpu_pct", "generator_saturated")
 HISTORY_COLUMNS = (
     "window_start_unix_s",
@@ -91,6 +99,14 @@ def write_files(prefix: str, result: RunResult) -> list[Path]:
     _write_totals(paths[0], result)
     _write_history(paths[1], result)
     paths[2].write_text(json.dumps(_histograms_document(result), indent=1) + "\n")
+    return paths
+
+
+def write_locust_final(prefix: str, stats: RequestStats) -> list[Path]:
+    """Locust's final statistics, in the format of its --json-file, and its failures by error."""
+    paths = [Path(prefix + FINAL_SUFFIX), Path(prefix + FINAL_FAILURES_SUFFIX)]
+    paths[0].write_text(json.dumps(stats.serialize_stats(), indent=1) + "\n")
+    paths[1].write_text(json.dumps(list(stats.serialize_errors().values()), indent=1) + "\n")
     return paths
 
 
