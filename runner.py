@@ -4,6 +4,8 @@
     wsbench sweep   --targets A,B --scenarios X,Y --users 10,100,1000 [--config FILE] [--out DIR]
     wsbench ui      --target NAME|URL --scenario NAME     (Locust's web UI on 127.0.0.1)
     wsbench worker  --master-host HOST --scenario NAME    (a Locust worker for a remote master)
+    wsbench report  RUN_DIR                               (-> RUN_DIR/report/report.html)
+    wsbench compare RUN_A RUN_B [--fail-on-regression]
 
 This module is the command layer only; the work is in harness/ (plan, procs, sampling, store,
 execute). Bad input is one line on stderr and exit status 2, never a traceback.
@@ -113,8 +115,24 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
     worker.add_argument("--processes", type=int, default=1)
 
-    for name in ("report", "compare", "kernel"):
-        sub.add_parser(name, help="not built yet")
+    report = sub.add_parser("report", help="a results folder -> one self-contained report.html")
+    report.add_argument("run_dir", type=Path, metavar="RUN_DIR")
+    report.add_argument("--out", type=Path, help="an .html file or a folder (default "
+                        "RUN_DIR/report/report.html); chart CSVs go beside it")  # fmt: skip
+
+    compare = sub.add_parser("compare", help="two results folders -> a comparison page",
+                             description="Compare matching points of two runs (two machines, "
+                             "kernel settings or server versions).")  # fmt: skip
+    compare.add_argument("run_a", type=Path, metavar="RUN_A", help="the baseline")
+    compare.add_argument("run_b", type=Path, metavar="RUN_B", help="the candidate")
+    compare.add_argument("--out", type=Path, help="an .html file or a folder "
+                         "(default RUN_B/compare-<RUN_A>/comparison.html)")  # fmt: skip
+    compare.add_argument("--threshold-pct", type=float, default=10.0,
+                         help="flag a metric more than this %% worse (default 10)")
+    compare.add_argument("--fail-on-regression", action="store_true",
+                         help="exit 1 when a regression is flagged (to gate CI)")
+
+    sub.add_parser("kernel", help="not built yet")
     return parser
 
 
@@ -228,6 +246,9 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     print_table(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     say(f"results: {store.root} ({len(outcomes)} points run, {len(failed)} failed)")
+    page = write_report(store.root)
+    if page is not None:
+        say(f"report: {page}")
     if failed:
         print(f"wsbench: {len(failed)} point(s) failed; their point.json says why "
               "(re-running the same sweep retries them)", file=sys.stderr)  # fmt: skip
@@ -303,6 +324,45 @@ def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
         target.stop()
 
 
+def write_report(run_dir: Path) -> Path | None:
+    """The HTML report of a run folder; a report that cannot be made is said, not fatal."""
+    from reports.cli import write_report as write  # pandas and matplotlib: only when needed
+    from reports.errors import ReportError
+
+    try:
+        return write(run_dir)
+    except ReportError as exc:
+        print(f"wsbench: no report: {exc}", file=sys.stderr)
+        return None
+
+
+def cmd_report(args: argparse.Namespace, extras: list[str]) -> int:
+    from reports.cli import write_report as write
+    from reports.errors import ReportError
+
+    try:
+        say(f"report: {write(args.run_dir, args.out)}")
+    except ReportError as exc:
+        raise PlanError(str(exc)) from None
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace, extras: list[str]) -> int:
+    from reports.cli import write_comparison
+    from reports.errors import ReportError
+
+    try:
+        page, regressed = write_comparison(args.run_a, args.run_b, args.out, args.threshold_pct)
+    except ReportError as exc:
+        raise PlanError(str(exc)) from None
+    say(f"comparison: {page}")
+    if regressed:
+        say(f"regression: a metric is more than {args.threshold_pct:g}% worse in {args.run_b}")
+        return 1 if args.fail_on_regression else 0
+    say("no regression flagged")
+    return 0
+
+
 def cmd_worker(args: argparse.Namespace, extras: list[str]) -> int:
     cmd = [
         sys.executable, "-m", "locust", "-f", str(plan.locustfile(args.scenario)), "--worker",
@@ -314,7 +374,10 @@ def cmd_worker(args: argparse.Namespace, extras: list[str]) -> int:
     return procs.subprocess.call(cmd + extras)
 
 
-COMMANDS = {"run": cmd_run, "sweep": cmd_sweep, "ui": cmd_ui, "worker": cmd_worker}
+COMMANDS = {
+    "run": cmd_run, "sweep": cmd_sweep, "ui": cmd_ui, "worker": cmd_worker,
+    "report": cmd_report, "compare": cmd_compare,
+}  # fmt: skip
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:

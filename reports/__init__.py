@@ -1,0 +1,15 @@
+"""Reports: stored run folders -> frames -> charts -> one self-contained HTML page; compare runs.
+
+Reads files only (never imports Locust, the targets, the scenarios or the harness), so a report
+can be made again at any time, anywhere, from a copied results folder.
+
+    load.py        run folder -> pandas frames (the only module knowing file names and columns)
+    histograms.py  percentiles and spectra from the stored encoded HdrHistograms
+    tables.py      frames -> the exact tables the charts plot (written beside the page as CSV)
+    charts.py      table -> matplotlib Figure, one pure function per chart
+    page.py        what a run's page holds: sections, charts, captions, tables
+    compare.py     two runs -> per point changes, regression flags, environment diff
+    html.py        page -> report.html (Jinja2 template, inline SVG) and the CSVs
+    cli.py         write_report() and write_comparison(), for `wsbench report` / `compare`
+    errors.py      ReportError and its subclasses (bad input, one line each)
+"""

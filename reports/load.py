@@ -1,0 +1,584 @@
+"""A run folder -> tidy pandas frames; the only module that knows the stored files and columns.
+
+    RUN/meta.json                          schema_version, plan, provenance
+    RUN/points/POINT/point.json            parameters, status, reason, summary, warnings
+    RUN/points/POINT/locust_final.json     Locust's per-name totals at the very end of the run
+    RUN/points/POINT/locust_final_failures.json  its failures by name and error, at the end
+    RUN/points/POINT/locust_stats.csv      the same from Locust's CSV (a fallback: it misses the
+                                           run's last moments)
+    RUN/points/POINT/locust_stats_history.csv   Locust's user count over time
+    RUN/points/POINT/locust_failures.csv   the same from Locust's CSV (a fallback: misses the end)
+    RUN/points/POINT/locust_latency_us.csv         µs summary per request name (a fallback)
+    RUN/points/POINT/locust_latency_us_history.csv µs summary per name per window
+    RUN/points/POINT/locust_latency_us_histograms.json  encoded HdrHistograms, counters, generator
+    RUN/points/POINT/resources.csv         1 Hz samples of the target and Locust process trees
+    RUN/points/POINT/kernel_counters.json  optional: {"server": {name: delta}, "client": {...}}
+
+Every file but meta.json may be missing: a crashed or unfinished point loads as such (status
+"incomplete", or "missing" when planned and never started) instead of failing the report.
+Latency percentiles come from the stored histograms, so any percentile can be asked for.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from reports import histograms
+from reports.errors import BadFileError, NotARunError, SchemaVersionError
+
+SCHEMA_VERSIONS = (1,)
+META = "meta.json"
+POINTS_DIR = "points"
+POINT = "point.json"
+FINAL_STATS_JSON = "locust_final.json"
+STATS_CSV = "locust_stats.csv"
+STATS_HISTORY_CSV = "locust_stats_history.csv"
+FAILURES_CSV = "locust_failures.csv"
+FINAL_FAILURES_JSON = "locust_final_failures.json"
+LATENCY_CSV = "locust_latency_us.csv"
+HISTORY_CSV = "locust_latency_us_history.csv"
+HISTOGRAMS_JSON = "locust_latency_us_histograms.json"
+RESOURCES_CSV = "resources.csv"
+KERNEL_COUNTERS_JSON = "kernel_counters.json"
+HOST_PROFILE = "host"
+
+TCP_CONNECT = "tcp connect"
+WS_UPGRADE = "ws upgrade"
+# The request name that is each scenario's main measurement (its rate is the point's msgs/s).
+MAIN_NAME = {
+    "echo": "echo",
+    "echo_rate": "echo corrected",
+    "connect": WS_UPGRADE,
+    "hold": "hold ping",
+    "broadcast": "broadcast",
+    "push": "push",
+}
+# Kernel counters whose growth means the kernel dropped or refused something.
+DROP_COUNTERS = (
+    "ListenOverflows",
+    "ListenDrops",
+    "TCPBacklogDrop",
+    "TCPTimeWaitOverflow",
+    "TCPReqQFullDrop",
+    "TCPReqQFullDoCookies",
+    "TCPAbortOnMemory",
+    "TCPMemoryPressures",
+    "PruneCalled",
+    "RcvPruned",
+)
+NSTAT_PREFIXES = ("TcpExt", "IpExt", "Tcp", "Ip", "Udp")  # nstat's names: TcpExtListenDrops
+
+DEFAULT_PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
+CONNECT_PERCENTILES = (50.0, 99.0)
+
+MISSING = "missing"  # planned, never started
+INCOMPLETE = "incomplete"  # started, no point.json (crashed or still running)
+
+
+def is_drop_counter(name: str) -> bool:
+    """Whether a kernel counter (plain or nstat-prefixed name) counts drops or refusals."""
+    for prefix in NSTAT_PREFIXES:
+        if name.startswith(prefix) and name[len(prefix) :] in DROP_COUNTERS:
+            return True
+    return name in DROP_COUNTERS
+
+
+@dataclass(frozen=True)
+class Run:
+    """One run folder as frames; every frame has a point_id column (and run_id on points)."""
+
+    path: Path
+    meta: dict[str, Any]
+    points: pd.DataFrame  # one row per point
+    latency: pd.DataFrame  # point x request name: count and µs percentiles (from histograms)
+    failures: pd.DataFrame  # point x request name x error: kind, close_code, occurrences
+    windows: pd.DataFrame  # point x window x request name: the latency history, t_s from start
+    users: pd.DataFrame  # point x time: Locust's user count
+    resources: pd.DataFrame  # point x time x role: CPU, RSS, sockets
+    counters: pd.DataFrame  # point x scenario counter (broadcast published, push lost...)
+    kernel: pd.DataFrame  # point x side x kernel counter: delta over the point
+    encoded: dict[str, dict[str, str]] = field(repr=False)  # point -> name -> run histogram
+
+    @property
+    def run_id(self) -> str:
+        return str(self.meta.get("run_id") or self.path.name)
+
+    @property
+    def profiles(self) -> list[str]:
+        return sorted(self.points["kernel_profile"].dropna().unique())
+
+    def spectrum(self, point_id: str, name: str) -> pd.DataFrame:
+        """Percentile spectrum of one request name of one point (empty if it has no samples)."""
+        encoded = self.encoded.get(point_id, {}).get(name)
+        if encoded is None:
+            return pd.DataFrame(columns=list(histograms.SPECTRUM_COLUMNS))
+        return histograms.spectrum(encoded)
+
+
+def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES) -> Run:
+    """Read a run folder. Raises ReportError subclasses for input that is not a readable run."""
+    run_dir = Path(run_dir)
+    meta = read_meta(run_dir)
+    run_id = str(meta.get("run_id") or run_dir.name)
+    planned = {p["point_id"]: p for p in meta.get("plan") or [] if "point_id" in p}
+    found = sorted(p.name for p in (run_dir / POINTS_DIR).glob("*") if p.is_dir())
+    order = list(planned) + [p for p in found if p not in planned]
+    loaded = [_load_point(run_dir / POINTS_DIR / pid, pid, planned.get(pid), percentiles)
+              for pid in order]  # fmt: skip
+    rows = [p.row for p in loaded]
+    points = pd.DataFrame(rows, columns=_point_columns(rows, percentiles))
+    for column in points.columns.difference(TEXT_COLUMNS):
+        if column != "generator_saturated":
+            points[column] = pd.to_numeric(points[column], errors="coerce")
+    points["generator_saturated"] = points["generator_saturated"].fillna(False).astype(bool)
+    points.insert(0, "run_id", run_id)
+    return Run(
+        path=run_dir,
+        meta=meta,
+        points=points,
+        latency=_concat([p.latency for p in loaded], LATENCY_COLUMNS),
+        failures=_concat([p.failures for p in loaded], FAILURE_COLUMNS),
+        windows=_concat([p.windows for p in loaded], WINDOW_COLUMNS),
+        users=_concat([p.users for p in loaded], USER_COLUMNS),
+        resources=_concat([p.resources for p in loaded], RESOURCE_COLUMNS),
+        counters=_concat([p.counters for p in loaded], COUNTER_COLUMNS),
+        kernel=_concat([p.kernel for p in loaded], KERNEL_COLUMNS),
+        encoded={p.point_id: p.encoded for p in loaded},
+    )
+
+
+def read_meta(run_dir: Path) -> dict[str, Any]:
+    if not run_dir.is_dir():
+        raise NotARunError(f"{run_dir} is not a folder")
+    path = run_dir / META
+    if not path.is_file():
+        raise NotARunError(f"{run_dir} is not a wsbench run folder (no {META})")
+    meta = _read_json(path)
+    if not isinstance(meta, dict):
+        raise BadFileError(f"{path} does not hold a JSON object")
+    check_schema(meta, path)
+    return meta
+
+
+def check_schema(document: dict[str, Any], path: Path) -> None:
+    version = document.get("schema_version")
+    if version not in SCHEMA_VERSIONS:
+        readable = ", ".join(str(v) for v in SCHEMA_VERSIONS)
+        raise SchemaVersionError(
+            f"{path} has result schema version {version!r}; this wsbench reads {readable}"
+        )
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise BadFileError(f"{path} is not readable JSON: {exc}") from None
+
+
+def _read_csv(path: Path) -> list[dict[str, str]]:
+    if not path.is_file():
+        return []
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def number(text: Any) -> float | None:
+    """A CSV or JSON cell as a float; None for blanks, 'N/A' and junk."""
+    if text is None or text == "" or text == "N/A":
+        return None
+    try:
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return None if math.isnan(value) else value
+
+
+def slug(name: str) -> str:
+    """'broadcast published' -> 'broadcast_published' (a column name)."""
+    return re.sub(r"[^A-Za-z0-9]+", "_", name).strip("_")
+
+
+TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "status", "reason",
+                "warnings", "main_name")  # fmt: skip
+LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
+FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
+WINDOW_COLUMNS = ("point_id", "t_s", "window_s", "name", "count", "msgs_per_s", "p50_us",
+                  "p99_us", "max_us", "generator_cpu_pct", "open_connections")  # fmt: skip
+USER_COLUMNS = ("point_id", "t_s", "users", "requests_total")
+RESOURCE_COLUMNS = ("point_id", "t_s", "role", "processes", "cpu_pct", "rss_bytes",
+                    "open_files", "sockets")  # fmt: skip
+COUNTER_COLUMNS = ("point_id", "counter", "value")
+KERNEL_COLUMNS = ("point_id", "side", "counter", "delta")
+
+
+@dataclass
+class _Point:
+    point_id: str
+    row: dict[str, Any]
+    latency: pd.DataFrame
+    failures: pd.DataFrame
+    windows: pd.DataFrame
+    users: pd.DataFrame
+    resources: pd.DataFrame
+    counters: pd.DataFrame
+    kernel: pd.DataFrame
+    encoded: dict[str, str]
+
+
+def _load_point(
+    pdir: Path, point_id: str, planned: dict[str, Any] | None, percentiles: tuple[float, ...]
+) -> _Point:
+    result: dict[str, Any] = {}
+    if (pdir / POINT).is_file():
+        result = _read_json(pdir / POINT)
+        check_schema(result, pdir / POINT)
+    params = {**(planned or {}), **(result.get("point") or {})}
+    status = result.get("status") or (INCOMPLETE if pdir.is_dir() else MISSING)
+    document = _read_json(pdir / HISTOGRAMS_JSON) if (pdir / HISTOGRAMS_JSON).is_file() else {}
+    if document and document.get("unit") != "us":
+        raise BadFileError(f"{pdir / HISTOGRAMS_JSON}: unit {document.get('unit')!r}, not 'us'")
+    encoded = dict(document.get("totals") or {})
+    latency = _latency(point_id, encoded, _read_csv(pdir / LATENCY_CSV), percentiles)
+    stats = request_stats(pdir)
+    failures = _failures(point_id, _failure_rows(pdir))
+    t0 = _start_unix_s(pdir)
+    windows = _windows(point_id, _read_csv(pdir / HISTORY_CSV), t0)
+    users = _users(point_id, _read_csv(pdir / STATS_HISTORY_CSV), t0)
+    resources = _resources(point_id, _read_csv(pdir / RESOURCES_CSV))
+    counters = pd.DataFrame(
+        [(point_id, k, v) for k, v in (document.get("counters") or {}).items()],
+        columns=list(COUNTER_COLUMNS),
+    )
+    kernel = _kernel(point_id, pdir / KERNEL_COUNTERS_JSON)
+    row = {
+        "point_id": point_id,
+        "target": params.get("target"),
+        "scenario": params.get("scenario"),
+        "kernel_profile": params.get("kernel_profile") or HOST_PROFILE,
+        "users": params.get("users"),
+        "options": " ".join(params.get("options") or []),
+        "duration_s": params.get("duration_s"),
+        "processes": params.get("processes"),
+        "target_processes": params.get("target_processes"),
+        "status": status,
+        "reason": result.get("reason") or _status_reason(status),
+        "warnings": list(result.get("warnings") or []),
+    }
+    row.update(_traffic(row["scenario"], stats, latency, percentiles))
+    row.update(_connect_latency(encoded))
+    row["open_connections_max"] = _max(windows["open_connections"])
+    idle = number(((result.get("summary") or {}).get("target") or {}).get("rss_bytes_idle"))
+    row.update(_server(resources, row["users"], idle))
+    row.update(_generator(document, _read_csv(pdir / LATENCY_CSV)))
+    row.update({slug(c): v for c, v in zip(counters["counter"], counters["value"], strict=True)})
+    for side, name, delta in zip(kernel["side"], kernel["counter"], kernel["delta"], strict=True):
+        row[f"kernel_{side}_{name}"] = delta
+    return _Point(point_id, row, latency, failures, windows, users, resources, counters, kernel,
+                  encoded)  # fmt: skip
+
+
+def _status_reason(status: str) -> str:
+    if status == MISSING:
+        return "planned but never started (interrupted sweep?)"
+    if status == INCOMPLETE:
+        return "started but has no point.json (crashed, or still running)"
+    return ""
+
+
+def _latency(
+    point_id: str,
+    encoded: dict[str, str],
+    csv_rows: list[dict[str, str]],
+    percentiles: tuple[float, ...],
+) -> pd.DataFrame:
+    """From the histograms when stored; else the CSV's fixed percentile columns."""
+    columns = [histograms.column_name(p) for p in percentiles]
+    rows = []
+    if encoded:
+        for name, blob in encoded.items():
+            row = {"point_id": point_id, "name": name, "count": histograms.total_count(blob),
+                   "source": "histogram", **histograms.percentiles(blob, percentiles)}  # fmt: skip
+            rows.append(row)
+    else:
+        for r in csv_rows:
+            row = {"point_id": point_id, "name": r.get("name"), "count": number(r.get("count")),
+                   "source": "csv", **{c: number(r.get(c)) for c in columns}}  # fmt: skip
+            rows.append(row)
+    return pd.DataFrame(rows, columns=[*LATENCY_COLUMNS, *columns])
+
+
+_EXCEPTION = re.compile(r"^(?P<kind>[A-Za-z_]\w*)\((?P<q>['\"])(?P<message>.*)(?P=q)\)$", re.S)
+_CLOSE_CODE = re.compile(r"closed by server: (\d{4})")
+
+
+def parse_error(error: str) -> tuple[str, int | None]:
+    """Locust's error cell -> (failure kind, close code or None).
+
+    'ConnectionClosed("closed by server: 1009 (message too big) ...")' -> ('ConnectionClosed',
+    1009). A plain string (not an exception repr) is its own kind.
+    """
+    match = _EXCEPTION.match(error.strip())
+    kind = match.group("kind") if match else error.strip()
+    code = _CLOSE_CODE.search(error)
+    return kind, int(code.group(1)) if code else None
+
+
+def _failure_rows(pdir: Path) -> list[dict[str, str]]:
+    """Failures by name and error: the end-of-run JSON, else Locust's CSV (rows alike)."""
+    path = pdir / FINAL_FAILURES_JSON
+    if not path.is_file():
+        return _read_csv(pdir / FAILURES_CSV)
+    entries = _read_json(path)
+    if not isinstance(entries, list):
+        raise BadFileError(f"{path} does not hold a JSON list")
+    return [{"Name": str(e.get("name")), "Error": str(e.get("error")),
+             "Occurrences": str(e.get("occurrences"))} for e in entries]  # fmt: skip
+
+
+def _failures(point_id: str, rows: list[dict[str, str]]) -> pd.DataFrame:
+    out = []
+    for r in rows:
+        kind, code = parse_error(r.get("Error") or "")
+        out.append((point_id, r.get("Name"), kind, code, r.get("Error"),
+                    int(number(r.get("Occurrences")) or 0)))  # fmt: skip
+    frame = pd.DataFrame(out, columns=list(FAILURE_COLUMNS))
+    frame["close_code"] = frame["close_code"].astype("Int64")
+    return frame
+
+
+def _start_unix_s(pdir: Path) -> float | None:
+    """Locust's start (its first history row), the time zero of a point's time series."""
+    for r in _read_csv(pdir / STATS_HISTORY_CSV):
+        return number(r.get("Timestamp"))
+    for r in _read_csv(pdir / HISTORY_CSV):
+        return number(r.get("window_start_unix_s"))
+    return None
+
+
+def _windows(point_id: str, rows: list[dict[str, str]], t0: float | None) -> pd.DataFrame:
+    out = []
+    for r in rows:
+        start, window_s, count = (number(r.get(c)) for c in
+                                  ("window_start_unix_s", "window_s", "count"))  # fmt: skip
+        out.append({
+            "point_id": point_id,
+            "t_s": start - t0 if start is not None and t0 is not None else None,
+            "window_s": window_s,
+            "name": r.get("name") or "",
+            "count": count,
+            "msgs_per_s": count / window_s if count is not None and window_s else None,
+            "p50_us": number(r.get("p50_us")),
+            "p99_us": number(r.get("p99_us")),
+            "max_us": number(r.get("max_us")),
+            "generator_cpu_pct": number(r.get("generator_cpu_pct")),
+            "open_connections": number(r.get("open_connections")),
+        })  # fmt: skip
+    return pd.DataFrame(out, columns=list(WINDOW_COLUMNS))
+
+
+def _users(point_id: str, rows: list[dict[str, str]], t0: float | None) -> pd.DataFrame:
+    out = []
+    for r in rows:
+        if r.get("Name") not in (None, "Aggregated"):
+            continue
+        stamp = number(r.get("Timestamp"))
+        t_s = stamp - t0 if stamp is not None and t0 is not None else None
+        out.append((point_id, t_s, number(r.get("User Count")),
+                    number(r.get("Total Request Count"))))  # fmt: skip
+    return pd.DataFrame(out, columns=list(USER_COLUMNS))
+
+
+def _resources(point_id: str, rows: list[dict[str, str]]) -> pd.DataFrame:
+    out = [
+        (point_id, number(r.get("elapsed_s")), r.get("role"), number(r.get("processes")),
+         number(r.get("cpu_pct")), number(r.get("rss_bytes")), number(r.get("open_files")),
+         number(r.get("sockets")))
+        for r in rows
+    ]  # fmt: skip
+    return pd.DataFrame(out, columns=list(RESOURCE_COLUMNS))
+
+
+def _kernel(point_id: str, path: Path) -> pd.DataFrame:
+    data = _read_json(path) if path.is_file() else {}
+    if not isinstance(data, dict):
+        raise BadFileError(f"{path} does not hold a JSON object")
+    out = []
+    for side in ("server", "client"):
+        for name, delta in (data.get(side) or {}).items():
+            out.append((point_id, side, name, number(delta)))
+    return pd.DataFrame(out, columns=list(KERNEL_COLUMNS))
+
+
+def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:
+    frames = [f for f in frames if not f.empty]
+    if not frames:
+        return pd.DataFrame(columns=list(columns))
+    return pd.concat(frames, ignore_index=True)
+
+
+def _max(series: pd.Series) -> float | None:
+    values = pd.to_numeric(series, errors="coerce").dropna()
+    return float(values.max()) if not values.empty else None
+
+
+def main_name(scenario: str | None, latency_names: list[str]) -> str | None:
+    """The scenario's main request name; for an unknown scenario, its busiest non-connect name."""
+    if scenario in MAIN_NAME:
+        return MAIN_NAME[scenario]
+    others = [n for n in latency_names if n not in (TCP_CONNECT, WS_UPGRADE, "ws close")]
+    return others[0] if others else None
+
+
+TOTAL = ""  # request_stats' key for the totals over every name
+
+
+def request_stats(pdir: Path) -> dict[str, dict[str, float | None]]:
+    """Per request name (and TOTAL): requests, failures, requests_per_s, bytes_per_s.
+
+    From Locust's end-of-run JSON when the run has it; rates are over the run's span (first
+    request to last, all names), as the harness computes them. Else from locust_stats.csv.
+    """
+    path = pdir / FINAL_STATS_JSON
+    if not path.is_file():
+        return _csv_stats(_read_csv(pdir / STATS_CSV))
+    entries = _read_json(path)
+    if not isinstance(entries, list):
+        raise BadFileError(f"{path} does not hold a JSON list")
+    starts = [number(e.get("start_time")) for e in entries]
+    ends = [number(e.get("last_request_timestamp")) for e in entries]
+    starts, ends = [s for s in starts if s], [e for e in ends if e]
+    span_s = max(ends) - min(starts) if starts and ends else 0.0
+    stats: dict[str, dict[str, float | None]] = {}
+    for e in entries:
+        requests = number(e.get("num_requests")) or 0.0
+        size = number(e.get("total_content_length")) or 0.0
+        stats[str(e.get("name"))] = {
+            "requests": requests,
+            "failures": number(e.get("num_failures")) or 0.0,
+            "requests_per_s": requests / span_s if span_s > 0 else None,
+            "bytes_per_s": size / span_s if span_s > 0 else None,
+        }
+    stats[TOTAL] = {
+        key: sum(s[key] or 0.0 for s in stats.values()) if stats else None
+        for key in ("requests", "failures", "requests_per_s", "bytes_per_s")
+    }
+    return stats
+
+
+def _csv_stats(rows: list[dict[str, str]]) -> dict[str, dict[str, float | None]]:
+    stats: dict[str, dict[str, float | None]] = {}
+    for r in rows:
+        rate, size = number(r.get("Requests/s")), number(r.get("Average Content Size"))
+        name = TOTAL if r.get("Name") == "Aggregated" else str(r.get("Name"))
+        stats[name] = {
+            "requests": number(r.get("Request Count")),
+            "failures": number(r.get("Failure Count")),
+            "requests_per_s": rate,
+            "bytes_per_s": rate * size if rate is not None and size is not None else None,
+        }
+    return stats
+
+
+def _traffic(
+    scenario: str | None,
+    stats: dict[str, dict[str, float | None]],
+    latency: pd.DataFrame,
+    percentiles: tuple[float, ...],
+) -> dict[str, Any]:
+    """Request totals, the main name's rates (successes only) and its µs percentiles."""
+    ordered = latency.sort_values("count", ascending=False)["name"].tolist()
+    name = main_name(scenario, ordered)
+    total = stats.get(TOTAL, {})
+    requests, failures = total.get("requests"), total.get("failures")
+    row: dict[str, Any] = {
+        "main_name": name,
+        "requests": requests,
+        "failures": failures,
+        "failure_rate": (failures or 0) / requests if requests else None,
+    }
+    own = stats.get(name or "", {})
+    count, failed, rate = own.get("requests"), own.get("failures") or 0, own.get("requests_per_s")
+    row["msgs_per_s"] = rate * (count - failed) / count if rate is not None and count else None
+    row["bytes_per_s"] = own.get("bytes_per_s")
+    mine = latency[latency["name"] == name]
+    row["count"] = float(mine["count"].iloc[0]) if not mine.empty else None
+    for p in percentiles:
+        column = histograms.column_name(p)
+        row[column] = _cell(mine, column)
+    return row
+
+
+def _cell(frame: pd.DataFrame, column: str) -> float | None:
+    if frame.empty or column not in frame or pd.isna(frame[column].iloc[0]):
+        return None
+    return float(frame[column].iloc[0])
+
+
+def _connect_latency(encoded: dict[str, str]) -> dict[str, Any]:
+    row: dict[str, Any] = {}
+    for name, prefix in ((TCP_CONNECT, "connect"), (WS_UPGRADE, "upgrade")):
+        values = histograms.percentiles(encoded[name], CONNECT_PERCENTILES) if name in encoded \
+            else {}  # fmt: skip
+        for p in CONNECT_PERCENTILES:
+            row[f"{prefix}_{histograms.column_name(p)}"] = values.get(histograms.column_name(p))
+    return row
+
+
+def _server(
+    resources: pd.DataFrame, users: int | None, rss_idle: float | None = None
+) -> dict[str, Any]:
+    """Peak and mean figures of the target's process tree, over every 1 Hz sample.
+
+    Memory per connection is the growth over the idle server (measured before load, when the
+    run has it), else the peak over the users: then it includes the process's fixed size.
+    """
+    mine = resources[resources["role"] == "target"]
+    cpu = pd.to_numeric(mine["cpu_pct"], errors="coerce").dropna()
+    rss_max = _max(mine["rss_bytes"])
+    grown = rss_max - rss_idle if rss_max is not None and rss_idle is not None else rss_max
+    return {
+        "server_cpu_pct_mean": float(cpu.mean()) if not cpu.empty else None,
+        "server_cpu_pct_max": float(cpu.max()) if not cpu.empty else None,
+        "server_rss_bytes_max": rss_max,
+        "server_rss_bytes_idle": rss_idle,
+        "server_rss_per_conn_bytes": grown / users if grown is not None and users else None,
+        "server_sockets_max": _max(mine["sockets"]),
+    }
+
+
+def _generator(document: dict[str, Any], csv_rows: list[dict[str, str]]) -> dict[str, Any]:
+    verdict = document.get("generator") or {}
+    if verdict:
+        return {
+            "generator_cpu_pct": number(verdict.get("busiest_run_pct")),
+            "generator_saturated": bool(verdict.get("saturated")),
+        }
+    cpu = max((number(r.get("generator_cpu_pct")) or 0.0 for r in csv_rows), default=None)
+    saturated = any(r.get("generator_saturated") in ("1", "True", "true") for r in csv_rows)
+    return {"generator_cpu_pct": cpu, "generator_saturated": saturated}
+
+
+def _point_columns(rows: list[dict[str, Any]], percentiles: tuple[float, ...]) -> list[str]:
+    """The fixed columns first (so an empty run still has them), then counters and kernel."""
+    fixed = [
+        "point_id", "target", "scenario", "kernel_profile", "users", "options", "duration_s",
+        "processes", "target_processes", "status", "reason", "warnings", "main_name",
+        "requests", "failures", "failure_rate", "msgs_per_s", "bytes_per_s", "count",
+        *(histograms.column_name(p) for p in percentiles),
+        *(f"{prefix}_{histograms.column_name(p)}" for prefix in ("connect", "upgrade")
+          for p in CONNECT_PERCENTILES),
+        "open_connections_max", "server_cpu_pct_mean", "server_cpu_pct_max",
+        "server_rss_bytes_max", "server_rss_per_conn_bytes", "server_sockets_max",
+        "generator_cpu_pct", "generator_saturated",
+    ]  # fmt: skip
+    extra = sorted({k for row in rows for k in row} - set(fixed))
+    return fixed + extra
