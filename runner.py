@@ -76,6 +76,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--users", type=int, required=True, help="concurrent Locust users")
     run.add_argument("--port", type=int, default=0, help="port of the reference target")
     run.add_argument("--tls", action="store_true", help="serve the reference target on wss://")
+    run.add_argument("--expect-workers", type=int, default=0,
+                     help="distributed: be the Locust master and wait for this many "
+                     "`wsbench worker` processes (on this or other machines)")  # fmt: skip
+    run.add_argument("--master-bind-host", default="127.0.0.1",
+                     help="with --expect-workers: address workers connect to (default "
+                     "127.0.0.1; 0.0.0.0 for workers on other machines)")  # fmt: skip
+    run.add_argument("--master-port", type=int, default=5557,
+                     help="with --expect-workers: port workers connect to (default 5557)")
     _add_point_options(run)
 
     sweep = sub.add_parser("sweep", help="targets x scenarios x connection counts (resumable)",
@@ -182,6 +190,8 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
         plan.parse_duration(args.duration), processes=args.processes,
         target_processes=args.target_processes, kernel_profile=args.kernel_profile,
         target_port=args.port, tls=args.tls, options=tuple(extras),
+        expect_workers=args.expect_workers, master_bind_host=args.master_bind_host,
+        master_port=args.master_port,
     )  # fmt: skip
     if args.out is not None and (args.out / "meta.json").exists():
         raise PlanError(f"{args.out} already holds a run; choose another --out")

@@ -157,7 +157,7 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
             # Before any load: what the server costs with no connections, so memory per
             # connection can be told apart from the process's fixed size.
             target_idle_rss = sampler.rss_bytes("target")
-        cmd = procs.locust_command(point, target.url, pdir / LOCUST_PREFIX)
+        cmd = procs.locust_command(point, target.url, pdir / LOCUST_PREFIX, ca_file=target.ca_file)
         locust = procs.spawn(cmd, pdir / "locust.log")
         sampler.watch("locust", locust.pid)
         sampler.start()
@@ -189,7 +189,8 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
 
 def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outcome:
     """Wait for Locust to finish its run; fail the point early if the target dies."""
-    deadline = time.monotonic() + point.duration_s + LOCUST_GRACE_S
+    waits = procs.WORKERS_WAIT_S if point.expect_workers else 0.0
+    deadline = time.monotonic() + point.duration_s + LOCUST_GRACE_S + waits
     while True:
         code = locust.poll()
         if code is not None:

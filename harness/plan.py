@@ -62,6 +62,10 @@ class Point:
     kernel_profile: str = HOST_PROFILE
     target_port: int = 0
     tls: bool = False
+    # Distributed: this run is a Locust master waiting for this many `wsbench worker`s.
+    expect_workers: int = 0
+    master_bind_host: str = "127.0.0.1"
+    master_port: int = 5557
     options: tuple[str, ...] = ()  # scenario options, passed to Locust as they are
 
     @property
@@ -183,7 +187,7 @@ def sized(point: Point, limit: int | None = None) -> tuple[Point, list[str]]:
     notes: list[str] = []
     limit = limit or fd_limit()
     need = processes_needed(point.users, limit)
-    if need > point.processes:
+    if need > point.processes and not point.expect_workers:
         notes.append(
             f"{point.users} users need {need} Locust processes: one process may hold "
             f"{limit - FD_HEADROOM} sockets under the open-file limit of {limit}"

@@ -26,6 +26,7 @@ from harness.plan import Point, locustfile
 from targets.server import die_with_parent
 
 READY_TIMEOUT_S = 30.0
+WORKERS_WAIT_S = 30.0  # a master gives up on missing workers after this
 STOP_TIMEOUT_S = 10.0
 REACH_TIMEOUT_S = 3.0
 
@@ -100,6 +101,7 @@ class Target:
     url: str
     proc: subprocess.Popen[bytes] | None  # None for an external server
     log_path: Path | None
+    ca_file: Path | None = None  # the CA a wss:// reference target's certificate chains to
 
     def exited(self) -> int | None:
         return self.proc.poll() if self.proc is not None else None
@@ -108,13 +110,15 @@ class Target:
         return stop(self.proc)
 
 
-def target_command(point: Point) -> list[str]:
+def target_command(point: Point, ca_file: Path | None = None) -> list[str]:
     cmd = [
         sys.executable, "-m", "targets", point.target,
         "--port", str(point.target_port), "--processes", str(point.target_processes),
     ]  # fmt: skip
     if point.tls:
         cmd.append("--tls")
+        if ca_file is not None:
+            cmd += ["--ca-file", str(ca_file)]
     return cmd
 
 
@@ -135,7 +139,8 @@ def start_target(point: Point, log_path: Path, timeout_s: float = READY_TIMEOUT_
     if point.external:
         check_reachable(point.target)
         return Target(point.target, None, None)
-    proc = spawn(target_command(point), log_path, stdout=subprocess.PIPE)
+    ca_file = log_path.with_name("ca.pem") if point.tls else None
+    proc = spawn(target_command(point, ca_file), log_path, stdout=subprocess.PIPE)
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     try:
@@ -148,7 +153,7 @@ def start_target(point: Point, log_path: Path, timeout_s: float = READY_TIMEOUT_
                 if sel.select(left):
                     line = proc.stdout.readline().decode(errors="replace").strip()
                     if line.startswith("ready "):
-                        return Target(line.split(None, 1)[1], proc, log_path)
+                        return Target(line.split(None, 1)[1], proc, log_path, ca_file)
                     if not line:  # EOF: it exited
                         proc.wait(5)
                         why = last_line(log_path) or f"exit status {proc.returncode}"
@@ -159,7 +164,8 @@ def start_target(point: Point, log_path: Path, timeout_s: float = READY_TIMEOUT_
 
 
 def locust_command(
-    point: Point, host: str, csv_prefix: Path, *, headless: bool = True
+    point: Point, host: str, csv_prefix: Path, *, headless: bool = True,
+    ca_file: Path | None = None,
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", "locust", "-f", str(locustfile(point.scenario)), "--host", host,
@@ -168,9 +174,16 @@ def locust_command(
         # In the web UI this prefills the run-time field: a swarm stops by itself there too.
         "--run-time", f"{math.ceil(point.duration_s)}s",
     ]  # fmt: skip
+    if ca_file is not None:
+        cmd += ["--ws-ca-file", str(ca_file)]
     if headless:
         cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5"]
-    if point.processes > 1:
+    if point.expect_workers:
+        cmd += ["--master", "--expect-workers", str(point.expect_workers),
+                "--expect-workers-max-wait", str(int(WORKERS_WAIT_S)),
+                "--master-bind-host", point.master_bind_host,
+                "--master-bind-port", str(point.master_port)]  # fmt: skip
+    elif point.processes > 1:
         # Master and forked workers talk over a port of our choosing on loopback: Locust's
         # default (*:5557) is reachable from the network and collides with another run.
         port = free_port()
