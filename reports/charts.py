@@ -182,7 +182,7 @@ def server_chart(frame: pd.DataFrame, title: str) -> Figure:
     palette = colors(frame["series"].tolist())
     panels = (
         ("server_rss_mib", "peak RSS (MiB)", "server memory", frame["server_rss_bytes_max"] / MIB),
-        ("server_rss_per_conn_kib", "peak RSS ÷ connections (KiB)", "memory per connection",
+        ("server_rss_per_conn_kib", "RSS growth ÷ connections (KiB)", "memory per connection",
          frame["server_rss_per_conn_bytes"] / 1024),
         ("server_cpu_pct", "CPU (% of one core, mean)", "server CPU",
          frame["server_cpu_pct_mean"]),

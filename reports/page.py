@@ -174,8 +174,10 @@ def _scenario_section(run: Run, scenario: str) -> Section:
                       "server_cpu_pct_mean")  # fmt: skip
     add(Chart(f"{scenario}-server",
               "The target process's peak memory, that memory divided by connections, and "
-              "its mean CPU. RSS ÷ connections includes the process's fixed baseline, so it "
-              "falls with more connections; the slope of peak RSS is the marginal cost.",
+              "its mean CPU. Memory per connection is the growth over the idle server "
+              "(measured before the load started) divided by connections; in runs without an "
+              "idle figure it is peak RSS ÷ connections, which includes the process's fixed "
+              "size and so falls with more connections.",
               charts.server_chart(server, f"{scenario}: server memory and CPU"),
               {"": server}))  # fmt: skip
     return section
