@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench bench-targets ui clean
+.PHONY: install test lint bench bench-targets bench-generator ui clean
 
 install: $(STAMP)
 
@@ -29,6 +29,10 @@ bench: install
 # Throughput and memory-per-connection of the three reference targets (a benchmark, not a test).
 bench-targets: install
 	$(PY) -m targets.bench
+
+# Round trips/s of scenarios/echo.py against a naive Locust user, and the cost of µs recording.
+bench-generator: install
+	$(PY) -m scenarios.bench
 
 # Locust's web UI on a reference target, at http://127.0.0.1:8089 (this machine only; Ctrl-C
 # stops both). Pick others with `make ui TARGET=aiohttp SCENARIO=broadcast`; open it to the
