@@ -105,7 +105,10 @@ def write_files(prefix: str, result: RunResult) -> list[Path]:
 def write_locust_final(prefix: str, stats: RequestStats) -> list[Path]:
     """Locust's final statistics, in the format of its --json-file, and its failures by error."""
     paths = [Path(prefix + FINAL_SUFFIX), Path(prefix + FINAL_FAILURES_SUFFIX)]
-    paths[0].write_text(json.dumps(stats.serialize_stats(), indent=1) + "\n")
+    # Not stats.serialize_stats(): it resets every entry (it is the worker's report-and-clear),
+    # which would empty the table Locust prints and saves after us.
+    entries = [e.serialize() for e in stats.entries.values() if e.num_requests or e.num_failures]
+    paths[0].write_text(json.dumps(entries, indent=1) + "\n")
     paths[1].write_text(json.dumps(list(stats.serialize_errors().values()), indent=1) + "\n")
     return paths
 
