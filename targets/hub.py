@@ -137,7 +137,7 @@ class Outbox:
         if not self.open:
             return
         self._queue.append(payload)
-        self._queued_bytes += len(payload)
+        self._queued_bytes += payload_size(payload)
         if self._queued_bytes > self._limit:
             self._drop_slow_consumer()
         elif self._task is None:
@@ -152,7 +152,7 @@ class Outbox:
                 # The send may have failed the connection and cleared the queue meanwhile.
                 if queue and queue[0] is payload:
                     queue.popleft()
-                    self._queued_bytes -= len(payload)
+                    self._queued_bytes -= payload_size(payload)
         except Exception:
             # The connection went away under us; its handler notices and cleans up.
             self.open = False
