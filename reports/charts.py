@@ -106,16 +106,20 @@ def _empty(ax: Axes, what: str) -> None:
             color="#666666")  # fmt: skip
 
 
+def _percentile_lines(ax: Axes, rows: pd.DataFrame, series: str, color: str) -> None:
+    """One series' p50 / p99 / p99.9 lines vs connections, saturated points ringed."""
+    for column, (style, label) in PERCENTILE_STYLES.items():
+        ax.plot(rows["users"], rows[column], linestyle=style, marker="o", markersize=4,
+                color=color, label=f"{series} {label}", gid=f"{column}:{series}")  # fmt: skip
+        _ring_saturated(ax, rows["users"], rows[column], rows["generator_saturated"], column)
+
+
 def latency_chart(frame: pd.DataFrame, title: str) -> Figure:
     """p50 / p99 / p99.9 (µs, log) vs connections, one colour per series."""
     fig, (ax,) = _figure()
     palette = colors(frame["series"].tolist())
     for series, rows in frame.groupby("series", sort=True):
-        for column, (style, label) in PERCENTILE_STYLES.items():
-            ax.plot(rows["users"], rows[column], linestyle=style, marker="o", markersize=4,
-                    color=palette[series], label=f"{series} {label}",
-                    gid=f"{column}:{series}")  # fmt: skip
-            _ring_saturated(ax, rows["users"], rows[column], rows["generator_saturated"], column)
+        _percentile_lines(ax, rows, series, palette[series])
     _log_y(ax)
     ax.set_ylabel("latency (µs, log scale)")
     _connections_axis(ax, frame["users"])
@@ -307,11 +311,7 @@ def push_chart(frame: pd.DataFrame, title: str) -> Figure:
     fig, (lat, gaps) = _figure(2, PANELS_HEIGHT)
     palette = colors(frame["series"].tolist())
     for series, rows in frame.groupby("series", sort=True):
-        for column, (style, label) in PERCENTILE_STYLES.items():
-            lat.plot(rows["users"], rows[column], linestyle=style, marker="o", markersize=4,
-                     color=palette[series], label=f"{series} {label}",
-                     gid=f"{column}:{series}")  # fmt: skip
-            _ring_saturated(lat, rows["users"], rows[column], rows["generator_saturated"], column)
+        _percentile_lines(lat, rows, series, palette[series])
         gaps.plot(rows["users"], rows["lost_pct"], marker="o", color=palette[series],
                   label=f"{series} lost", gid=f"lost_pct:{series}")  # fmt: skip
         _ring_saturated(gaps, rows["users"], rows["lost_pct"], rows["generator_saturated"],

@@ -35,7 +35,9 @@ class Peer(Protocol):
     """One connection as the shared logic sees it."""
 
     def offer(self, payload: bytes | str) -> None:
-        """Queue `payload` (str: text frame, bytes: binary frame) without waiting."""
+        """Take an outgoing message without waiting, in the target's own form: str (text) or
+        bytes (binary) for the library targets, a complete frame for raw broadcast, a binary
+        payload for push."""
 
     @property
     def is_open(self) -> bool: ...

@@ -175,14 +175,21 @@ def server_ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
     return context
 
 
+def family_of(host: str) -> socket.AddressFamily:
+    return socket.AF_INET6 if ":" in host else socket.AF_INET
+
+
+def cannot_listen(host: str, port: int, exc: OSError) -> TargetError:
+    return TargetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
 def listen(host: str, port: int, reuse_port: bool) -> socket.socket:
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:
         return socket.create_server(
-            (host, port), family=family, backlog=LISTEN_BACKLOG, reuse_port=reuse_port
+            (host, port), family=family_of(host), backlog=LISTEN_BACKLOG, reuse_port=reuse_port
         )
     except OSError as exc:
-        raise TargetError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+        raise cannot_listen(host, port, exc) from None
 
 
 def url_of(host: str, port: int, tls: bool) -> str:
@@ -267,19 +274,17 @@ def wait_ready(workers: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> 
 def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> int:
     # A bound, non-listening SO_REUSEPORT socket holds the port (bind picks it when --port 0)
     # without taking a share of the connections: the kernel routes them to listening sockets.
-    family = socket.AF_INET6 if ":" in args.host else socket.AF_INET
     if args.port:
         # SO_REUSEPORT would let us share a port another server (even another wsbench target)
         # holds, silently splitting its traffic: a plain bind first says whether it is free.
         listen(args.host, args.port, reuse_port=False).close()
-    reservation = socket.socket(family)
+    reservation = socket.socket(family_of(args.host))
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
         reservation.bind((args.host, args.port))
     except OSError as exc:
         reservation.close()
-        reason = exc.strerror or exc
-        raise TargetError(f"cannot listen on {args.host}:{args.port}: {reason}") from None
+        raise cannot_listen(args.host, args.port, exc) from None
     port = reservation.getsockname()[1]
     parent = os.getpid()
 
