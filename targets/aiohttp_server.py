@@ -24,7 +24,7 @@ from targets.protocol import (
     room_of,
 )
 from targets.rfc6455.codes import CloseCode, is_valid_close_code
-from targets.server import ServeContext
+from targets.server import LISTEN_BACKLOG, ServeContext
 
 NAME = "aiohttp"
 
@@ -201,7 +201,10 @@ async def serve(ctx: ServeContext) -> None:
 
     # Our own listener instead of aiohttp's SockSite, to put the handshake timer on each
     # connection; aiohttp's request handling is unchanged.
-    listener = await loop.create_server(connection, sock=ctx.sock, ssl=ctx.ssl_context)
+    # asyncio calls listen() again, with its own default of 100 unless told otherwise.
+    listener = await loop.create_server(
+        connection, sock=ctx.sock, ssl=ctx.ssl_context, backlog=LISTEN_BACKLOG
+    )
     ctx.ready()
     await ctx.stop.wait()
     listener.close()

@@ -39,7 +39,7 @@ from targets.rfc6455 import (
     parse_request,
     serialize_frame,
 )
-from targets.server import ServeContext
+from targets.server import LISTEN_BACKLOG, ServeContext
 
 NAME = "raw"
 WRITE_HIGH_WATER_BYTES = 64 * 1024
@@ -276,7 +276,8 @@ class _Server:
 async def serve(ctx: ServeContext) -> None:
     server = _Server(ctx)
     listener = await server.loop.create_server(
-        lambda: _Connection(server), sock=ctx.sock, ssl=ctx.ssl_context,
+        # asyncio calls listen() again, with its own default of 100 unless told otherwise.
+        lambda: _Connection(server), sock=ctx.sock, ssl=ctx.ssl_context, backlog=LISTEN_BACKLOG,
         ssl_handshake_timeout=ctx.limits.handshake_timeout_s if ctx.ssl_context else None,
     )  # fmt: skip
     ctx.ready()

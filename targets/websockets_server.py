@@ -31,7 +31,7 @@ from targets.protocol import (
     room_of,
 )
 from targets.rfc6455.codes import CloseCode
-from targets.server import ServeContext
+from targets.server import LISTEN_BACKLOG, ServeContext
 
 NAME = "websockets"
 JANITOR_INTERVAL_S = 1.0
@@ -147,6 +147,7 @@ async def serve(ctx: ServeContext) -> None:
     server = await ws_serve(
         app.handler,
         sock=ctx.sock,
+        backlog=LISTEN_BACKLOG,  # passed to asyncio, which calls listen() again (default 100)
         ssl=ctx.ssl_context,
         process_request=app.process_request,
         compression=None,
