@@ -12,7 +12,9 @@
     RUN/points/POINT/locust_latency_us_history.csv µs summary per name per window
     RUN/points/POINT/locust_latency_us_histograms.json  encoded HdrHistograms, counters, generator
     RUN/points/POINT/resources.csv         1 Hz samples of the target and Locust process trees
-    RUN/points/POINT/kernel_counters.json  optional: {"server": {name: delta}, "client": {...}}
+    RUN/points/POINT/kernel_counters.json  optional: {side: {name: delta}, ...} for sides
+                                           "server", "client" (or "host"), plus "snapshots"
+                                           and "file_nr", the readings (not loaded)
 
 Every file but meta.json may be missing: a crashed or unfinished point loads as such (status
 "incomplete", or "missing" when planned and never started) instead of failing the report.
@@ -48,6 +50,7 @@ HISTORY_CSV = "locust_latency_us_history.csv"
 HISTOGRAMS_JSON = "locust_latency_us_histograms.json"
 RESOURCES_CSV = "resources.csv"
 KERNEL_COUNTERS_JSON = "kernel_counters.json"
+KERNEL_NOT_SIDES = ("snapshots", "file_nr")  # kernel_counters.json keys that are not sides
 HOST_PROFILE = "host"
 
 TCP_CONNECT = "tcp connect"
@@ -408,14 +411,25 @@ def _resources(point_id: str, rows: list[dict[str, str]]) -> pd.DataFrame:
 
 
 def _kernel(point_id: str, path: Path) -> pd.DataFrame:
+    """Deltas of every side ("server", "client", "host", ...): the keys holding name -> number.
+
+    "snapshots" and "file_nr" (the full readings the deltas came from) are not sides.
+    """
     data = _read_json(path) if path.is_file() else {}
     if not isinstance(data, dict):
         raise BadFileError(f"{path} does not hold a JSON object")
     out = []
-    for side in ("server", "client"):
-        for name, delta in (data.get(side) or {}).items():
-            out.append((point_id, side, name, number(delta)))
+    for side, deltas in data.items():
+        if side in KERNEL_NOT_SIDES or not isinstance(deltas, dict):
+            continue
+        if not all(v is None or _is_number(v) for v in deltas.values()):
+            continue
+        out += [(point_id, side, name, number(delta)) for name, delta in deltas.items()]
     return pd.DataFrame(out, columns=list(KERNEL_COLUMNS))
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...]) -> pd.DataFrame:

@@ -221,7 +221,8 @@ def _kernel_table(run: Run) -> Table:
         cells = [str(r["kernel_profile"]), str(r["target"]), str(r["scenario"]), fmt(r["users"])]
         rows.append(("bad" if drops else "", cells + [fmt(r[c]) for c in counters]))
     return Table("kernel-counters", "Kernel counter deltas",
-                 "Growth of kernel network counters over each point, server and client side. "
+                 "Growth of kernel network counters over each point, per side (server and client, "
+                 "or host when the run used no namespaces). "
                  "Drop counters above zero (highlighted) mean the kernel refused or discarded "
                  "connections or data.", ["profile", "target", "scenario", "connections",
                                            *counters], rows, frame)  # fmt: skip

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import json
 import re
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -86,6 +88,20 @@ def test_kernel_section_only_with_two_profiles(two_profile_copy: Path, tmp_path:
     assert kernel.count('<tr class="bad">') == len(host) == 4  # host points: ListenOverflows
     assert "kernel server ListenOverflows +12" in text[: text.index('id="summary"')]
     assert load_run(two_profile_copy).profiles == ["host", "tuned"]
+
+
+def test_kernel_table_shows_a_host_side(
+    copy_run: Callable[[Path, str], Path], tmp_path: Path
+) -> None:
+    """Counters recorded for the whole host (no namespaces) show as host: columns."""
+    run_dir = copy_run(Path(__file__).parent / "fixtures" / "sweep-small", "host-side")
+    (run_dir / "points" / "raw-connect-u5-host" / "kernel_counters.json").write_text(
+        json.dumps({"host": {"ListenOverflows": 7, "TCP_tw": 40}, "file_nr": {"before": [1]}})
+    )
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    kernel = text[text.index('id="kernel"') : text.index('id="points"')]
+    assert "host: ListenOverflows" in kernel and "host: TCP_tw" in kernel
+    assert kernel.count('<tr class="bad">') == 1 and "file_nr" not in kernel
 
 
 def test_failures_table_shows_kind_and_close_code(extras: Run, extras_report: Path) -> None:

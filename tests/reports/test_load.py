@@ -203,6 +203,29 @@ def test_kernel_counters_file_is_loaded(two_profile_copy: Path) -> None:
     assert len(run.kernel) == 3 * len(run.points)
 
 
+# A kernel_counters.json as the harness writes it without namespaces: one "host" side.
+HOST_KERNEL_COUNTERS = {
+    "host": {"ListenOverflows": 7, "TCP_tw": -3},
+    "snapshots": {"host": {"before": {"unix_s": 1.0, "counters": {"TcpExtListenOverflows": 1},
+                                      "gauges": {"TCP_tw": 5}, "file_nr": [1, 0, 9]},
+                           "after": {"unix_s": 2.0, "counters": {"TcpExtListenOverflows": 8},
+                                     "gauges": {"TCP_tw": 2}, "file_nr": [2, 0, 9]}}},
+    "file_nr": {"before": [1, 0, 9], "after": [2, 0, 9]},
+}  # fmt: skip
+
+
+def test_kernel_counters_of_any_side_are_loaded(copy_run: Callable[[Path, str], Path]) -> None:
+    """Every side holding name -> number is loaded ("host" too); the stored readings are not."""
+    run_dir = copy_run(Path(__file__).parent / "fixtures" / "sweep-small", "host-side")
+    path = run_dir / "points" / "raw-connect-u5-host" / "kernel_counters.json"
+    path.write_text(json.dumps(HOST_KERNEL_COUNTERS))
+    run = load_run(run_dir)
+    kernel = run.kernel[["side", "counter", "delta"]].sort_values("counter")
+    assert kernel.values.tolist() == [["host", "ListenOverflows", 7], ["host", "TCP_tw", -3]]
+    row = run.points.set_index("point_id").loc["raw-connect-u5-host"]
+    assert row["kernel_host_ListenOverflows"] == 7
+
+
 def _edit_json(path: Path, **changes: object) -> None:
     path.write_text(json.dumps({**json.loads(path.read_text()), **changes}))
 
