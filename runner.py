@@ -30,6 +30,8 @@ from harness import plan, procs, provenance
 from harness.execute import Outcome, describe, main_latency, run_point, run_sweep
 from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
 from harness.store import RunStore, utc_now
+from kernel import hostsysctl
+from kernel.netns import KernelError
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent / "harness" / "sweeps" / "default.toml"
 EXIT_BAD_INPUT = 2
@@ -49,8 +51,17 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
                    "exceed what one process may open)")  # fmt: skip
     p.add_argument("--target-processes", type=int, default=1,
                    help="SO_REUSEPORT processes of a reference target (default 1)")
-    p.add_argument("--kernel-profile", default=HOST_PROFILE,
-                   help="kernel profile (default: the host's own settings)")
+    p.add_argument("--kernel-profile", metavar="NAME[,NAME...]",
+                   help="kernel profile(s) from `wsbench kernel list`, or a .toml path: each "
+                   "point runs in fresh network namespaces with its sysctls (default: host, "
+                   "the host's own settings, no namespaces)")  # fmt: skip
+    p.add_argument("--host-sysctls", action="store_true",
+                   help="allow a profile's host-wide sysctls: saved first, restored at exit "
+                   "(or at the next start after a crash)")  # fmt: skip
+    p.add_argument("--client-hosts", type=int,
+                   help="with a kernel profile: client namespaces, each with its own "
+                   "addresses; with 2 or more, the first runs the Locust master and the "
+                   "others its workers (default 1)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results folder (default results/<run-id>)")
     _add_remote_option(p)
 
@@ -94,7 +105,7 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--targets", help="comma-separated target names or URLs")
     sweep.add_argument("--scenarios", help="comma-separated scenario names")
     sweep.add_argument("--users", help="comma-separated connection counts, e.g. 10,100,1000")
-    sweep.add_argument("--kernel-profiles", help="comma-separated kernel profiles")
+    sweep.add_argument("--kernel-profiles", dest="kernel_profile", help=argparse.SUPPRESS)
     sweep.add_argument("--slo-p99-ms", type=float,
                        help="stop raising connections for a target x scenario once p99 passes this")
     sweep.add_argument("--slo-error-rate", type=float,
@@ -140,7 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     compare.add_argument("--fail-on-regression", action="store_true",
                          help="exit 1 when a regression is flagged (to gate CI)")
 
-    sub.add_parser("kernel", help="not built yet")
+    kernel = sub.add_parser("kernel", help="kernel profiles: list them, or show one",
+                            description="Kernel profiles are TOML files in kernel/profiles/.")
+    ksub = kernel.add_subparsers(dest="kernel_command", required=True, metavar="list|show")
+    ksub.add_parser("list", help="the profiles and what each is for")
+    show = ksub.add_parser("show", help="a profile, its difference from this host, and the "
+                           "sysctl -w lines that apply it on a real server")  # fmt: skip
+    show.add_argument("name", metavar="NAME")
     return parser
 
 
@@ -149,13 +166,19 @@ def _check_no_extras(args: argparse.Namespace, extras: list[str]) -> None:
         raise PlanError(f"unrecognized arguments: {' '.join(extras)}")
 
 
-def _check_profile(profiles: Sequence[str]) -> None:
-    unknown = [p for p in profiles if p != HOST_PROFILE]
-    if unknown:
-        raise PlanError(
-            f"kernel profiles are not available yet (asked for {', '.join(unknown)}); "
-            f"use {HOST_PROFILE}"
-        )
+def _profiles(value: str | None) -> list[str]:
+    return plan.split_list(value, "--kernel-profile") or [HOST_PROFILE]
+
+
+def _check_kernel(points: Sequence[Point]) -> None:
+    """Every kernel profile the points use loads, and can run here (checked once each)."""
+    seen = set()
+    for point in points:
+        key = (point.kernel_profile, point.client_hosts, point.host_sysctls, point.external,
+               bool(point.expect_workers))  # fmt: skip
+        if key not in seen:
+            seen.add(key)
+            plan.check_kernel(point)
 
 
 def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -> dict[str, Any]:
@@ -183,36 +206,45 @@ def _check_targets(targets: Sequence[str], allow_remote: bool) -> None:
 
 
 def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
-    _check_profile([args.kernel_profile])
+    """One point; with several kernel profiles, the same point under each, one after another."""
     _check_targets([args.target], args.allow_remote)
-    point = plan.make_point(
-        args.target, args.scenario, args.users, args.spawn_rate,
-        plan.parse_duration(args.duration), processes=args.processes,
-        target_processes=args.target_processes, kernel_profile=args.kernel_profile,
-        target_port=args.port, tls=args.tls, options=tuple(extras),
-        expect_workers=args.expect_workers, master_bind_host=args.master_bind_host,
-        master_port=args.master_port,
-    )  # fmt: skip
+    duration = plan.parse_duration(args.duration)
+    points = [
+        plan.make_point(
+            args.target, args.scenario, args.users, args.spawn_rate, duration,
+            processes=args.processes, target_processes=args.target_processes,
+            kernel_profile=profile,
+            client_hosts=1 if args.client_hosts is None else args.client_hosts,
+            host_sysctls=args.host_sysctls, target_port=args.port, tls=args.tls,
+            options=tuple(extras), expect_workers=args.expect_workers,
+            master_bind_host=args.master_bind_host, master_port=args.master_port,
+        )
+        for profile in _profiles(args.kernel_profile)
+    ]  # fmt: skip
+    _check_kernel(points)
     if args.out is not None and (args.out / "meta.json").exists():
         raise PlanError(f"{args.out} already holds a run; choose another --out")
     store = RunStore.create(args.out, "run")
-    _start_meta(store, "run", [point])
-    say(f"wsbench run: {point.point_id} -> {store.root}")
+    _start_meta(store, "run", points)
+    outcomes = []
     status = "interrupted"
     try:
-        outcome = run_point(point, store, say)
+        for point in points:
+            say(f"wsbench run: {point.point_id} -> {store.root}")
+            outcome = run_point(point, store, say)
+            outcomes.append(outcome)
+            say(describe(outcome))
+            for warning in outcome.warnings:
+                say(f"warning: {warning}")
         status = "complete"
     finally:
         store.update_meta(ended=utc_now(), status=status)
-    say(describe(outcome))
-    for warning in outcome.warnings:
-        say(f"warning: {warning}")
-    print_table([outcome])
+    print_table(outcomes)
     say(f"results: {store.root}")
-    if outcome.status != "ok":
+    failed = [o for o in outcomes if o.status != "ok"]
+    for outcome in failed:
         print(f"wsbench: point failed: {outcome.reason}", file=sys.stderr)
-        return 1
-    return 0
+    return 1 if failed else 0
 
 
 def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
@@ -220,15 +252,16 @@ def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
     settings: dict[str, Any] = plan.load_sweep_file(args.config) if args.config else {}
     cli = {
         "targets": args.targets, "scenarios": args.scenarios, "users": args.users,
-        "kernel_profiles": args.kernel_profiles, "duration": args.duration,
+        "kernel_profiles": args.kernel_profile, "duration": args.duration,
+        "client_hosts": args.client_hosts, "host_sysctls": args.host_sysctls or None,
         "spawn_rate": args.spawn_rate, "processes": args.processes,
         "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
         "slo_error_rate": args.slo_error_rate,
     }  # fmt: skip
     settings.update({k: v for k, v in cli.items() if v is not None})
     sweep = plan.sweep_from_settings(settings, extras)
-    _check_profile(sweep.kernel_profiles)
     _check_targets(sweep.targets, args.allow_remote)
+    _check_kernel(sweep.points())
     return sweep
 
 
@@ -374,20 +407,30 @@ def cmd_compare(args: argparse.Namespace, extras: list[str]) -> int:
 
 
 def cmd_worker(args: argparse.Namespace, extras: list[str]) -> int:
-    cmd = [
-        sys.executable, "-m", "locust", "-f", str(plan.locustfile(args.scenario)), "--worker",
-        "--master-host", args.master_host, "--master-port", str(args.master_port),
-    ]  # fmt: skip
-    if args.processes > 1:
-        cmd += ["--processes", str(args.processes)]
+    cmd = procs.worker_command(args.scenario, args.master_host, args.master_port, args.processes)
     say("wsbench worker: " + shlex.join(cmd))
     return procs.subprocess.call(cmd + extras)
 
 
+def cmd_kernel(args: argparse.Namespace, extras: list[str]) -> int:
+    from kernel.profile import ProfileError
+    from kernel.show import list_lines, show_lines
+
+    try:
+        lines = list_lines() if args.kernel_command == "list" else show_lines(args.name)
+    except ProfileError as exc:
+        raise PlanError(str(exc)) from None
+    for line in lines:
+        say(line)
+    return 0
+
+
 COMMANDS = {
     "run": cmd_run, "sweep": cmd_sweep, "ui": cmd_ui, "worker": cmd_worker,
-    "report": cmd_report, "compare": cmd_compare,
+    "report": cmd_report, "compare": cmd_compare, "kernel": cmd_kernel,
 }  # fmt: skip
+# Commands that may start load: before they do, undo host sysctls a killed run left changed.
+RECOVERING = ("run", "sweep", "ui", "kernel")
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
@@ -397,16 +440,18 @@ def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extras = parser.parse_known_args(argv)
-    command = COMMANDS.get(args.command)
-    if command is None:
-        print(f"wsbench: '{args.command}' is not built yet", file=sys.stderr)
-        return EXIT_BAD_INPUT
+    command = COMMANDS[args.command]
     signal.signal(signal.SIGTERM, _sigterm_as_interrupt)
     # Started from a background job, SIGINT arrives ignored; Ctrl-C/kill -INT must still stop us.
     signal.signal(signal.SIGINT, signal.default_int_handler)
     try:
         _check_no_extras(args, extras)
+        if args.command in RECOVERING:
+            hostsysctl.recover(say)
         return command(args, extras)
+    except (hostsysctl.HostSysctlError, KernelError) as exc:
+        print(f"wsbench: {exc}", file=sys.stderr)
+        return 1
     except PlanError as exc:
         print(f"wsbench: {exc}", file=sys.stderr)
         return EXIT_BAD_INPUT

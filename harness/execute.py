@@ -17,8 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from harness import procs, sampling
-from harness.plan import SLO, Point, Sweep, sized
-from harness.store import LOCUST_PREFIX, RunStore, utc_now
+from harness.plan import SLO, Point, Sweep, fd_limit, load_hosts, nofile_of, profile_of, sized
+from harness.store import LOCUST_PREFIX, RunStore, utc_now, write_json
+from kernel import counters, netns
+
+KERNEL_COUNTERS_JSON = "kernel_counters.json"
+KERNEL_JSON = "kernel.json"
 
 POLL_S = 0.2
 # Locust gets this long beyond its run time (spawning, stopping users, writing CSVs).
@@ -135,7 +139,12 @@ def slo_breach(slo: SLO, outcome: Outcome) -> str | None:
 
 
 def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
-    """Run one point and write its point.json, whatever happens (Ctrl-C re-raised after)."""
+    """Run one point and write its point.json, whatever happens (Ctrl-C re-raised after).
+
+    With a kernel profile the point gets fresh namespaces (target in one, Locust in the
+    others), removed before this returns. Kernel counters are read before and after, in each
+    namespace (or on the host), and their changes stored in kernel_counters.json.
+    """
     point, notes = sized(point)
     for note in notes:
         say(f"  {note}")
@@ -146,37 +155,70 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
     started = utc_now()
     outcome = Outcome(point, "failed")
     sampler = sampling.Sampler(pdir / "resources.csv")
+    bed: netns.Testbed | None = None
     target: procs.Target | None = None
-    locust = None
+    locusts: list[Any] = []  # Locust (or its master) first, then workers on other client hosts
     cmd: list[str] | None = None
     target_idle_rss: int | None = None
+    sides: dict[str, Path] = {"host": counters.NET_DIR}
+    before: dict[str, counters.Snapshot] = {}
     try:
-        target = procs.start_target(point, pdir / "target.log")
+        profile = profile_of(point)
+        if profile is not None:
+            bed = netns.Testbed(
+                profile, point.client_hosts, point.client_addresses, point.host_sysctls, say
+            ).__enter__()
+            for line in netns.describe(bed):
+                say(f"  {line}")
+            sides = {side: ns.net_dir for side, ns in bed.namespaces().items()}
+            for side, net_dir in sides.items():
+                sampler.watch_sockstat(side, net_dir)
+            _record_kernel(point, bed, store, pdir)
+        before = _snapshots(sides)
+        target = procs.start_target(
+            point, pdir / "target.log", enter=bed.server.enter() if bed and bed.server else (),
+            host=netns.SERVER_ADDRESS if bed else None,
+        )  # fmt: skip
         if target.proc is not None:
             sampler.watch("target", target.proc.pid)
             # Before any load: what the server costs with no connections, so memory per
             # connection can be told apart from the process's fixed size.
             target_idle_rss = sampler.rss_bytes("target")
-        cmd = procs.locust_command(point, target.url, pdir / LOCUST_PREFIX, ca_file=target.ca_file)
-        locust = procs.spawn(cmd, pdir / "locust.log")
-        sampler.watch("locust", locust.pid)
+        master = netns.client_address(0, 0) if point.client_hosts > 1 else None
+        cmd = procs.locust_command(
+            point, target.url, pdir / LOCUST_PREFIX, ca_file=target.ca_file, master_host=master
+        )
+        locusts = _start_locust(point, bed, cmd, master, pdir)
+        for proc in locusts:
+            sampler.watch("locust", proc.pid)
         sampler.start()
-        outcome = _watch(point, target, locust, pdir)
-    except procs.RunError as exc:
+        outcome = _watch(point, target, locusts[0], pdir)
+    except (procs.RunError, netns.KernelError) as exc:
         outcome = Outcome(point, "failed", str(exc))
     except KeyboardInterrupt:
         outcome = Outcome(point, "interrupted", "interrupted by the user (Ctrl-C)")
         raise
     finally:
-        procs.stop(locust)
+        for proc in locusts:  # the master first: it tells its workers to stop
+            procs.stop(proc)
         target_status = target.stop() if target is not None else None
         samples = sampler.stop()
+        record = _store_counters(sides, before, pdir)
+        if bed is not None:
+            left = bed.close()
+            if left:
+                outcome.warnings.append(f"processes left in the namespaces were killed: {left}")
         outcome.summary.update(read_locust_csvs(pdir))
         outcome.summary["target"] = {
             **sampling.summarise(samples, "target"), "rss_bytes_idle": target_idle_rss,
         }
         outcome.summary["locust"] = sampling.summarise(samples, "locust")
         outcome.summary["target_exit_status"] = target_status
+        outcome.summary["kernel"] = {
+            "profile": point.kernel_profile,
+            "counters": counters.side_deltas(record) if record else None,
+            "explain": counters.explain(record) if record else [],
+        }
         outcome.notes = notes
         outcome.warnings += _warnings(outcome)
         store.write_point(
@@ -185,6 +227,63 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
              "command": cmd},  # fmt: skip
         )
     return outcome
+
+
+def _start_locust(
+    point: Point, bed: netns.Testbed | None, cmd: list[str], master: str | None, pdir: Path
+) -> list[Any]:
+    """Locust in client host 0; with several client hosts, a worker group on each other one."""
+    nofile = nofile_of(point)
+    enter = bed.clients[0].enter() if bed else []
+    started = [procs.spawn([*enter, *cmd], pdir / "locust.log", nofile=nofile)]
+    if bed is None or master is None:
+        return started
+    hosts = load_hosts(point)
+    for host in hosts:
+        worker = procs.worker_command(
+            point.scenario, master, point.master_port, point.processes // len(hosts),
+            point.options,
+        )  # fmt: skip
+        log = pdir / f"locust-worker{host}.log"
+        started.append(procs.spawn([*bed.clients[host].enter(), *worker], log, nofile=nofile))
+    return started
+
+
+def _record_kernel(point: Point, bed: netns.Testbed, store: RunStore, pdir: Path) -> None:
+    """The profile and the values in force: in the point's kernel.json and the run's meta.json."""
+    info = {
+        **bed.profile.as_dict(),
+        "in_force": bed.in_force,
+        "client_hosts": point.client_hosts,
+        "client_addresses": point.client_addresses,
+        "nofile": nofile_of(point) or fd_limit(),
+    }
+    write_json(pdir / KERNEL_JSON, info)
+    profiles = (store.read_meta() or {}).get("kernel_profiles") or {}
+    profiles[point.kernel_profile] = info
+    store.update_meta(kernel_profiles=profiles)
+
+
+def _snapshots(sides: dict[str, Path]) -> dict[str, counters.Snapshot]:
+    found = {}
+    for side, net_dir in sides.items():
+        try:
+            found[side] = counters.read_snapshot(net_dir)
+        except counters.CounterError:
+            continue  # a point does not fail for want of counters; they are just not stored
+    return found
+
+
+def _store_counters(
+    sides: dict[str, Path], before: dict[str, counters.Snapshot], pdir: Path
+) -> dict[str, Any] | None:
+    after = _snapshots({side: sides[side] for side in before})
+    pairs = {side: (before[side], after[side]) for side in before if side in after}
+    if not pairs:
+        return None
+    record = counters.point_record(pairs)
+    write_json(pdir / KERNEL_COUNTERS_JSON, record)
+    return record
 
 
 def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outcome:
@@ -223,6 +322,7 @@ def _warnings(outcome: Outcome) -> list[str]:
     rate = error_rate(summary)
     if rate:
         found.append(f"{summary.get('failures')} failed requests ({rate:.1%})")
+    found += (summary.get("kernel") or {}).get("explain") or []
     return found
 
 

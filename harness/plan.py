@@ -21,18 +21,33 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kernel.netns import KernelError, check_privileges, client_address
+from kernel.profile import (
+    HOST_PROFILE,
+    MAX_CLIENT_ADDRESSES,
+    Profile,
+    ProfileError,
+    parse_port_range,
+)
+from kernel.profile import load as load_profile
 from targets.server import TARGETS
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO_DIR = REPO / "scenarios"
 SCENARIOS = ("echo", "echo_rate", "connect", "hold", "broadcast", "push")
-HOST_PROFILE = "host"  # no kernel profile: the host's own settings, no namespaces
 # File descriptors a Locust process needs besides its users' sockets (Python, gevent, logs).
 FD_HEADROOM = 500
 # More processes than this on one machine is a mistake, not a plan: raise the limit instead.
 MAX_PROCESSES = 64
 MAX_DURATION_S = 24 * 3600
 MAX_USERS = 1_000_000
+MAX_CLIENT_HOSTS = 16
+# What a fresh network namespace gets (the kernel's compiled default), when a profile is silent.
+FRESH_PORT_RANGE = (32768, 60999)
+# Plan concurrent connections per source address at this share of the port range: ports in
+# TIME_WAIT after reconnects need room too.
+PORT_RANGE_USE = 0.9
+SOURCE_IPS_OPTION = "--ws-source-ips"
 
 
 class PlanError(ValueError):
@@ -60,6 +75,11 @@ class Point:
     processes: int = 1  # Locust processes
     target_processes: int = 1
     kernel_profile: str = HOST_PROFILE
+    # Client "hosts" (namespaces) with a kernel profile: one runs Locust, or with several, the
+    # first runs the master and the others its workers.
+    client_hosts: int = 1
+    client_addresses: int = 0  # source addresses per client host; 0: sized from the port range
+    host_sysctls: bool = False  # the profile's host-wide sysctls may be applied (and restored)
     target_port: int = 0
     tls: bool = False
     # Distributed: this run is a Locust master waiting for this many `wsbench worker`s.
@@ -71,6 +91,10 @@ class Point:
     @property
     def external(self) -> bool:
         return is_url(self.target)
+
+    @property
+    def namespaced(self) -> bool:
+        return self.kernel_profile != HOST_PROFILE
 
     @property
     def point_id(self) -> str:
@@ -179,13 +203,81 @@ def processes_needed(connections: int, limit: int | None = None) -> int:
     return need
 
 
-def sized(point: Point, limit: int | None = None) -> tuple[Point, list[str]]:
-    """`point` with Locust and target processes raised where the open-file limit needs it.
+def profile_of(point: Point) -> Profile | None:
+    """The point's kernel profile, or None for the host's own settings."""
+    if not point.namespaced:
+        return None
+    try:
+        return load_profile(point.kernel_profile)
+    except ProfileError as exc:
+        raise PlanError(str(exc)) from None
 
-    Returns the point and one line per change saying why, for the run's output.
+
+def check_kernel(point: Point) -> None:
+    """PlanError unless the point's kernel profile can run as asked, here, by this user."""
+    profile = profile_of(point)
+    if not 1 <= point.client_hosts <= MAX_CLIENT_HOSTS:
+        raise PlanError(f"client hosts must be 1..{MAX_CLIENT_HOSTS}, got {point.client_hosts}")
+    if profile is None:
+        if point.client_hosts != 1:
+            raise PlanError("--client-hosts needs a kernel profile: client hosts are network "
+                            "namespaces (try --kernel-profile default)")  # fmt: skip
+        return
+    if point.external:
+        raise PlanError(
+            f"a kernel profile runs a reference target in its own network namespace; "
+            f"{point.target} is outside it, so use --kernel-profile {HOST_PROFILE}"
+        )
+    if point.expect_workers:
+        raise PlanError(
+            "--expect-workers waits for workers on other machines, which cannot reach a "
+            "namespace; use --client-hosts N for workers in namespaces"
+        )
+    if profile.host and not point.host_sysctls:
+        raise PlanError(
+            f"kernel profile {profile.name} sets host-wide sysctls "
+            f"({', '.join(profile.host)}), which are global on Linux, not per namespace; "
+            "pass --host-sysctls to apply them for the run (saved first, restored at exit)"
+        )
+    if isinstance(profile.nofile, int) and profile.nofile > fd_limit():
+        raise PlanError(
+            f"kernel profile {profile.name} asks for {profile.nofile} open files per process, "
+            f"above the hard limit here ({fd_limit()}), which this run cannot raise"
+        )
+    try:
+        check_privileges(profile.name)
+    except KernelError as exc:
+        raise PlanError(str(exc)) from None
+
+
+def nofile_of(point: Point) -> int | None:
+    """The open-file limit the point's processes get: a profile's number, else the hard limit."""
+    profile = profile_of(point)
+    if profile is not None and isinstance(profile.nofile, int):
+        return profile.nofile
+    return None
+
+
+def port_range_of(profile: Profile | None) -> tuple[int, int]:
+    """The client's ephemeral port range: the profile's, a fresh namespace's, or the host's."""
+    if profile is not None:
+        return profile.port_range() or FRESH_PORT_RANGE
+    try:
+        return parse_port_range(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text())
+    except (OSError, ValueError):
+        return FRESH_PORT_RANGE
+
+
+def sized(point: Point, limit: int | None = None) -> tuple[Point, list[str]]:
+    """`point` with processes and source addresses raised where the limits in force need it.
+
+    Locust and target processes: no process may hold more sockets than the open-file limit.
+    Source addresses: one address holds at most the ephemeral port range's worth of connections
+    to one server address and port. Returns the point and one line per change saying why.
     """
     notes: list[str] = []
-    limit = limit or fd_limit()
+    profile = profile_of(point)
+    limit = limit or nofile_of(point) or fd_limit()
     need = processes_needed(point.users, limit)
     if need > point.processes and not point.expect_workers:
         notes.append(
@@ -199,7 +291,53 @@ def sized(point: Point, limit: int | None = None) -> tuple[Point, list[str]]:
             + ("; broadcast rooms are per process" if point.scenario == "broadcast" else "")
         )
         point = replace(point, target_processes=need)
-    return point, notes
+    if point.client_hosts > 1:
+        hosts = point.client_hosts - 1
+        per_host = math.ceil(point.processes / hosts)
+        notes.append(f"client host 0 runs the Locust master; hosts 1..{hosts} run "
+                     f"{per_host} worker process(es) each")  # fmt: skip
+        point = replace(point, processes=per_host * hosts)
+    return _with_source_addresses(point, profile, notes)
+
+
+def load_hosts(point: Point) -> list[int]:
+    """The client hosts whose Locust processes open connections (not a master's host)."""
+    return list(range(1, point.client_hosts)) if point.client_hosts > 1 else [0]
+
+
+def _with_source_addresses(
+    point: Point, profile: Profile | None, notes: list[str]
+) -> tuple[Point, list[str]]:
+    if point.external:
+        return point, notes  # its routes are not ours to know: --ws-source-ips is the user's
+    low, high = port_range_of(profile)
+    per_address = max(1, int((high - low + 1) * PORT_RANGE_USE))
+    hosts = load_hosts(point)
+    per_host = math.ceil(point.users / len(hosts))
+    need = math.ceil(per_host / per_address)
+    if need > MAX_CLIENT_ADDRESSES:
+        raise PlanError(f"{per_host} connections from one client need {need} source addresses "
+                        f"under ip_local_port_range {low} {high}; widen the range")  # fmt: skip
+    base = max(profile.client_addresses if profile else 1, point.client_addresses, 1)
+    count = max(base, need)
+    if need > base:
+        notes.append(
+            f"{per_host} connections from one client host need {need} source addresses: one "
+            f"address holds about {per_address} connections to one server address and port "
+            f"(ip_local_port_range {low} {high})"
+        )
+    if count == 1 and len(hosts) == 1:
+        return (replace(point, client_addresses=1) if profile else point), notes
+    point = replace(point, client_addresses=count)
+    if any(o.split("=")[0] == SOURCE_IPS_OPTION for o in point.options):
+        notes.append(f"{SOURCE_IPS_OPTION} was given, so it is used as it is")
+        return point, notes
+    if profile is not None:
+        addresses = [client_address(h, n) for h in hosts for n in range(count)]
+    else:  # the host's loopback: all of 127.0.0.0/8 is local, no set-up needed
+        addresses = [f"127.0.0.{n + 1}" for n in range(count)]
+    options = (*point.options, SOURCE_IPS_OPTION, ",".join(addresses))
+    return replace(point, options=options), notes
 
 
 def make_point(
@@ -235,6 +373,8 @@ class Sweep:
     spawn_rate: float | None = None
     processes: int = 1
     target_processes: int = 1
+    client_hosts: int = 1
+    host_sysctls: bool = False
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per scenario
     slo: SLO = SLO()
 
@@ -244,7 +384,8 @@ class Sweep:
             make_point(
                 target, scenario, users, self.spawn_rate, self.duration_s,
                 processes=self.processes, target_processes=self.target_processes,
-                kernel_profile=profile, options=self.options.get(scenario, ()),
+                kernel_profile=profile, client_hosts=self.client_hosts,
+                host_sysctls=self.host_sysctls, options=self.options.get(scenario, ()),
             )  # fmt: skip
             for target, scenario, profile in itertools.product(
                 self.targets, self.scenarios, self.kernel_profiles
@@ -329,6 +470,9 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         number(settings.get("slo_p99_ms"), "slo_p99_ms", float),
         number(settings.get("slo_error_rate"), "slo_error_rate", float),
     )
+    host_sysctls = settings.get("host_sysctls", False)
+    if not isinstance(host_sysctls, bool):
+        raise PlanError(f"host_sysctls must be true or false, got {host_sysctls!r}")
     return Sweep(
         targets=tuple(check_target(t) for t in targets),
         scenarios=tuple(check_scenario(s) for s in scenarios),
@@ -336,13 +480,19 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         kernel_profiles=tuple(profiles),
         duration_s=parse_duration(str(duration)),
         spawn_rate=number(settings.get("spawn_rate"), "spawn_rate", float),
-        processes=int(number(settings.get("processes"), "processes", int) or 1),
-        target_processes=int(
-            number(settings.get("target_processes"), "target_processes", int) or 1
-        ),
+        processes=_count(settings, "processes"),
+        target_processes=_count(settings, "target_processes"),
+        client_hosts=_count(settings, "client_hosts"),
+        host_sysctls=host_sysctls,
         options=options,
         slo=slo,
     )
+
+
+def _count(settings: Mapping[str, object], key: str) -> int:
+    """A count from the settings, 1 when absent (0 stays 0, for make_point to refuse)."""
+    value = number(settings.get(key), key, int)
+    return 1 if value is None else int(value)
 
 
 def load_sweep_file(path: Path) -> dict[str, object]:
@@ -357,6 +507,7 @@ def load_sweep_file(path: Path) -> dict[str, object]:
     known = {
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
+        "client_hosts", "host_sysctls",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.plan import Point, locustfile
+from harness.plan import Point, locustfile, nofile_of
 from targets.server import die_with_parent
 
 READY_TIMEOUT_S = 30.0
@@ -35,19 +35,22 @@ class RunError(Exception):
     """A run could not start or went wrong; the message is one line for the user."""
 
 
-def _child_setup(parent: int) -> Callable[[], None]:
+def _child_setup(parent: int, nofile: int | None) -> Callable[[], None]:
     die = die_with_parent(parent)
 
     def preexec() -> None:
-        # Sockets are files: let every child use the whole open-file hard limit.
+        # Sockets are files: let every child use the whole open-file hard limit (or the
+        # kernel profile's limit, which the plan checked is not above it).
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile or hard, hard))
         die()
 
     return preexec
 
 
-def spawn(cmd: Sequence[str], log_path: Path, stdout: int | None = None) -> subprocess.Popen[bytes]:
+def spawn(
+    cmd: Sequence[str], log_path: Path, stdout: int | None = None, nofile: int | None = None
+) -> subprocess.Popen[bytes]:
     """Start `cmd` in its own session with stderr (and stdout unless piped) to `log_path`."""
     log = log_path.open("ab")
     try:
@@ -57,7 +60,7 @@ def spawn(cmd: Sequence[str], log_path: Path, stdout: int | None = None) -> subp
             stderr=log,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
-            preexec_fn=_child_setup(os.getpid()),
+            preexec_fn=_child_setup(os.getpid(), nofile),
         )
     finally:
         log.close()
@@ -110,11 +113,13 @@ class Target:
         return stop(self.proc)
 
 
-def target_command(point: Point, ca_file: Path | None = None) -> list[str]:
+def target_command(point: Point, ca_file: Path | None = None, host: str | None = None) -> list[str]:
     cmd = [
         sys.executable, "-m", "targets", point.target,
         "--port", str(point.target_port), "--processes", str(point.target_processes),
     ]  # fmt: skip
+    if host is not None:
+        cmd += ["--host", host]
     if point.tls:
         cmd.append("--tls")
         if ca_file is not None:
@@ -134,13 +139,21 @@ def check_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
         raise RunError(f"cannot reach {url}: {reason} (is the server running?)") from None
 
 
-def start_target(point: Point, log_path: Path, timeout_s: float = READY_TIMEOUT_S) -> Target:
-    """Start a reference target and wait for its ready line, or check an external URL."""
+def start_target(
+    point: Point, log_path: Path, timeout_s: float = READY_TIMEOUT_S, *,
+    enter: Sequence[str] = (), host: str | None = None,
+) -> Target:  # fmt: skip
+    """Start a reference target and wait for its ready line, or check an external URL.
+
+    `enter` is a command prefix that runs it elsewhere (a network namespace), `host` the
+    address it listens on there.
+    """
     if point.external:
         check_reachable(point.target)
         return Target(point.target, None, None)
     ca_file = log_path.with_name("ca.pem") if point.tls else None
-    proc = spawn(target_command(point, ca_file), log_path, stdout=subprocess.PIPE)
+    cmd = [*enter, *target_command(point, ca_file, host)]
+    proc = spawn(cmd, log_path, stdout=subprocess.PIPE, nofile=nofile_of(point))
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     try:
@@ -165,8 +178,9 @@ def start_target(point: Point, log_path: Path, timeout_s: float = READY_TIMEOUT_
 
 def locust_command(
     point: Point, host: str, csv_prefix: Path, *, headless: bool = True,
-    ca_file: Path | None = None,
+    ca_file: Path | None = None, master_host: str | None = None,
 ) -> list[str]:
+    """Locust for the point; with several client hosts, the master that `master_host` binds."""
     cmd = [
         sys.executable, "-m", "locust", "-f", str(locustfile(point.scenario)), "--host", host,
         "--users", str(point.users), "--spawn-rate", f"{point.spawn_rate:g}",
@@ -178,10 +192,11 @@ def locust_command(
         cmd += ["--ws-ca-file", str(ca_file)]
     if headless:
         cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5"]
-    if point.expect_workers:
-        cmd += ["--master", "--expect-workers", str(point.expect_workers),
+    if point.expect_workers or point.client_hosts > 1:
+        expect = point.expect_workers or point.processes
+        cmd += ["--master", "--expect-workers", str(expect),
                 "--expect-workers-max-wait", str(int(WORKERS_WAIT_S)),
-                "--master-bind-host", point.master_bind_host,
+                "--master-bind-host", master_host or point.master_bind_host,
                 "--master-bind-port", str(point.master_port)]  # fmt: skip
     elif point.processes > 1:
         # Master and forked workers talk over a port of our choosing on loopback: Locust's
@@ -190,3 +205,17 @@ def locust_command(
         cmd += ["--processes", str(point.processes), "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", str(port), "--master-port", str(port)]  # fmt: skip
     return cmd + list(point.options)
+
+
+def worker_command(
+    scenario: str, master_host: str, master_port: int, processes: int = 1,
+    options: Sequence[str] = (),
+) -> list[str]:  # fmt: skip
+    """A Locust worker (or `processes` of them) for a master at master_host:master_port."""
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(locustfile(scenario)), "--worker",
+        "--master-host", master_host, "--master-port", str(master_port),
+    ]  # fmt: skip
+    if processes > 1:
+        cmd += ["--processes", str(processes)]
+    return cmd + list(options)

@@ -1,4 +1,5 @@
-"""Resource samples of a run's processes, once a second: CPU, RSS, open files, sockets.
+"""Resource samples of a run's processes, once a second: CPU, RSS, open files, sockets; and the
+TCP socket counts of the run's network namespaces (sockstat.csv: TCP_inuse, TCP_tw, ...).
 
 Each role ("target", "locust") is a process tree: the process the runner started and its
 children (SO_REUSEPORT workers, Locust's forked workers), summed. Sockets are counted from
@@ -17,7 +18,11 @@ from pathlib import Path
 
 import psutil
 
+from kernel.counters import CounterError, parse_sockstat
+
 INTERVAL_S = 1.0
+# Per namespace in /proc/PID/net/sockstat (TCP_mem is the machine's, in pages).
+SOCKSTAT_COLUMNS = ("TCP_inuse", "TCP_orphan", "TCP_tw", "TCP_alloc", "TCP_mem")
 
 
 @dataclass(frozen=True)
@@ -100,13 +105,33 @@ class _Tree:
         return total
 
 
+def _sockstat(net_dir: Path) -> dict[str, int]:
+    try:
+        gauges = parse_sockstat((net_dir / "sockstat").read_text())
+    except (OSError, CounterError):
+        return {}  # the namespace is gone: the run is ending
+    return {name: gauges.get(name, 0) for name in SOCKSTAT_COLUMNS}
+
+
+def _combined(samples: list[Sample]) -> Sample:
+    """One sample of a role from the samples of its trees (sums; the first one's times)."""
+    first = samples[0]
+    return Sample(
+        first.unix_s, first.elapsed_s, first.role,
+        sum(s.processes for s in samples), round(sum(s.cpu_pct for s in samples), 1),
+        sum(s.rss_bytes for s in samples), sum(s.open_files for s in samples),
+        sum(s.sockets for s in samples),
+    )  # fmt: skip
+
+
 class Sampler:
     """A background thread writing samples of the given process trees to a CSV file."""
 
     def __init__(self, csv_path: Path, interval_s: float = INTERVAL_S) -> None:
         self.csv_path = csv_path
         self.interval_s = interval_s
-        self.trees: dict[str, _Tree] = {}
+        self.trees: dict[str, list[_Tree]] = {}  # a role may span several process trees
+        self.net_dirs: dict[str, Path] = {}  # side -> /proc/PID/net of a namespace
         self.samples: list[Sample] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="sampler", daemon=True)
@@ -114,13 +139,19 @@ class Sampler:
         self._start = time.monotonic()
 
     def watch(self, role: str, pid: int) -> None:
+        """Sample the tree rooted at `pid` as (part of) `role`."""
         with self._lock, contextlib.suppress(psutil.NoSuchProcess):
-            self.trees[role] = _Tree(pid)
+            self.trees.setdefault(role, []).append(_Tree(pid))
+
+    def watch_sockstat(self, side: str, net_dir: Path) -> None:
+        """Sample the TCP socket counts of the namespace whose /proc/PID/net is `net_dir`."""
+        with self._lock:
+            self.net_dirs[side] = net_dir
 
     def rss_bytes(self, role: str) -> int | None:
-        """Resident memory of a watched tree now (e.g. the idle target before load starts)."""
-        tree = self.trees.get(role)
-        return tree.rss_bytes() if tree is not None else None
+        """Resident memory of a watched role now (e.g. the idle target before load starts)."""
+        trees = self.trees.get(role)
+        return sum(tree.rss_bytes() for tree in trees) if trees else None
 
     def start(self) -> Sampler:
         self._start = time.monotonic()
@@ -128,14 +159,30 @@ class Sampler:
         return self
 
     def _run(self) -> None:
-        with self.csv_path.open("w", newline="") as f:
+        sockstat_path = self.csv_path.with_name("sockstat.csv")
+        with self.csv_path.open("w", newline="") as f, contextlib.ExitStack() as more:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
+            socks = None
             while not self._stop.wait(self.interval_s):
                 with self._lock:
                     trees = list(self.trees.items())
-                for role, tree in trees:
-                    sample = tree.sample(role, time.monotonic() - self._start)
+                    net_dirs = list(self.net_dirs.items())
+                if net_dirs and socks is None:
+                    out = more.enter_context(sockstat_path.open("w", newline=""))
+                    socks = csv.DictWriter(out, ["unix_s", "elapsed_s", "side", *SOCKSTAT_COLUMNS])
+                    socks.writeheader()
+                for side, net_dir in net_dirs:
+                    assert socks is not None
+                    row = _sockstat(net_dir)
+                    if row:
+                        socks.writerow({"unix_s": round(time.time(), 3), "side": side,
+                                        "elapsed_s": round(time.monotonic() - self._start, 3),
+                                        **row})  # fmt: skip
+                    out.flush()
+                for role, members in trees:
+                    elapsed = time.monotonic() - self._start
+                    sample = _combined([tree.sample(role, elapsed) for tree in members])
                     if not sample.processes:
                         continue  # exited: a row of zeros would drag the means down
                     self.samples.append(sample)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import functools
+import socket
 from typing import Any
 
 from locust import events
@@ -41,7 +42,8 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
     add_once(parser, "--ws-origin", default="", help="Origin header of the upgrade request")
     add_once(parser, "--ws-source-ips", default="",
              help="Comma-separated local IPs to connect from, round-robin (e.g. "
-             "127.0.0.2,127.0.0.3): each adds its own range of ephemeral ports")
+             "127.0.0.2,127.0.0.3): each adds its own range of ephemeral ports. Each "
+             "process uses those its host has, so one list serves workers on several hosts")
     add_once(parser, "--ws-reconnect-max-s", type=float, default=DEFAULT_RECONNECT_MAX_S,
              help="Longest back-off between reconnects after a dropped or refused connection")
     add_once(parser, "--latency-window-s", type=float, default=1.0,
@@ -91,5 +93,19 @@ def _settings(
         headers=headers,
         subprotocols=subprotocols,
         origin=origin,
-        source_ips=source_ips,
+        source_ips=local_only(source_ips),
     )
+
+
+def local_only(addresses: tuple[str, ...]) -> tuple[str, ...]:
+    """The addresses this host has (a distributed master sends every worker the same list);
+    all of them when none is local, so that connecting fails and says why (EADDRNOTAVAIL)."""
+    mine = []
+    for address in addresses:
+        with socket.socket(socket.AF_INET6 if ":" in address else socket.AF_INET) as probe:
+            try:
+                probe.bind((address, 0))
+            except OSError:
+                continue
+            mine.append(address)
+    return tuple(mine) or addresses

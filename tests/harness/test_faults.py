@@ -62,7 +62,7 @@ def test_unknown_scenario_is_one_line_listing_the_choices(wsbench, tmp_path: Pat
         (("run", "--users", "0"), "users"),
         (("run", "--users", "1", "--spawn-rate", "0"), "spawn rate"),
         (("run", "--users", "1", "--processes", "0"), "process"),
-        (("run", "--users", "1", "--kernel-profile", "tuned"), "tuned"),
+        (("run", "--users", "1", "--kernel-profile", "tunde"), "tunde"),
         (("sweep", "--users", "10,lots"), "lots"),
         (("sweep",), "users"),
         (("sweep", "--users", "10", "--config", "/nonexistent/sweep.toml"), "/nonexistent"),
