@@ -179,3 +179,16 @@ def test_interrupted_run_leaves_no_namespace(tmp_path, nothing_left, how):
     if how == signal.SIGINT:
         result = json.loads(next((tmp_path / "run" / "points").glob("*/point.json")).read_text())
         assert result["status"] == "interrupted"
+
+
+def test_failed_point_still_removes_its_namespaces(tmp_path, nothing_left):
+    """Locust refuses an option: the point fails, is recorded, and nothing is left."""
+    run = tmp_path / "bad"
+    done = wsbench(
+        "run", "--kernel-profile", "default", "--target", "raw", "--scenario", "echo",
+        "--users", "2", "--duration", "3s", "--out", str(run), "--no-such-option",
+    )  # fmt: skip
+    assert done.returncode == 1
+    result = json.loads(next((run / "points").glob("*/point.json")).read_text())
+    assert result["status"] == "failed" and "Locust exited" in result["reason"]
+    assert (run / "points" / "raw-echo-u2-default" / "kernel_counters.json").exists()
