@@ -220,7 +220,7 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
             "explain": counters.explain(record) if record else [],
         }
         outcome.notes = notes
-        outcome.warnings += _warnings(outcome)
+        outcome.warnings += _warnings(outcome) + _missing_workers(pdir)
         store.write_point(
             point.point_id,
             {**outcome.as_dict(), "started": started, "ended": utc_now(),
@@ -309,6 +309,20 @@ def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outco
         return Outcome(point, "failed", f"Locust exited with status {code}: {why}")
     # Locust exits 1 when any request failed; that is a measured outcome, not a crash.
     return Outcome(point, "ok")
+
+
+def _missing_workers(pdir: Path) -> list[str]:
+    """A warning when the Locust master called workers missing (and handed their users over)."""
+    try:
+        text = (pdir / "locust.log").read_text(errors="replace")
+    except OSError:
+        return []
+    missed = text.count("failed to send heartbeat")
+    if not missed:
+        return []
+    return [f"the Locust master lost {missed} worker heartbeat(s) (a CPU-starved worker) and "
+            "handed their users to other workers: users and connections may have exceeded "
+            "the plan (see locust.log)"]  # fmt: skip
 
 
 def _warnings(outcome: Outcome) -> list[str]:

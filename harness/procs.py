@@ -86,7 +86,8 @@ def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = STOP_TIMEOUT_S
 def last_line(path: Path) -> str:
     """The line of a log that says what went wrong: the last `error:` line, else the last line."""
     try:
-        lines = [line for line in path.read_text(errors="replace").splitlines() if line.strip()]
+        lines = [line for line in path.read_text(errors="replace").splitlines()
+                 if line.strip() and "/INFO/" not in line]  # Locust's progress, not a reason
     except OSError:
         return ""
     errors = [line for line in lines if "error:" in line.lower()]
@@ -184,7 +185,8 @@ def locust_command(
     cmd = [
         sys.executable, "-m", "locust", "-f", str(locustfile(point.scenario)), "--host", host,
         "--users", str(point.users), "--spawn-rate", f"{point.spawn_rate:g}",
-        "--loglevel", "WARNING",
+        # INFO: a worker the master calls missing (and whose users it hands over) is logged so.
+        "--loglevel", "INFO",
         # In the web UI this prefills the run-time field: a swarm stops by itself there too.
         "--run-time", f"{math.ceil(point.duration_s)}s",
     ]  # fmt: skip

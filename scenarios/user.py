@@ -17,6 +17,7 @@ import random
 import time
 
 import gevent
+import locust.runners
 from locust import User, constant, events
 from locust.env import Environment
 
@@ -28,6 +29,12 @@ from scenarios.measurement import measurement_for, on_init
 events.init.add_listener(on_init)
 
 REQUEST_TYPE = "WS"
+# Seconds of missed heartbeats before a master calls a worker missing and gives its users to the
+# others (Locust's default is 3). A worker busy opening thousands of connections on a 2-core box
+# misses 3 s easily while still holding its users: the hand-over then duplicates them, pushing
+# the others past the open-file limit or the port range (seen at 100k connections).
+HEARTBEAT_LIVENESS_S = 15
+locust.runners.HEARTBEAT_LIVENESS = HEARTBEAT_LIVENESS_S
 BACKOFF_MIN_S = 0.1
 # A task runs exchanges for this long before returning to Locust's scheduler, which yields
 # to the gevent hub after every task: once per batch rather than once per message.

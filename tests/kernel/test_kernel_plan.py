@@ -25,12 +25,17 @@ def _source_ips(point: plan.Point) -> list[str]:
     return options[options.index(OPTION) + 1].split(",")
 
 
-def test_tuned_100k_users_get_two_source_addresses() -> None:
-    """1024-65535 holds ~58k connections per address, so 100,000 users need 2 of them."""
+def _per_address(low: int, high: int) -> int:
+    return int((high - low + 1) * plan.PORT_RANGE_USE)
+
+
+def test_tuned_100k_users_get_source_addresses_from_the_port_range() -> None:
+    """1024-65535 used to PORT_RANGE_USE (half: 32,255 per address): 100,000 users need 4."""
     point, notes = sized(make_point("raw", "echo", 100_000, kernel_profile="tuned"), ROOMY_LIMIT)
-    assert point.client_addresses == 2
-    assert _source_ips(point) == ["198.18.1.1", "198.18.1.2"]
-    assert any("2 source addresses" in note and "1024 65535" in note for note in notes)
+    need = math.ceil(100_000 / _per_address(1024, 65535))
+    assert point.client_addresses == need == 4
+    assert _source_ips(point) == [f"198.18.1.{n}" for n in range(1, need + 1)]
+    assert any(f"{need} source addresses" in note and "1024 65535" in note for note in notes)
 
 
 def test_few_users_get_no_source_option() -> None:
@@ -41,16 +46,16 @@ def test_few_users_get_no_source_option() -> None:
     assert notes == []
 
 
-def test_constrained_port_range_needs_six_addresses_for_5000_users() -> None:
-    """1,000 ports used to 90% hold 900 connections: 5,000 users need ceil(5000/900) = 6."""
+def test_constrained_port_range_needs_ten_addresses_for_5000_users() -> None:
+    """1,000 ports used to half hold 500 connections: 5,000 users need 10 addresses."""
     point, notes = sized(make_point("raw", "echo", 5000, kernel_profile="constrained"), ROOMY_LIMIT)
-    assert point.client_addresses == math.ceil(5000 / 900) == 6
-    assert _source_ips(point) == [f"198.18.1.{n}" for n in range(1, 7)]
-    assert any("6 source addresses" in note and "50000 50999" in note for note in notes)
+    assert point.client_addresses == math.ceil(5000 / _per_address(50000, 50999)) == 10
+    assert _source_ips(point) == [f"198.18.1.{n}" for n in range(1, 11)]
+    assert any("10 source addresses" in note and "50000 50999" in note for note in notes)
 
 
 def test_host_profile_adds_loopback_addresses_above_the_host_range() -> None:
-    """Without namespaces, more users than 0.9 x the host's range get 127.0.0.x addresses."""
+    """Without namespaces, more users than PORT_RANGE_USE x the host's range get 127.0.0.x."""
     low, high = plan.port_range_of(None)
     users = int((high - low + 1) * plan.PORT_RANGE_USE) + 1
     point, notes = sized(make_point("raw", "echo", users), ROOMY_LIMIT)
@@ -109,12 +114,12 @@ def test_client_hosts_split_processes_and_addresses_over_worker_hosts() -> None:
 
 
 def test_client_hosts_share_the_users_when_sizing_addresses() -> None:
-    """Each worker host carries half the users: constrained, 5,000 users -> 3 addresses each."""
+    """Each worker host carries half the users: constrained, 5,000 users -> 5 addresses each."""
     start = make_point("raw", "echo", 5000, kernel_profile="constrained", client_hosts=3)
     point, _ = sized(start, ROOMY_LIMIT)
-    assert point.client_addresses == 3
+    assert point.client_addresses == math.ceil(2500 / _per_address(50000, 50999)) == 5
     ips = _source_ips(point)
-    assert ips == [f"198.18.{h}.{n}" for h in (2, 3) for n in (1, 2, 3)]
+    assert ips == [f"198.18.{h}.{n}" for h in (2, 3) for n in range(1, 6)]
     assert not any(ip.startswith("198.18.1.") for ip in ips)
 
 
