@@ -4,7 +4,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench bench-targets bench-generator ui clean
+.PHONY: install test lint bench bench-targets bench-generator bench-scale ui clean
 
 install: $(STAMP)
 
@@ -33,6 +33,14 @@ bench-targets: install
 # Round trips/s of scenarios/echo.py against a naive Locust user, and the cost of µs recording.
 bench-generator: install
 	$(PY) -m scenarios.bench
+
+# 100,000 idle connections held for 60 s against each reference target, in network namespaces
+# with the tuned kernel profile (needs root; about 15 minutes), then how long each held them all
+# and its memory per connection. Exit status 1 unless every target held them with no failure.
+SCALE_OUT ?= results/$(shell date -u +%Y%m%dT%H%M%S)-scale
+bench-scale: install
+	$(VENV)/bin/wsbench sweep --config harness/sweeps/scale.toml --out $(SCALE_OUT); \
+	$(PY) -m harness.scale $(SCALE_OUT)
 
 # Locust's web UI on a reference target, at http://127.0.0.1:8089 (this machine only; Ctrl-C
 # stops both). Pick others with `make ui TARGET=aiohttp SCENARIO=broadcast`; open it to the
