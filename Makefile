@@ -37,7 +37,7 @@ bench-generator: install
 # 100,000 idle connections held for 60 s against each reference target, in network namespaces
 # with the tuned kernel profile (needs root; about 15 minutes), then how long each held them all
 # and its memory per connection. Exit status 1 unless every target held them with no failure.
-SCALE_OUT ?= results/$(shell date -u +%Y%m%dT%H%M%S)-scale
+SCALE_OUT := results/$(shell date -u +%Y%m%dT%H%M%S)-scale
 bench-scale: install
 	$(VENV)/bin/wsbench sweep --config harness/sweeps/scale.toml --out $(SCALE_OUT); \
 	$(PY) -m harness.scale $(SCALE_OUT)

@@ -167,7 +167,11 @@ def _check_no_extras(args: argparse.Namespace, extras: list[str]) -> None:
 
 
 def _profiles(value: str | None) -> list[str]:
-    return plan.split_list(value, "--kernel-profile") or [HOST_PROFILE]
+    profiles = plan.split_list(value, "--kernel-profile") or [HOST_PROFILE]
+    twice = sorted({p for p in profiles if profiles.count(p) > 1})
+    if twice:
+        raise PlanError(f"kernel profile {', '.join(twice)} given more than once")
+    return profiles
 
 
 def _check_kernel(points: Sequence[Point]) -> None:
@@ -179,6 +183,7 @@ def _check_kernel(points: Sequence[Point]) -> None:
         if key not in seen:
             seen.add(key)
             plan.check_kernel(point)
+        plan.sized(point)  # limits that cannot be met are said now, not mid-sweep
 
 
 def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -> dict[str, Any]:
@@ -430,7 +435,17 @@ COMMANDS = {
     "report": cmd_report, "compare": cmd_compare, "kernel": cmd_kernel,
 }  # fmt: skip
 # Commands that may start load: before they do, undo host sysctls a killed run left changed.
-RECOVERING = ("run", "sweep", "ui", "kernel")
+RECOVERING = ("run", "sweep", "ui")
+
+
+def _recover_host_sysctls() -> None:
+    try:
+        hostsysctl.recover(say)
+    except OSError as exc:  # e.g. a root run's state file, and this user is not root
+        raise hostsysctl.HostSysctlError(
+            f"cannot check {hostsysctl.state_path()} for host sysctls a killed run left "
+            f"changed: {exc.strerror or exc}"
+        ) from None
 
 
 def _sigterm_as_interrupt(signum: int, frame: Any) -> None:
@@ -447,7 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         _check_no_extras(args, extras)
         if args.command in RECOVERING:
-            hostsysctl.recover(say)
+            _recover_host_sysctls()
         return command(args, extras)
     except (hostsysctl.HostSysctlError, KernelError) as exc:
         print(f"wsbench: {exc}", file=sys.stderr)

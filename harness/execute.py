@@ -17,9 +17,20 @@ from pathlib import Path
 from typing import Any
 
 from harness import procs, sampling
-from harness.plan import SLO, Point, Sweep, fd_limit, load_hosts, nofile_of, profile_of, sized
+from harness.plan import (
+    SLO,
+    PlanError,
+    Point,
+    Sweep,
+    fd_limit,
+    load_hosts,
+    nofile_of,
+    profile_of,
+    sized,
+)
 from harness.store import LOCUST_PREFIX, RunStore, utc_now, write_json
 from kernel import counters, netns
+from kernel.hostsysctl import HostSysctlError
 
 KERNEL_COUNTERS_JSON = "kernel_counters.json"
 KERNEL_JSON = "kernel.json"
@@ -145,7 +156,12 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
     others), removed before this returns. Kernel counters are read before and after, in each
     namespace (or on the host), and their changes stored in kernel_counters.json.
     """
-    point, notes = sized(point)
+    try:
+        point, notes = sized(point)
+    except PlanError as exc:  # checked before the run; a profile file changed since
+        outcome = Outcome(point, "failed", str(exc))
+        store.write_point(point.point_id, {**outcome.as_dict(), "ended": utc_now()})
+        return outcome
     for note in notes:
         say(f"  {note}")
     pdir = store.point_dir(point.point_id)
@@ -193,21 +209,24 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
             sampler.watch("locust", proc.pid)
         sampler.start()
         outcome = _watch(point, target, locusts[0], pdir)
-    except (procs.RunError, netns.KernelError) as exc:
+    except (procs.RunError, netns.KernelError, HostSysctlError, PlanError, OSError) as exc:
         outcome = Outcome(point, "failed", str(exc))
     except KeyboardInterrupt:
         outcome = Outcome(point, "interrupted", "interrupted by the user (Ctrl-C)")
         raise
     finally:
-        for proc in locusts:  # the master first: it tells its workers to stop
-            procs.stop(proc)
-        target_status = target.stop() if target is not None else None
-        samples = sampler.stop()
-        record = _store_counters(sides, before, pdir)
-        if bed is not None:
-            left = bed.close()
-            if left:
-                outcome.warnings.append(f"processes left in the namespaces were killed: {left}")
+        target_status, samples, record = None, [], None
+        try:
+            for proc in locusts:  # the master first: it tells its workers to stop
+                procs.stop(proc)
+            target_status = target.stop() if target is not None else None
+            samples = sampler.stop()
+            record = _store_counters(sides, before, pdir)
+        except OSError as exc:
+            outcome.warnings.append(f"kernel counters not stored: {exc}")
+        finally:
+            # Whatever failed above, the namespaces go and host sysctls are restored.
+            outcome.warnings += _close_testbed(bed)
         outcome.summary.update(read_locust_csvs(pdir))
         outcome.summary["target"] = {
             **sampling.summarise(samples, "target"), "rss_bytes_idle": target_idle_rss,
@@ -227,6 +246,17 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
              "command": cmd},  # fmt: skip
         )
     return outcome
+
+
+def _close_testbed(bed: netns.Testbed | None) -> list[str]:
+    """Remove the point's namespaces (and restore host sysctls); what went wrong, as warnings."""
+    if bed is None:
+        return []
+    try:
+        left = bed.close()
+    except (HostSysctlError, OSError) as exc:
+        return [f"clean-up failed: {exc}"]
+    return [f"processes left in the namespaces were killed: {left}"] if left else []
 
 
 def _start_locust(
@@ -288,7 +318,7 @@ def _store_counters(
 
 def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outcome:
     """Wait for Locust to finish its run; fail the point early if the target dies."""
-    waits = procs.WORKERS_WAIT_S if point.expect_workers else 0.0
+    waits = procs.WORKERS_WAIT_S if point.expect_workers or point.client_hosts > 1 else 0.0
     deadline = time.monotonic() + point.duration_s + LOCUST_GRACE_S + waits
     while True:
         code = locust.poll()

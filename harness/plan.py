@@ -317,17 +317,29 @@ def _with_source_addresses(
     hosts = load_hosts(point)
     per_host = math.ceil(point.users / len(hosts))
     need = math.ceil(per_host / per_address)
-    if need > MAX_CLIENT_ADDRESSES:
-        raise PlanError(f"{per_host} connections from one client need {need} source addresses "
-                        f"under ip_local_port_range {low} {high}; widen the range")  # fmt: skip
-    base = max(profile.client_addresses if profile else 1, point.client_addresses, 1)
-    count = max(base, need)
-    if need > base:
-        notes.append(
-            f"{per_host} connections from one client host need {need} source addresses: one "
-            f"address holds about {per_address} connections to one server address and port "
-            f"(ip_local_port_range {low} {high})"
-        )
+    fixed = profile.client_addresses if profile else None
+    if fixed is not None:
+        count = fixed
+        if need > fixed:
+            notes.append(
+                f"kernel profile {profile.name} fixes {fixed} source address(es) per client "
+                f"host: {per_host} connections may run out of ports (about {per_address} per "
+                f"address fit well in ip_local_port_range {low} {high})"
+            )  # fmt: skip
+    else:
+        if need > MAX_CLIENT_ADDRESSES:
+            raise PlanError(
+                f"{per_host} connections from one client need {need} source addresses under "
+                f"ip_local_port_range {low} {high}; widen the range or add --client-hosts"
+            )
+        base = max(point.client_addresses, 1)
+        count = max(base, need)
+        if need > base:
+            notes.append(
+                f"{per_host} connections from one client host need {need} source addresses: "
+                f"one address holds about {per_address} connections to one server address and "
+                f"port (ip_local_port_range {low} {high})"
+            )
     if count == 1 and len(hosts) == 1:
         return (replace(point, client_addresses=1) if profile else point), notes
     point = replace(point, client_addresses=count)

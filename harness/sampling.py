@@ -23,7 +23,8 @@ from kernel.counters import CounterError, parse_sockstat
 INTERVAL_S = 1.0
 BIG_FDS = 5000  # above this many open files, sockets are counted in full only now and then
 RECOUNT_EVERY = 10
-# Per namespace in /proc/PID/net/sockstat (TCP_mem is the machine's, in pages).
+# From /proc/PID/net/sockstat: inuse and tw are the namespace's; orphan, alloc and mem (pages)
+# are the whole machine's.
 SOCKSTAT_COLUMNS = ("TCP_inuse", "TCP_orphan", "TCP_tw", "TCP_alloc", "TCP_mem")
 
 
@@ -159,7 +160,8 @@ class Sampler:
     def watch(self, role: str, pid: int) -> None:
         """Sample the tree rooted at `pid` as (part of) `role`."""
         with self._lock, contextlib.suppress(psutil.NoSuchProcess):
-            self.trees.setdefault(role, []).append(_Tree(pid))
+            tree = _Tree(pid)  # first: a process already gone must not leave an empty role
+            self.trees.setdefault(role, []).append(tree)
 
     def watch_sockstat(self, side: str, net_dir: Path) -> None:
         """Sample the TCP socket counts of the namespace whose /proc/PID/net is `net_dir`."""

@@ -6,7 +6,9 @@ Sources (all text files under /proc):
                             "TcpExt: 1 2 ..."; kept under nstat's names: section + name, e.g.
                             "TcpExtListenOverflows", "TcpActiveOpens" (unique, as `nstat` prints)
     NET/sockstat            gauges, "TCP: inuse 5 orphan 0 tw 2 alloc 7 mem 1" -> "TCP_inuse",
-                            "TCP_orphan", "TCP_tw", "TCP_alloc", "TCP_mem" (pages), "sockets_used"
+                            "TCP_orphan", "TCP_tw", "TCP_alloc", "TCP_mem" (pages), "sockets_used";
+                            inuse, tw and sockets_used are the namespace's, orphan, alloc and mem
+                            the whole machine's
     /proc/sys/fs/file-nr    file handles allocated, unused, max; global, not per namespace
 
 NET is /proc/self/net for this process's namespace; /proc/PID/net reads the namespace of

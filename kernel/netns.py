@@ -116,8 +116,13 @@ class Namespace:
         deadline = time.monotonic() + HOLDER_START_S
         while (ns := _netns_of(self.proc.pid)) in (own, None):
             if self.proc.poll() is not None or time.monotonic() > deadline:
-                self.close()
+                if self.proc.poll() is None:
+                    self.proc.kill()
+                    self.proc.wait(5)
                 why = _last(self.proc.stderr.read().decode()) if self.proc.stderr else ""
+                self.close()
+                if time.monotonic() > deadline:
+                    why = f"no namespace after {HOLDER_START_S:g} s"
                 raise KernelError(f"cannot create the {role} network namespace: {why}")
             time.sleep(0.005)
         self.inode = ns
@@ -136,13 +141,7 @@ class Namespace:
         return ["nsenter", f"--net=/proc/{self.pid}/ns/net", "--"]
 
     def run(self, *cmd: str, stdin: str | None = None) -> str:
-        try:
-            done = subprocess.run(
-                [*self.enter(), *cmd], input=stdin, capture_output=True, text=True,
-                timeout=COMMAND_TIMEOUT_S,
-            )  # fmt: skip
-        except subprocess.TimeoutExpired:
-            raise KernelError(f"{self.role} namespace: {' '.join(cmd)} timed out") from None
+        done = _run([*self.enter(), *cmd], stdin)
         if done.returncode != 0:
             raise KernelError(f"{self.role} namespace: {' '.join(cmd)}: {_last(done.stderr)}")
         return done.stdout
@@ -151,10 +150,7 @@ class Namespace:
         """Set `values` here, then return them and the `read` keys that exist, as in force."""
         args = [f"{k}={v}" for k, v in values.items()]
         args += [f"{k}?" for k in read if k not in values]
-        done = subprocess.run(
-            [*self.enter(), sys.executable, "-m", "kernel.inside", *args],
-            capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
-        )  # fmt: skip
+        done = _run([*self.enter(), sys.executable, "-m", "kernel.inside", *args])
         try:
             reply = json.loads(done.stdout)
         except ValueError:
@@ -222,9 +218,6 @@ class Testbed:
     def addresses(self, host: int) -> list[str]:
         return [client_address(host, n) for n in range(self.client_addresses)]
 
-    def all_client_addresses(self) -> list[str]:
-        return [a for host in range(self.client_hosts) for a in self.addresses(host)]
-
     def namespaces(self) -> dict[str, Namespace]:
         """Each namespace by the side name its counters are stored under."""
         sides = {"server": self.server} if self.server else {}
@@ -245,7 +238,8 @@ class Testbed:
                 hostsysctl.applied(self.profile.host, self.say)
             )
         server = self.server = Namespace("server")
-        self.clients = [Namespace(f"client{k}") for k in range(self.client_hosts)]
+        for k in range(self.client_hosts):  # one by one: close() must see every one made
+            self.clients.append(Namespace(f"client{k}"))
         server.run("ip", "-batch", "-", stdin="\n".join([
             "link set lo up",
             "link add br0 type bridge forward_delay 0",
@@ -274,9 +268,17 @@ class Testbed:
         return left
 
 
+def _run(cmd: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:
+    """A set-up command, its output captured; KernelError if it hangs."""
+    try:
+        return subprocess.run(list(cmd), input=stdin, capture_output=True, text=True,
+                              timeout=COMMAND_TIMEOUT_S)  # fmt: skip
+    except subprocess.TimeoutExpired:
+        raise KernelError(f"{' '.join(cmd)} took over {COMMAND_TIMEOUT_S:g} s") from None
+
+
 def _ip(*args: str) -> None:
-    done = subprocess.run(["ip", *args], capture_output=True, text=True,
-                          timeout=COMMAND_TIMEOUT_S)  # fmt: skip
+    done = _run(["ip", *args])
     if done.returncode != 0:
         raise KernelError(f"ip {' '.join(args)}: {_last(done.stderr)}")
 
@@ -298,11 +300,9 @@ def fresh_values(keys: Iterable[str]) -> dict[str, str] | None:
     when this process cannot create one."""
     if missing_privileges():
         return None
-    done = subprocess.run(
-        ["unshare", "--net", "--", sys.executable, "-m", "kernel.inside", *(f"{k}?" for k in keys)],
-        capture_output=True, text=True, timeout=COMMAND_TIMEOUT_S,
-    )  # fmt: skip
     try:
+        done = _run(["unshare", "--net", "--", sys.executable, "-m", "kernel.inside",
+                     *(f"{k}?" for k in keys)])  # fmt: skip
         return json.loads(done.stdout)["values"]
-    except (ValueError, KeyError):
+    except (KernelError, ValueError, KeyError):
         return None

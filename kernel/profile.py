@@ -10,7 +10,7 @@ target and Locust processes, and the client topology (source addresses per clien
     [client.sysctls]  "net.ipv4.ip_local_port_range" = "1024 65535"
     [host.sysctls]    "net.core.netdev_max_backlog" = 16384
     [rlimits]         nofile = 20000 | "hard"
-    [topology]        client_addresses = 1
+    [topology]        client_addresses = "auto" | N   # N: exactly N source addresses per client
 
 `--kernel-profile NAME` finds kernel/profiles/NAME.toml; a path to a .toml file works too.
 """
@@ -29,6 +29,7 @@ PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 HOST_PROFILE = "host"  # not a file: the host's own settings, no namespaces
 SIDES = ("server", "client")
 MAX_CLIENT_ADDRESSES = 250  # per client host: 198.18.<host>.1 .. .250
+AUTO = "auto"
 # Keys that are one value for the whole machine, whatever namespace writes them: a profile may
 # change them only under [host.sysctls], and a run only with --host-sysctls. (rmem_max and
 # wmem_max became per namespace in Linux 6.14; they stay here so a profile means the same thing
@@ -61,7 +62,7 @@ class Profile:
     client: dict[str, str] = field(default_factory=dict)
     host: dict[str, str] = field(default_factory=dict)
     nofile: int | str | None = None  # None or "hard": the hard limit in force
-    client_addresses: int = 1
+    client_addresses: int | None = None  # None ("auto"): as many as the port range needs
     extends: str | None = None
 
     def sysctls(self, side: str) -> dict[str, str]:
@@ -72,7 +73,7 @@ class Profile:
             "name": self.name, "description": self.description, "file": str(self.path),
             "extends": self.extends, "server_sysctls": self.server, "client_sysctls": self.client,
             "host_sysctls": self.host, "rlimits": {"nofile": self.nofile},
-            "topology": {"client_addresses": self.client_addresses},
+            "topology": {"client_addresses": self.client_addresses or AUTO},
         }  # fmt: skip
 
     def port_range(self) -> tuple[int, int] | None:
@@ -91,6 +92,8 @@ def sysctl_value(value: object, key: str) -> str:
     if isinstance(value, bool) or not isinstance(value, int | str | list):
         raise ProfileError(f"{key}: a sysctl value is a number or a string, got {value!r}")
     if isinstance(value, list):
+        if not all(isinstance(v, int | str) and not isinstance(v, bool) for v in value):
+            raise ProfileError(f"{key}: a list holds numbers or strings, got {value!r}")
         value = " ".join(str(v) for v in value)
     text = " ".join(str(value).split())
     if not text:
@@ -164,12 +167,14 @@ def load(name: str, _seen: tuple[Path, ...] = (), _base: Path | None = None) -> 
     topology = _table(data, "topology", where)
     if set(topology) - {"client_addresses"}:
         raise ProfileError(f"{where}: [topology] knows only client_addresses")
-    addresses = topology.get("client_addresses", base.client_addresses if base else 1)
-    if isinstance(addresses, bool) or not isinstance(addresses, int) or not (
+    addresses = topology.get("client_addresses", (base.client_addresses if base else None) or AUTO)
+    if addresses == AUTO:
+        addresses = None
+    elif isinstance(addresses, bool) or not isinstance(addresses, int) or not (
         1 <= addresses <= MAX_CLIENT_ADDRESSES
     ):
         raise ProfileError(
-            f"{where}: topology.client_addresses must be 1..{MAX_CLIENT_ADDRESSES}"
+            f"{where}: topology.client_addresses must be \"{AUTO}\" or 1..{MAX_CLIENT_ADDRESSES}"
         )
     profile = Profile(
         name=path.stem, description=" ".join(description.split()), path=path,
@@ -217,7 +222,7 @@ def _sysctls(table: object, where: str, side: str) -> dict[str, str]:
                 f"{where}: {key} is per network namespace; put it under [server.sysctls] "
                 "or [client.sysctls]"
             )
-        out[key] = sysctl_value(value, key)
+        out[key] = sysctl_value(value, f"{where}: {key}")
     return out
 
 

@@ -71,3 +71,16 @@ def test_failures_fail_the_benchmark_and_are_named(tmp_path: Path, capsys) -> No
 def test_not_a_run_folder_is_exit_2(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "nope")]) == 2
     assert "not a wsbench run folder" in capsys.readouterr().err
+
+
+def test_a_process_gone_before_it_is_watched_leaves_no_empty_role(tmp_path: Path) -> None:
+    import subprocess
+
+    from harness.sampling import Sampler
+
+    done = subprocess.Popen(["true"])
+    done.wait()
+    sampler = Sampler(tmp_path / "resources.csv")
+    sampler.watch("target", done.pid)
+    assert "target" not in sampler.trees
+    assert sampler.rss_bytes("target") is None

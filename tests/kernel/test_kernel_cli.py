@@ -155,3 +155,24 @@ def test_tuned_host_run_sets_and_restores_host_sysctls(tmp_path: Path, state_dir
         for key, original in before.items():  # never leave the host changed, whatever failed
             if _proc_sys(key).read_bytes() != original:
                 _proc_sys(key).write_bytes(original)
+
+
+def test_a_profile_given_twice_is_refused(tmp_path: Path, state_dir: Path) -> None:
+    """`run --kernel-profile default,default` would store two attempts under one point id."""
+    out = tmp_path / "out"
+    done = wsbench(*RUN, "--kernel-profile", "default,default", "--out", out, state_dir=state_dir)
+    assert "default given more than once" in _one_error_line(done)
+    assert not out.exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="the profile check probes namespaces: root only")
+def test_unmeetable_limits_are_refused_before_the_sweep(tmp_path: Path, state_dir: Path) -> None:
+    """A later point needing more source addresses than a host may have: said up front."""
+    narrow = tmp_path / "narrow.toml"
+    narrow.write_text('description = "x"\n[client.sysctls]\n'
+                      '"net.ipv4.ip_local_port_range" = "50000 50099"\n')  # fmt: skip
+    out = tmp_path / "out"
+    done = wsbench("sweep", "--targets", "raw", "--scenarios", "hold", "--users", "10,200000",
+                   "--kernel-profile", narrow, "--out", out, state_dir=state_dir)  # fmt: skip
+    assert "widen the range or add --client-hosts" in _one_error_line(done)
+    assert not (out / "points").exists() or not any((out / "points").iterdir())

@@ -46,12 +46,30 @@ def test_few_users_get_no_source_option() -> None:
     assert notes == []
 
 
-def test_constrained_port_range_needs_ten_addresses_for_5000_users() -> None:
+@pytest.fixture
+def narrow(tmp_path: Path) -> str:
+    """A profile with constrained's 1,000 ports and automatic source addresses."""
+    path = tmp_path / "narrow-auto.toml"
+    path.write_text('description = "x"\n[client.sysctls]\n'
+                    '"net.ipv4.ip_local_port_range" = "50000 50999"\n')  # fmt: skip
+    return str(path)
+
+
+def test_narrow_port_range_needs_ten_addresses_for_5000_users(narrow: str) -> None:
     """1,000 ports used to half hold 500 connections: 5,000 users need 10 addresses."""
-    point, notes = sized(make_point("raw", "echo", 5000, kernel_profile="constrained"), ROOMY_LIMIT)
+    point, notes = sized(make_point("raw", "echo", 5000, kernel_profile=narrow), ROOMY_LIMIT)
     assert point.client_addresses == math.ceil(5000 / _per_address(50000, 50999)) == 10
     assert _source_ips(point) == [f"198.18.1.{n}" for n in range(1, 11)]
     assert any("10 source addresses" in note and "50000 50999" in note for note in notes)
+
+
+def test_constrained_keeps_its_one_address_and_says_ports_may_run_out() -> None:
+    """constrained fixes client_addresses = 1: its narrow range is meant to run out."""
+    point, notes = sized(make_point("raw", "connect", 5000, kernel_profile="constrained"),
+                         ROOMY_LIMIT)  # fmt: skip
+    assert point.client_addresses == 1
+    assert plan.SOURCE_IPS_OPTION not in point.options
+    assert any("fixes 1 source address" in note and "run out of ports" in note for note in notes)
 
 
 def test_host_profile_adds_loopback_addresses_above_the_host_range() -> None:
@@ -113,9 +131,9 @@ def test_client_hosts_split_processes_and_addresses_over_worker_hosts() -> None:
     assert plan.load_hosts(point) == [1, 2]
 
 
-def test_client_hosts_share_the_users_when_sizing_addresses() -> None:
-    """Each worker host carries half the users: constrained, 5,000 users -> 5 addresses each."""
-    start = make_point("raw", "echo", 5000, kernel_profile="constrained", client_hosts=3)
+def test_client_hosts_share_the_users_when_sizing_addresses(narrow: str) -> None:
+    """Each worker host carries half the users: 1,000 ports, 5,000 users -> 5 addresses each."""
+    start = make_point("raw", "echo", 5000, kernel_profile=narrow, client_hosts=3)
     point, _ = sized(start, ROOMY_LIMIT)
     assert point.client_addresses == math.ceil(2500 / _per_address(50000, 50999)) == 5
     ips = _source_ips(point)
