@@ -175,15 +175,11 @@ def _profiles(value: str | None) -> list[str]:
 
 
 def _check_kernel(points: Sequence[Point]) -> None:
-    """Every kernel profile the points use loads, and can run here (checked once each)."""
-    seen = set()
+    """Every point's kernel profile loads and can run here, and its limits can be met: said
+    before the first point runs, not mid-sweep."""
     for point in points:
-        key = (point.kernel_profile, point.client_hosts, point.host_sysctls, point.external,
-               bool(point.expect_workers))  # fmt: skip
-        if key not in seen:
-            seen.add(key)
-            plan.check_kernel(point)
-        plan.sized(point)  # limits that cannot be met are said now, not mid-sweep
+        plan.check_kernel(point)
+        plan.sized(point)
 
 
 def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -> dict[str, Any]:

@@ -156,12 +156,7 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
     others), removed before this returns. Kernel counters are read before and after, in each
     namespace (or on the host), and their changes stored in kernel_counters.json.
     """
-    try:
-        point, notes = sized(point)
-    except PlanError as exc:  # checked before the run; a profile file changed since
-        outcome = Outcome(point, "failed", str(exc))
-        store.write_point(point.point_id, {**outcome.as_dict(), "ended": utc_now()})
-        return outcome
+    point, notes = sized(point)  # the runner checked it can be
     for note in notes:
         say(f"  {note}")
     pdir = store.point_dir(point.point_id)
@@ -183,7 +178,7 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
         if profile is not None:
             bed = netns.Testbed(
                 profile, point.client_hosts, point.client_addresses, point.host_sysctls, say
-            ).__enter__()
+            ).open()
             for line in netns.describe(bed):
                 say(f"  {line}")
             sides = {side: ns.net_dir for side, ns in bed.namespaces().items()}

@@ -8,6 +8,7 @@ is what the SLO stop needs.
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import itertools
 import math
@@ -21,6 +22,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from kernel.inside import read as read_sysctl
 from kernel.netns import KernelError, check_privileges, client_address
 from kernel.profile import (
     HOST_PROFILE,
@@ -210,9 +212,15 @@ def profile_of(point: Point) -> Profile | None:
     if not point.namespaced:
         return None
     try:
-        return load_profile(point.kernel_profile)
+        return _profile(point.kernel_profile)
     except ProfileError as exc:
         raise PlanError(str(exc)) from None
+
+
+@functools.cache
+def _profile(name: str) -> Profile:
+    """Each profile file is read once: every point of a run sees it as the run was planned."""
+    return load_profile(name)
 
 
 def check_kernel(point: Point) -> None:
@@ -265,7 +273,7 @@ def port_range_of(profile: Profile | None) -> tuple[int, int]:
     if profile is not None:
         return profile.port_range() or FRESH_PORT_RANGE
     try:
-        return parse_port_range(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text())
+        return parse_port_range(read_sysctl("net.ipv4.ip_local_port_range"))
     except (OSError, ValueError):
         return FRESH_PORT_RANGE
 

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import psutil
 
+from kernel import inside
+
 REPO = Path(__file__).resolve().parent.parent
 PACKAGES = (
     "locust", "websocket-client", "gevent", "hdrhistogram", "aiohttp", "websockets", "uvloop",
@@ -43,10 +45,9 @@ SYSCTLS = (
 def read_sysctl(name: str, proc_root: Path = Path("/proc/sys")) -> str | None:
     """The value as `sysctl -n` prints it (whitespace folded), or None where it does not exist."""
     try:
-        text = (proc_root / name.replace(".", "/")).read_text()
-    except OSError:
+        return inside.read(name, proc_root)
+    except (OSError, ValueError):
         return None
-    return " ".join(text.split())
 
 
 def sysctl_snapshot(names: tuple[str, ...] = SYSCTLS) -> dict[str, str | None]:

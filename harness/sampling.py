@@ -26,6 +26,7 @@ RECOUNT_EVERY = 10
 # From /proc/PID/net/sockstat: inuse and tw are the namespace's; orphan, alloc and mem (pages)
 # are the whole machine's.
 SOCKSTAT_COLUMNS = ("TCP_inuse", "TCP_orphan", "TCP_tw", "TCP_alloc", "TCP_mem")
+SOCKSTAT_FIELDS = ["unix_s", "elapsed_s", "side", *SOCKSTAT_COLUMNS]
 
 
 @dataclass(frozen=True)
@@ -164,7 +165,8 @@ class Sampler:
             self.trees.setdefault(role, []).append(tree)
 
     def watch_sockstat(self, side: str, net_dir: Path) -> None:
-        """Sample the TCP socket counts of the namespace whose /proc/PID/net is `net_dir`."""
+        """Sample the TCP socket counts of the namespace whose /proc/PID/net is `net_dir`
+        (before start())."""
         with self._lock:
             self.net_dirs[side] = net_dir
 
@@ -179,29 +181,27 @@ class Sampler:
         return self
 
     def _run(self) -> None:
-        sockstat_path = self.csv_path.with_name("sockstat.csv")
+        net_dirs = dict(self.net_dirs)  # the namespaces are known before start()
         with self.csv_path.open("w", newline="") as f, contextlib.ExitStack() as more:
             writer = csv.DictWriter(f, COLUMNS)
             writer.writeheader()
-            socks = None
+            if net_dirs:
+                socks_file = more.enter_context(
+                    self.csv_path.with_name("sockstat.csv").open("w", newline="")
+                )
+                socks = csv.DictWriter(socks_file, SOCKSTAT_FIELDS)
+                socks.writeheader()
             while not self._stop.wait(self.interval_s):
                 with self._lock:
                     trees = list(self.trees.items())
-                    net_dirs = list(self.net_dirs.items())
-                if net_dirs and socks is None:
-                    out = more.enter_context(sockstat_path.open("w", newline=""))
-                    socks = csv.DictWriter(out, ["unix_s", "elapsed_s", "side", *SOCKSTAT_COLUMNS])
-                    socks.writeheader()
-                for side, net_dir in net_dirs:
-                    assert socks is not None
+                now, elapsed = round(time.time(), 3), round(time.monotonic() - self._start, 3)
+                for side, net_dir in net_dirs.items():
                     row = _sockstat(net_dir)
                     if row:
-                        socks.writerow({"unix_s": round(time.time(), 3), "side": side,
-                                        "elapsed_s": round(time.monotonic() - self._start, 3),
-                                        **row})  # fmt: skip
-                    out.flush()
+                        socks.writerow({"unix_s": now, "elapsed_s": elapsed, "side": side, **row})
+                if net_dirs:
+                    socks_file.flush()
                 for role, members in trees:
-                    elapsed = time.monotonic() - self._start
                     sample = _combined([tree.sample(role, elapsed) for tree in members])
                     if not sample.processes:
                         continue  # exited: a row of zeros would drag the means down

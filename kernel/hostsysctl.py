@@ -27,7 +27,8 @@ from typing import Any
 
 import psutil
 
-PROC_SYS = Path("/proc/sys")
+from kernel.inside import PROC_SYS, fold, sysctl_path
+
 DEFAULT_STATE_DIR = Path("/run/wsbench")
 STATE_FILE = "host-sysctls.json"
 
@@ -46,7 +47,7 @@ def state_path() -> Path:
 def read(name: str, proc_sys: Path = PROC_SYS) -> str:
     """The value as `sysctl -n` prints it, whitespace folded to single spaces."""
     try:
-        return _fold(_path(proc_sys, name).read_bytes().decode())
+        return fold(_path(proc_sys, name).read_text())
     except FileNotFoundError:
         raise HostSysctlError(
             f"sysctl {name} does not exist on this kernel (module not loaded?)"
@@ -96,7 +97,7 @@ def applied(
         _write_state(path, originals)
     try:
         for name, text in wanted.items():
-            if _fold(text) != originals[name]:
+            if fold(text) != originals[name]:
                 _set(name, text, proc_sys)
         in_force = {name: read(name, proc_sys) for name in wanted}
         say("host sysctls set for this run: " + _changes(in_force, originals))
@@ -152,7 +153,7 @@ def _restore(originals: dict[str, str], say: Say, proc_sys: Path) -> tuple[list[
     restored = []
     for name, value in reversed(originals.items()):
         try:
-            current = _fold(_path(proc_sys, name).read_bytes().decode())
+            current = fold(_path(proc_sys, name).read_text())
         except FileNotFoundError:
             say(f"host sysctl {name} no longer exists (module unloaded?); nothing to restore")
             continue
@@ -262,11 +263,10 @@ def _locked(path: Path) -> Iterator[None]:
 
 
 def _path(proc_sys: Path, name: str) -> Path:
-    # As sysctl(8): a name with a slash is a path, else dots separate the parts.
-    parts = name.split("/") if "/" in name else name.split(".")
-    if any(part in ("", ".", "..") for part in parts):
-        raise HostSysctlError(f"{name!r} is not a sysctl name")
-    return proc_sys.joinpath(*parts)
+    try:
+        return sysctl_path(name, proc_sys)
+    except ValueError as e:
+        raise HostSysctlError(str(e)) from None
 
 
 def _format(value: str | int | Sequence[int]) -> str:
@@ -277,10 +277,6 @@ def _format(value: str | int | Sequence[int]) -> str:
     if isinstance(value, list | tuple):
         return " ".join(str(int(v)) for v in value)
     raise TypeError(f"a sysctl value is a str, int or sequence of ints, not {value!r}")
-
-
-def _fold(text: str) -> str:
-    return " ".join(text.split())
 
 
 def _changes(in_force: dict[str, str], originals: dict[str, str]) -> str:

@@ -19,12 +19,21 @@ PROC_SYS = Path("/proc/sys")
 
 
 def sysctl_path(key: str, root: Path = PROC_SYS) -> Path:
-    return root / key.replace(".", "/")
+    """As sysctl(8): a name with a slash is a path, else dots separate the parts."""
+    parts = key.split("/") if "/" in key else key.split(".")
+    if any(part in ("", ".", "..") for part in parts):
+        raise ValueError(f"{key!r} is not a sysctl name")
+    return root.joinpath(*parts)
+
+
+def fold(text: str) -> str:
+    """Whitespace folded to single spaces, as `sysctl -n` values are compared and stored."""
+    return " ".join(text.split())
 
 
 def read(key: str, root: Path = PROC_SYS) -> str:
-    """The value as `sysctl -n` prints it, whitespace folded."""
-    return " ".join(sysctl_path(key, root).read_text().split())
+    """The value as `sysctl -n` prints it, whitespace folded (OSError if it cannot be read)."""
+    return fold(sysctl_path(key, root).read_text())
 
 
 def apply(settings: Sequence[str], root: Path = PROC_SYS) -> dict[str, str]:
@@ -38,7 +47,7 @@ def apply(settings: Sequence[str], root: Path = PROC_SYS) -> dict[str, str]:
         if not path.exists():
             raise OSError(f"{key} does not exist in this network namespace (a host-wide key, "
                           "or its module is not loaded)")  # fmt: skip
-        if value is not None and read(key, root) != " ".join(value.split()):
+        if value is not None and read(key, root) != fold(value):
             try:
                 path.write_text(value)
             except OSError as exc:
@@ -50,7 +59,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = list(sys.argv[1:] if argv is None else argv)
     try:
         print(json.dumps({"values": apply(args)}))
-    except OSError as exc:
+    except (OSError, ValueError) as exc:
         print(json.dumps({"error": str(exc)}))
         return 3
     return 0

@@ -17,6 +17,7 @@ their namespaces: nothing appears on the host, even for a moment.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import json
 import os
@@ -79,15 +80,22 @@ def check_privileges(profile_name: str) -> None:
     """KernelError saying what is missing (and what still works) unless namespaces can be made."""
     missing = missing_privileges()
     if not missing:
-        probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
-        if probe.returncode == 0:
+        refused = _unshare_refused()
+        if refused is None:
             return
-        missing = [f"permission to create network namespaces ({_last(probe.stderr)})"]
+        missing = [f"permission to create network namespaces ({refused})"]
     raise KernelError(
         f"kernel profile {profile_name!r} runs in network namespaces, which need "
         f"{', '.join(missing)}; run as root, or use --kernel-profile host, which still "
         "runs and records this host's own settings"
     )
+
+
+@functools.lru_cache(maxsize=1)
+def _unshare_refused() -> str | None:
+    """Why this process may not create a network namespace (tried once), or None if it may."""
+    probe = subprocess.run(["unshare", "--net", "true"], capture_output=True, text=True)
+    return None if probe.returncode == 0 else _last(probe.stderr)
 
 
 def _last(text: str) -> str:
@@ -204,13 +212,17 @@ class Testbed:
         self.in_force: dict[str, Any] = {}
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self) -> Testbed:
+    def open(self) -> Testbed:
+        """Build every namespace; on any failure, remove what was built and raise."""
         try:
             self._build()
         except BaseException:
             self.close()
             raise
         return self
+
+    def __enter__(self) -> Testbed:
+        return self.open()
 
     def __exit__(self, *exc: object) -> None:
         self.close()
