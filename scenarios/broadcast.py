@@ -24,7 +24,7 @@ from locust import events, task
 
 from scenarios.alarm import sleep_until
 from scenarios.failures import SequenceGap
-from scenarios.options import add_once, option
+from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
 from scenarios.user import BATCH_NS, WebSocketUser
 from targets.protocol import BROADCAST_HEADER, BROADCAST_PATH, decode_broadcast, encode_broadcast
 
@@ -34,12 +34,13 @@ PUBLISH = "broadcast publish"
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser, **_):
-    add_once(parser, "--rooms", type=int, default=1, help="Number of rooms users spread over")
-    add_once(parser, "--publishers", type=int, default=1,
+    add_once(parser, "--rooms", type=positive_int, default=1,
+             help="Number of rooms users spread over")
+    add_once(parser, "--publishers", type=non_negative_int, default=1,
              help="Users that publish (the rest listen)")
-    add_once(parser, "--publish-rate", type=float, default=10.0,
+    add_once(parser, "--publish-rate", type=positive_float, default=10.0,
              help="Messages per second per publisher")
-    add_once(parser, "--payload-bytes", type=int, default=64,
+    add_once(parser, "--payload-bytes", type=positive_int, default=64,
              help=f"Bytes per message (at least the {BROADCAST_HEADER.size}-byte header)")
 
 

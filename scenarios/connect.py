@@ -17,7 +17,7 @@ import gevent
 from locust import events, task
 
 from scenarios.failures import ProtocolViolation
-from scenarios.options import add_once, option
+from scenarios.options import add_once, non_negative_float, option
 from scenarios.user import WebSocketUser
 
 ECHO = "connect echo"
@@ -29,7 +29,7 @@ PAYLOAD = b"connect"
 def _arguments(parser, **_):
     add_once(parser, "--exchange", action="store_true", default=False,
              help="Send one message on each connection and wait for its echo before closing")
-    add_once(parser, "--hold-ms", type=float, default=0.0,
+    add_once(parser, "--hold-ms", type=non_negative_float, default=0.0,
              help="Keep each connection open this long before closing it, ms")
     add_once(parser, "--no-close-handshake", action="store_true", default=False,
              help="Send the close frame and drop the socket at once (TIME_WAIT then lands "

@@ -14,7 +14,7 @@ import gevent
 from locust import events, task
 
 from scenarios.failures import ProtocolViolation
-from scenarios.options import add_once, option
+from scenarios.options import add_once, non_negative_float, option, positive_int
 from scenarios.user import BATCH_NS, WebSocketUser
 
 ECHO = "echo"
@@ -22,10 +22,10 @@ ECHO = "echo"
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser, **_):
-    add_once(parser, "--payload-bytes", type=int, default=32, help="Bytes per message")
+    add_once(parser, "--payload-bytes", type=positive_int, default=32, help="Bytes per message")
     add_once(parser, "--text", action="store_true", default=False,
              help="Send text frames (ASCII payload) instead of binary")
-    add_once(parser, "--think-ms", type=float, default=0.0,
+    add_once(parser, "--think-ms", type=non_negative_float, default=0.0,
              help="Pause after each round trip, ms (0: back to back)")
 
 

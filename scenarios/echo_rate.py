@@ -29,7 +29,7 @@ from locust import events, task
 from scenarios.alarm import sleep_until
 from scenarios.connection import WsConnection
 from scenarios.failures import ProtocolViolation, WsTimeout
-from scenarios.options import add_once, option
+from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
 from scenarios.user import BATCH_NS, WebSocketUser
 
 CORRECTED = "echo corrected"
@@ -38,9 +38,10 @@ UNCORRECTED = "echo uncorrected"
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser, **_):
-    add_once(parser, "--rate", type=float, default=100.0, help="Messages per second per connection")
-    add_once(parser, "--payload-bytes", type=int, default=32, help="Bytes per message")
-    add_once(parser, "--max-in-flight", type=int, default=0,
+    add_once(parser, "--rate", type=positive_float, default=100.0,
+             help="Messages per second per connection")
+    add_once(parser, "--payload-bytes", type=positive_int, default=32, help="Bytes per message")
+    add_once(parser, "--max-in-flight", type=non_negative_int, default=0,
              help="Unanswered messages a connection may have before its next send waits "
              "(0: no limit, the sends wait only for TCP back-pressure)")
 

@@ -18,7 +18,7 @@ import time
 import gevent
 from locust import events, task
 
-from scenarios.options import add_once, option
+from scenarios.options import add_once, non_negative_float, option
 from scenarios.user import WebSocketUser
 
 HOLD = "hold"
@@ -27,7 +27,7 @@ PING = "hold ping"
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser, **_):
-    add_once(parser, "--ping-interval-s", type=float, default=0.0,
+    add_once(parser, "--ping-interval-s", type=non_negative_float, default=0.0,
              help="Seconds between client pings on each held connection (0: never ping)")
 
 

@@ -9,7 +9,10 @@ from __future__ import annotations
 
 import argparse
 import functools
+import math
 import socket
+import ssl
+from collections.abc import Callable
 from typing import Any
 
 from locust import events
@@ -27,11 +30,68 @@ def add_once(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
         parser.add_argument(flag, **kwargs)
 
 
+def _number(kind: type, text: str) -> Any:
+    try:
+        value = kind(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"must be {'an integer' if kind is int else 'a number'}, "
+                                         f"got {text!r}") from None
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+    return value
+
+
+def at_least(minimum: float, kind: type = float) -> Callable[[str], Any]:
+    """An argparse `type=` that refuses values under `minimum` (a count or a pause)."""
+    def parse(text: str) -> Any:
+        value = _number(kind, text)
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"must be at least {minimum:g}, got {text}")
+        return value
+    parse.__name__ = f"{kind.__name__} >= {minimum:g}"
+    return parse
+
+
+def positive(kind: type = float) -> Callable[[str], Any]:
+    """An argparse `type=` that refuses zero and below (a rate, a size, a timeout, a length)."""
+    def parse(text: str) -> Any:
+        value = _number(kind, text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"must be more than 0, got {text}")
+        return value
+    parse.__name__ = f"{kind.__name__} > 0"
+    return parse
+
+
+non_negative_float = at_least(0.0)
+non_negative_int = at_least(0, int)
+positive_float = positive(float)
+positive_int = positive(int)
+
+
+def ca_file(text: str) -> str:
+    """An argparse `type=` for --ws-ca-file: a readable file of PEM certificates, or "" (none).
+
+    Checked here because the scenario only loads it when its first user connects: a bad file
+    would otherwise surface as failures inside the run (or only in locust.log)."""
+    if not text:
+        return text
+    try:
+        with open(text, "rb"):
+            pass
+        ssl.create_default_context().load_verify_locations(cafile=text)
+    except OSError as error:
+        raise argparse.ArgumentTypeError(f"cannot read {text}: {error.strerror}") from None
+    except ssl.SSLError:
+        raise argparse.ArgumentTypeError(f"{text} holds no PEM certificate") from None
+    return text
+
+
 @events.init_command_line_parser.add_listener
 def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
-    add_once(parser, "--ws-timeout-s", type=float, default=DEFAULT_TIMEOUT_S,
+    add_once(parser, "--ws-timeout-s", type=positive_float, default=DEFAULT_TIMEOUT_S,
              help="Seconds to wait for a connect, handshake or reply before it is a failure")
-    add_once(parser, "--ws-ca-file", default="",
+    add_once(parser, "--ws-ca-file", type=ca_file, default="",
              help="CA certificate file to trust for wss:// (python -m targets X --tls prints one)")
     add_once(parser, "--ws-insecure", action="store_true", default=False,
              help="wss:// without certificate checks")
@@ -44,9 +104,10 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
              help="Comma-separated local IPs to connect from, round-robin (e.g. "
              "127.0.0.2,127.0.0.3): each adds its own range of ephemeral ports. Each "
              "process uses those its host has, so one list serves workers on several hosts")
-    add_once(parser, "--ws-reconnect-max-s", type=float, default=DEFAULT_RECONNECT_MAX_S,
+    add_once(parser, "--ws-reconnect-max-s", type=non_negative_float,
+             default=DEFAULT_RECONNECT_MAX_S,
              help="Longest back-off between reconnects after a dropped or refused connection")
-    add_once(parser, "--latency-window-s", type=float, default=1.0,
+    add_once(parser, "--latency-window-s", type=positive_float, default=1.0,
              help="Length of the windows of the latency history (PREFIX_latency_us_history.csv)")
     add_once(parser, "--no-histograms", action="store_true", default=False,
              include_in_web_ui=False,

@@ -19,9 +19,9 @@ from urllib.parse import urlencode
 from locust import events, task
 
 from scenarios.failures import SequenceGap
-from scenarios.options import add_once, option
+from scenarios.options import add_once, at_least, non_negative_int, option, positive_float
 from scenarios.user import WebSocketUser
-from targets.protocol import DEFAULT_PUSH_SIZE, PUSH_PATH, decode_push
+from targets.protocol import DEFAULT_PUSH_SIZE, PUSH_HEADER, PUSH_PATH, decode_push
 
 PUSH = "push"
 RATE_PER_S = 100.0
@@ -29,11 +29,12 @@ RATE_PER_S = 100.0
 
 @events.init_command_line_parser.add_listener
 def _arguments(parser, **_):
-    add_once(parser, "--push-rate", type=float, default=RATE_PER_S,
+    add_once(parser, "--push-rate", type=positive_float, default=RATE_PER_S,
              help="Messages per second the server sends on each connection")
-    add_once(parser, "--push-size", type=int, default=DEFAULT_PUSH_SIZE,
+    add_once(parser, "--push-size", type=at_least(PUSH_HEADER.size, int),
+             default=DEFAULT_PUSH_SIZE,
              help="Bytes per message (at least the 16-byte header)")
-    add_once(parser, "--push-count", type=int, default=0,
+    add_once(parser, "--push-count", type=non_negative_int, default=0,
              help="Messages per subscription before it closes and resubscribes (0: no end)")
 
 
