@@ -2,7 +2,10 @@
 
 Children run in their own session, so a Ctrl-C at the terminal reaches only the runner, which
 stops them in order (Locust first, so it writes its CSVs; then the target). Each child also gets
-PR_SET_PDEATHSIG: if the runner is killed outright, the kernel ends its children too.
+PR_SET_PDEATHSIG with SIGKILL: if the runner is killed outright, the kernel ends its children
+at once. Not SIGTERM: nobody is left to read what a child would write on a graceful stop, and
+Locust's graceful stop waits up to --stop-timeout for users whose connections may never close
+(in namespaces the network under them is gone with the server namespace).
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ class RunError(Exception):
 
 
 def _child_setup(parent: int, nofile: int | None) -> Callable[[], None]:
-    die = die_with_parent(parent)
+    die = die_with_parent(parent, signal.SIGKILL)
 
     def preexec() -> None:
         # Sockets are files: let every child use the whole open-file hard limit (or the

@@ -118,7 +118,7 @@ class Namespace:
         self.proc = subprocess.Popen(
             ["unshare", "--net", "--", "sleep", "infinity"],
             stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
-            start_new_session=True, preexec_fn=die_with_parent(os.getpid()),
+            start_new_session=True, preexec_fn=die_with_parent(os.getpid(), signal.SIGKILL),
         )  # fmt: skip
         own = _netns_of("self")
         deadline = time.monotonic() + HOLDER_START_S

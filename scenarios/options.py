@@ -8,10 +8,14 @@ Scenario-specific options are added the same way by each locustfile (see `add_on
 from __future__ import annotations
 
 import argparse
+import ctypes
 import functools
 import math
+import os
+import signal
 import socket
 import ssl
+import sys
 from collections.abc import Callable
 from typing import Any
 
@@ -113,6 +117,27 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
              include_in_web_ui=False,
              help="Benchmarking only: skip the µs histograms (python -m scenarios.bench "
              "measures what recording costs); Locust's own statistics remain")
+
+
+PR_SET_PDEATHSIG = 1
+
+
+@events.init.add_listener
+def _die_with_master(environment: Environment, **_: object) -> None:
+    """A worker that Locust forked (--processes) dies as soon as the process that forked it.
+
+    The runner's children get PR_SET_PDEATHSIG (harness/procs.py), but Locust's forked workers
+    do not inherit it: with their master killed outright they would hold their connections
+    until the heartbeat gives up, about 15 s later."""
+    opts = environment.parsed_options
+    if opts is None or not getattr(opts, "worker", False) or not getattr(opts, "processes", 0):
+        return
+    if not sys.platform.startswith("linux"):
+        return
+    parent = os.getppid()
+    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    if os.getppid() != parent:  # it died while we asked
+        os._exit(1)
 
 
 def option(environment: Environment, name: str, default: Any) -> Any:

@@ -224,11 +224,11 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
     return 0
 
 
-def die_with_parent(parent: int) -> Callable[[], None]:
+def die_with_parent(parent: int, signum: int = signal.SIGTERM) -> Callable[[], None]:
     def preexec() -> None:
-        # Runs in the child between fork and exec: ask the kernel to SIGTERM us when the
+        # Runs in the child between fork and exec: ask the kernel to signal us when the
         # supervisor dies, then check it did not die before we asked.
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
         if os.getppid() != parent:
             os._exit(1)
 
