@@ -32,7 +32,7 @@ bench-targets: install
 
 # Round trips/s of scenarios/echo.py against a naive Locust user, and the cost of µs recording.
 bench-generator: install
-	$(PY) -m scenarios.bench
+	$(PY) -m benchmarks.closed_loop
 
 # 100,000 idle connections held for 60 s against each reference target, in network namespaces
 # with the tuned kernel profile (needs root; about 15 minutes), then how long each held them all

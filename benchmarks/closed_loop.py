@@ -1,8 +1,8 @@
-"""`python -m scenarios.bench`: how efficient is the generator? (A benchmark, not a test.)
+"""`python -m benchmarks.closed_loop`: how efficient is closed-loop echo? (A benchmark, not a test.)
 
 One fast echo target is pinned to one CPU and every Locust process to another. Variants:
 
-    naive         scenarios/naive_echo.py: websocket-client create_connection/send/recv
+    naive         benchmarks/naive_echo.py: websocket-client create_connection/send/recv
     echo          scenarios/echo.py with the same 32-byte text messages
     echo, no hdr  the same with --no-histograms: what µs recording costs
 
@@ -43,11 +43,12 @@ import psutil
 
 from scenarios.latency import Merger, Recorder, encode_all
 
-SCENARIOS = Path(__file__).resolve().parent
+BENCHMARKS = Path(__file__).resolve().parent
+SCENARIOS = BENCHMARKS.parent / "scenarios"
 VARIANTS = {
-    "naive": ("naive_echo.py", ()),
-    "echo": ("echo.py", ("--text", "--payload-bytes", "32")),
-    "echo, no hdr": ("echo.py", ("--text", "--payload-bytes", "32", "--no-histograms")),
+    "naive": (BENCHMARKS / "naive_echo.py", ()),
+    "echo": (SCENARIOS / "echo.py", ("--text", "--payload-bytes", "32")),
+    "echo, no hdr": (SCENARIOS / "echo.py", ("--text", "--payload-bytes", "32", "--no-histograms")),
 }
 PAIRS = (("naive", "echo"), ("echo", "echo, no hdr"))
 
@@ -67,7 +68,7 @@ class Run:
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="python -m scenarios.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.closed_loop", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--target", default="raw", help="reference target (default %(default)s)")
     parser.add_argument("--users", type=int, default=10, help="connections per Locust process")
@@ -132,7 +133,7 @@ def run_together(
         locustfile, extra = VARIANTS[variant]
         stats_files.append(tmp / f"run{n}")
         command = [
-            sys.executable, "-m", "locust", "-f", str(SCENARIOS / locustfile), "--host", url,
+            sys.executable, "-m", "locust", "-f", str(locustfile), "--host", url,
             "--headless", "-u", str(args.users), "-r", str(args.users),
             "-t", f"{args.duration_s}s", "--only-summary", "--loglevel", "WARNING",
             "--json-file", str(stats_files[-1]), *extra,

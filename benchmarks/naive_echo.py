@@ -1,9 +1,9 @@
-"""naive_echo: the baseline of the generator benchmark (python -m scenarios.bench), not a scenario.
+"""naive_echo: the closed-loop yardstick of `python -m benchmarks.generator`, not a scenario.
 
 What a first Locust WebSocket user usually looks like: websocket-client's create_connection,
 send, recv and events.request.fire, nothing tuned. Do not improve it: it is the yardstick.
 
-    locust -f scenarios/naive_echo.py --host ws://127.0.0.1:PORT --headless -u 10 -t 10s
+    locust -f benchmarks/naive_echo.py --host ws://127.0.0.1:PORT --headless -u 10 -t 10s
 """
 
 from __future__ import annotations

@@ -1,0 +1,11 @@
+"""The suite's own benchmarks: they measure wsbench itself, and store runs like users' runs.
+
+    generator.py    `python -m benchmarks.generator` (make bench-generator): capacity, fidelity,
+                    closed-loop efficiency and memory of the load generator, next to yardsticks
+    closed_loop.py  closed-loop echo vs the naive Locust user, and what µs recording costs
+    naive_echo.py   the naive Locust user (the closed-loop yardstick; do not improve it)
+    reference.py    the reference client: picows + uvloop on the same schedules as ours
+    sink.py         a picows + uvloop echo server, the fastest sink for the capacity section
+
+picows is an optional extra (`pip install -e '.[bench]'`): only these modules import it.
+"""
