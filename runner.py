@@ -29,7 +29,7 @@ from typing import Any
 from harness import plan, procs, provenance
 from harness.execute import Outcome, describe, main_latency, run_point, run_sweep
 from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
-from harness.store import RunStore, utc_now
+from harness.store import KILLED, RunStore, StoreError, runner_fields, utc_now
 from kernel import hostsysctl
 from kernel.netns import KernelError
 
@@ -192,11 +192,27 @@ def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -
         "ended": None,
         "status": "running",
         "plan": [p.as_dict() for p in points],
+        **runner_fields(),  # so that a reader can tell a killed run from a running one
         **extra,
         **provenance.collect(),
     }
     store.write_meta(meta)
     return meta
+
+
+def _create_store(out: Path | None, kind: str) -> RunStore:
+    try:
+        return RunStore.create(out, kind)
+    except StoreError as exc:
+        raise PlanError(str(exc)) from None
+
+
+def _claim(store: RunStore) -> dict[str, Any] | None:
+    """The folder's meta.json, marked "killed" if its runner was (see RunStore.claim)."""
+    try:
+        return store.claim()
+    except StoreError as exc:
+        raise PlanError(str(exc)) from None
 
 
 def _check_targets(targets: Sequence[str], allow_remote: bool) -> None:
@@ -223,9 +239,12 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
         for profile in _profiles(args.kernel_profile)
     ]  # fmt: skip
     _check_kernel(points)
+    plan.check_options(points)
     if args.out is not None and (args.out / "meta.json").exists():
-        raise PlanError(f"{args.out} already holds a run; choose another --out")
-    store = RunStore.create(args.out, "run")
+        found = _claim(RunStore(args.out)) or {}
+        raise PlanError(f"{args.out} already holds a run (status {found.get('status')}); "
+                        "choose another --out")  # fmt: skip
+    store = _create_store(args.out, "run")
     _start_meta(store, "run", points)
     outcomes = []
     status = "interrupted"
@@ -263,21 +282,24 @@ def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
     sweep = plan.sweep_from_settings(settings, extras)
     _check_targets(sweep.targets, args.allow_remote)
     _check_kernel(sweep.points())
+    plan.check_options(sweep.points())
     return sweep
 
 
 def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     sweep = sweep_from(args, extras)
     points = sweep.points()
-    store = RunStore.create(args.out, "sweep")
-    previous = store.read_meta()
+    store = _create_store(args.out, "sweep")
+    previous = _claim(store)
     planned = [p.as_dict() for p in points]
     slo = dataclasses.asdict(sweep.slo)
     if previous is not None:
         if previous.get("plan") != planned or previous.get("slo") != slo:
             raise PlanError(f"{store.root} holds a different sweep; choose another --out")
+        if previous.get("status") == KILLED:
+            say(f"wsbench sweep: its last runner (pid {previous.get('runner_pid')}) was killed")
         say(f"wsbench sweep: resuming {store.root}")
-        store.update_meta(status="running", resumed=utc_now())
+        store.update_meta(status="running", resumed=utc_now(), **runner_fields())
     else:
         _start_meta(store, "sweep", points, slo=slo)
     say(f"wsbench sweep: {len(points)} points -> {store.root}")
@@ -333,6 +355,7 @@ def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
         args.target, args.scenario, args.users, args.spawn_rate, plan.parse_duration(args.duration),
         target_processes=args.target_processes, options=tuple(extras),
     )  # fmt: skip
+    plan.check_options([point])
     host = "" if args.web_host == "*" else args.web_host  # Locust's "*": every interface
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
     try:  # Locust would only log a busy port and exit, after we had printed its URL

@@ -16,6 +16,8 @@ import re
 import resource
 import shlex
 import socket
+import subprocess
+import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -32,6 +34,7 @@ from kernel.profile import (
     parse_port_range,
 )
 from kernel.profile import load as load_profile
+from targets.protocol import DEFAULT_MAX_MESSAGE_BYTES
 from targets.server import TARGETS
 
 REPO = Path(__file__).resolve().parent.parent
@@ -165,6 +168,58 @@ def check_scenario(scenario: str) -> str:
 
 def locustfile(scenario: str) -> Path:
     return SCENARIO_DIR / f"{check_scenario(scenario)}.py"
+
+
+OPTIONS_CHECK_TIMEOUT_S = 60.0
+
+
+def option_checks(points: Iterable[Point]) -> dict[tuple[str, tuple[str, ...]], int | None]:
+    """Each distinct (scenario, options) of the points, with the message size its options must
+    fit: a reference target's limit, or None when all its targets are URLs (the user's server,
+    whose limits are its own: there a point measures the refusals)."""
+    checks: dict[tuple[str, tuple[str, ...]], int | None] = {}
+    for point in points:
+        key = (point.scenario, point.options)
+        limit = None if point.external else DEFAULT_MAX_MESSAGE_BYTES
+        if key not in checks or checks[key] is None:
+            checks[key] = limit
+    return checks
+
+
+def check_options(points: Iterable[Point]) -> None:
+    """PlanError (the scenario's one line) unless every point's scenario options are ones its
+    Locust run can use, checked by Locust's own parser with the locustfile loaded
+    (`python -m scenarios.check`): the locustfiles define their options, nobody else.
+
+    One process per distinct (scenario, options), all at once: each costs an import of Locust
+    (about 0.6 s), which must not happen in the runner (it monkey-patches with gevent).
+    """
+    running = []
+    try:
+        for (scenario, options), limit in option_checks(points).items():
+            cmd = [sys.executable, "-m", "scenarios.check"]
+            if limit is not None:
+                cmd += ["--max-message-bytes", str(limit)]
+            running.append(subprocess.Popen(
+                [*cmd, scenario, *options], stdin=subprocess.DEVNULL,
+                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            ))  # fmt: skip
+        for proc in running:
+            _, err = proc.communicate(timeout=OPTIONS_CHECK_TIMEOUT_S)
+            if proc.returncode != 0:
+                lines = [line for line in err.splitlines() if line.strip()]
+                why = lines[-1].strip() if lines else f"exit status {proc.returncode}"
+                if proc.returncode != 2:  # it crashed: say so rather than blame the options
+                    why = f"cannot check the scenario options: {why}"
+                raise PlanError(why)
+    except subprocess.TimeoutExpired:
+        raise PlanError(f"checking the scenario options took over "
+                        f"{OPTIONS_CHECK_TIMEOUT_S:g} s") from None  # fmt: skip
+    finally:
+        for proc in running:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 def parse_duration(text: str) -> float:

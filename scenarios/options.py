@@ -84,10 +84,10 @@ def ca_file(text: str) -> str:
         with open(text, "rb"):
             pass
         ssl.create_default_context().load_verify_locations(cafile=text)
+    except ssl.SSLError:  # an OSError too: first
+        raise argparse.ArgumentTypeError(f"{text} holds no PEM certificate") from None
     except OSError as error:
         raise argparse.ArgumentTypeError(f"cannot read {text}: {error.strerror}") from None
-    except ssl.SSLError:
-        raise argparse.ArgumentTypeError(f"{text} holds no PEM certificate") from None
     return text
 
 

@@ -117,19 +117,14 @@ def test_port_already_in_use_is_a_clear_error_naming_the_port(wsbench, tmp_path:
     assert point["status"] == "failed" and str(port) in point["reason"]
 
 
-def test_a_scenario_option_locust_does_not_know_fails_with_locusts_error(
+def test_a_scenario_option_locust_does_not_know_is_refused_before_any_load(
     wsbench, tmp_path: Path
 ) -> None:
-    """A misspelt scenario option fails the point with a reason naming that option."""
+    """A misspelt scenario option is exit 2, one line naming it, before anything starts."""
     out = tmp_path / "out"
     done = wsbench("run", "--target", "raw", "--scenario", "echo", "--users", "1",
                    "--duration", "2s", "--payload-byts", "64", "--out", out)  # fmt: skip
-    assert done.returncode == 1, done.stdout + done.stderr
-    assert "Traceback" not in done.stdout + done.stderr
-    assert "--payload-byts" in done.stdout + done.stderr
-    point = read_json(out / "points" / "raw-echo-u1-host" / "point.json")
-    assert point["status"] == "failed"
-    assert "Locust" in point["reason"] and "--payload-byts" in point["reason"]
+    assert_one_line_error(done, out, "--payload-byts", "echo")
 
 
 # The open-file limit
