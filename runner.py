@@ -27,7 +27,14 @@ from pathlib import Path
 from typing import Any
 
 from harness import plan, procs, provenance
-from harness.execute import Outcome, describe, main_latency, run_point, run_sweep
+from harness.execute import (
+    Outcome,
+    describe,
+    error_rate,
+    main_latency,
+    run_point,
+    run_sweep,
+)
 from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
 from harness.store import KILLED, RunStore, StoreError, runner_fields, utc_now
 from kernel import hostsysctl
@@ -63,6 +70,10 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
                    "addresses; with 2 or more, the first runs the Locust master and the "
                    "others its workers (default 1)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results folder (default results/<run-id>)")
+    p.add_argument("--max-error-rate", type=float, metavar="F",
+                   help="a point is failed when more than this share (0..1) of its main "
+                   "measurement's requests failed (default "
+                   f"{plan.DEFAULT_MAX_ERROR_RATE:g}, i.e. 1 %%)")  # fmt: skip
     _add_remote_option(p)
 
 
@@ -109,7 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     sweep.add_argument("--slo-p99-ms", type=float,
                        help="stop raising connections for a target x scenario once p99 passes this")
     sweep.add_argument("--slo-error-rate", type=float,
-                       help="... or once failures/requests passes this (0..1)")
+                       help="... or once the main measurement's failures/requests passes this "
+                       "(0..1); a failed point stops its series too")  # fmt: skip
     _add_point_options(sweep)
     sweep.set_defaults(duration=None, processes=None, target_processes=None)
 
@@ -235,6 +247,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             host_sysctls=args.host_sysctls, target_port=args.port, tls=args.tls,
             options=tuple(extras), expect_workers=args.expect_workers,
             master_bind_host=args.master_bind_host, master_port=args.master_port,
+            max_error_rate=_max_error_rate(args),
         )
         for profile in _profiles(args.kernel_profile)
     ]  # fmt: skip
@@ -267,6 +280,11 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     return 1 if failed else 0
 
 
+def _max_error_rate(args: argparse.Namespace) -> float:
+    value = args.max_error_rate
+    return plan.DEFAULT_MAX_ERROR_RATE if value is None else value
+
+
 def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
     """The sweep file's settings with the command line's laid over them."""
     settings: dict[str, Any] = plan.load_sweep_file(args.config) if args.config else {}
@@ -276,7 +294,7 @@ def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
         "client_hosts": args.client_hosts, "host_sysctls": args.host_sysctls or None,
         "spawn_rate": args.spawn_rate, "processes": args.processes,
         "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
-        "slo_error_rate": args.slo_error_rate,
+        "slo_error_rate": args.slo_error_rate, "max_error_rate": args.max_error_rate,
     }  # fmt: skip
     settings.update({k: v for k, v in cli.items() if v is not None})
     sweep = plan.sweep_from_settings(settings, extras)
@@ -323,11 +341,16 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
 
 
 def print_table(outcomes: Sequence[Outcome]) -> None:
-    """One line per point: the figures a reader looks at first."""
+    """One line per point: the figures a reader looks at first, of the main measurement.
+
+    msgs/s is its successes over the run time; fail and err% are its failures and error rate
+    (set-up phases such as TCP connects are not in them); gen is BOUND when the generator's
+    own delay bounded the point.
+    """
     if not outcomes:
         return
-    header = f"{'point':<40} {'status':<8} {'req/s':>9} {'fail':>6} {'p50_us':>8} {'p99_us':>8} " \
-             f"{'srv_cpu%':>8} {'srv_MiB':>8} {'gen':>4}"  # fmt: skip
+    header = f"{'point':<40} {'status':<8} {'msgs/s':>9} {'fail':>6} {'err%':>6} " \
+             f"{'p50_us':>8} {'p99_us':>8} {'srv_cpu%':>8} {'srv_MiB':>8} {'gen':>5}"  # fmt: skip
     say(header)
     say("-" * len(header))
     for o in outcomes:
@@ -335,13 +358,18 @@ def print_table(outcomes: Sequence[Outcome]) -> None:
         _, row = main_latency(s)
         target = s.get("target") or {}
         rss = target.get("rss_bytes_max")
+        main = s.get("main") or {}
+        rate = error_rate(s)
+        bound = s.get("generator_bound", s.get("generator_saturated"))
         say(
             f"{o.point.point_id:<40.40} {o.status:<8} "
-            f"{_fmt(s.get('requests_per_s'), '.0f'):>9} {_fmt(s.get('failures'), 'd'):>6} "
+            f"{_fmt(s.get('requests_per_s'), '.0f'):>9} "
+            f"{_fmt(main.get('failures', s.get('failures')), 'd'):>6} "
+            f"{_fmt(rate * 100 if rate is not None else None, '.1f'):>6} "
             f"{_fmt(row.get('p50_us'), '.0f'):>8} {_fmt(row.get('p99_us'), '.0f'):>8} "
             f"{_fmt(target.get('cpu_pct_mean'), '.0f'):>8} "
             f"{_fmt(rss / 2**20 if rss else None, '.0f'):>8} "
-            f"{'SAT' if s.get('generator_saturated') else 'ok':>4}"
+            f"{'BOUND' if bound else 'ok':>5}"
         )
 
 
@@ -415,15 +443,25 @@ def cmd_report(args: argparse.Namespace, extras: list[str]) -> int:
 
 
 def cmd_compare(args: argparse.Namespace, extras: list[str]) -> int:
-    from reports.cli import write_comparison
+    from reports.cli import write_comparison_of
     from reports.errors import ReportError
 
     try:
-        page, regressed = write_comparison(args.run_a, args.run_b, args.out, args.threshold_pct)
+        page, result = write_comparison_of(args.run_a, args.run_b, args.out, args.threshold_pct)
     except ReportError as exc:
         raise PlanError(str(exc)) from None
     say(f"comparison: {page}")
-    if regressed:
+    say(result.in_common)
+    if not result.compared:
+        # A gate that compared nothing must not pass: say so on stderr, one line.
+        what = "share no point" if not result.shared else "share no point that is ok in both"
+        line = f"wsbench: {args.run_a} and {args.run_b} {what}: nothing compared"
+        if args.fail_on_regression:
+            print(line, file=sys.stderr)
+            return 1
+        say(line.removeprefix("wsbench: "))
+        return 0
+    if result.regressed:
         say(f"regression: a metric is more than {args.threshold_pct:g}% worse in {args.run_b}")
         return 1 if args.fail_on_regression else 0
     say("no regression flagged")

@@ -8,7 +8,6 @@ resumed sweep runs it again) and keeps every point already written.
 from __future__ import annotations
 
 import csv
-import json
 import shutil
 import time
 from collections.abc import Callable
@@ -16,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from harness import procs, sampling
+from harness import measured, procs, sampling
 from harness.plan import (
     SLO,
     PlanError,
@@ -78,27 +77,25 @@ def final_stats_path(point_dir: Path) -> Path:
     return point_dir / f"{LOCUST_PREFIX}_final.json"
 
 
-def read_final_stats(point_dir: Path) -> dict[str, Any]:
-    """Requests, failures and rate over the whole run (first request to last, all names)."""
-    try:
-        entries = json.loads(final_stats_path(point_dir).read_text())
-        requests = sum(int(e["num_requests"]) for e in entries)
-        failures = sum(int(e["num_failures"]) for e in entries)
-        starts = [e["start_time"] for e in entries if e.get("start_time")]
-        ends = [e["last_request_timestamp"] for e in entries if e.get("last_request_timestamp")]
-    except (OSError, ValueError, KeyError, TypeError):
-        return {"requests": None, "failures": None, "requests_per_s": None}
-    span_s = max(ends) - min(starts) if starts and ends else 0.0
-    return {
-        "requests": requests,
-        "failures": failures,
-        "requests_per_s": requests / span_s if span_s > 0 else None,
+def read_summary(
+    point_dir: Path, scenario: str, host: str, measured_s: float | None
+) -> dict[str, Any]:
+    """The figures a summary table needs: Locust's final totals (every name, and the main
+    measurement's), the µs latency per name and the generator's verdict.
+
+    Throughput is the main measurement's successes over the measured time (the point's run
+    time), not requests over the span from the first request to the last.
+    """
+    counts, document, measurement = _read_measured(point_dir, scenario, host)
+    main = measured.main_figures(measurement, counts, measured_s)
+    summary: dict[str, Any] = {
+        "requests": counts.requests() if counts else None,
+        "failures": counts.failed() if counts else None,
+        "requests_per_s": main["successes_per_s"] if counts else None,
+        "measured_s": measured_s,
+        "main": main,
+        "main_error_rate": main["error_rate"],
     }
-
-
-def read_locust_csvs(point_dir: Path) -> dict[str, Any]:
-    """The figures a summary table needs, from Locust's final stats and the scenarios' CSVs."""
-    summary: dict[str, Any] = read_final_stats(point_dir)
     latency_csv = point_dir / f"{LOCUST_PREFIX}_latency_us.csv"
     names: dict[str, dict[str, float | None]] = {}
     saturated = False
@@ -114,10 +111,33 @@ def read_locust_csvs(point_dir: Path) -> dict[str, Any]:
     summary["latency_us"] = names
     summary["generator_cpu_pct"] = generator_cpu
     summary["generator_saturated"] = saturated
+    summary.update(measured.generator_figures(document, saturated))
     return summary
 
 
+def _read_measured(
+    point_dir: Path, scenario: str, host: str
+) -> tuple[measured.Counts | None, dict[str, Any], measured.Measurement]:
+    document = measured.histograms_document(point_dir)
+    return (measured.read_counts(point_dir), document,
+            measured.read_measurement(document, scenario, host))  # fmt: skip
+
+
+def judge(outcome: Outcome, point_dir: Path, host: str) -> None:
+    """Fail an ok point whose main measurement has no success or too many errors."""
+    if outcome.status != "ok":
+        return
+    counts, _, measurement = _read_measured(point_dir, outcome.point.scenario, host)
+    reason = measured.verdict(measurement, counts, outcome.point.max_error_rate)
+    if reason is not None:
+        outcome.status, outcome.reason = "failed", reason
+
+
 def error_rate(summary: dict[str, Any]) -> float | None:
+    """The main measurement's error rate; for points stored without it, over every name."""
+    if "main_error_rate" in summary:
+        rate = summary["main_error_rate"]
+        return None if rate is None else float(rate)
     requests, failures = summary.get("requests"), summary.get("failures")
     if not requests:
         return None if not failures else 1.0
@@ -125,8 +145,14 @@ def error_rate(summary: dict[str, Any]) -> float | None:
 
 
 def main_latency(summary: dict[str, Any]) -> tuple[str, dict[str, float | None]]:
-    """The scenario's main measurement: the request name with the most samples."""
+    """The main measurement's headline name and its µs figures ("", {} if it has none).
+
+    Points stored before the scenarios declared it: the request name with the most samples.
+    """
     rows = summary.get("latency_us") or {}
+    names = (summary.get("main") or {}).get("names")
+    if names:
+        return (names[0], rows[names[0]]) if names[0] in rows else (names[0], {})
     if not rows:
         return "", {}
     name = max(rows, key=lambda n: rows[n].get("count") or 0)
@@ -138,7 +164,7 @@ def slo_breach(slo: SLO, outcome: Outcome) -> str | None:
     if outcome.status != "ok":
         return f"point {outcome.status}"
     if slo.error_rate is not None:
-        rate = error_rate(outcome.summary)
+        rate = error_rate(outcome.summary)  # the main measurement's, as the point's status
         if rate is not None and rate > slo.error_rate:
             return f"error rate {rate:.3f} > {slo.error_rate:g}"
     if slo.p99_ms is not None:
@@ -171,6 +197,8 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
     locusts: list[Any] = []  # Locust (or its master) first, then workers on other client hosts
     cmd: list[str] | None = None
     target_idle_rss: int | None = None
+    locust_started: float | None = None  # monotonic s: the measured time is Locust's own
+    locust_ended: float | None = None
     sides: dict[str, Path] = {"host": counters.NET_DIR}
     before: dict[str, counters.Snapshot] = {}
     try:
@@ -200,10 +228,12 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
             point, target.url, pdir / LOCUST_PREFIX, ca_file=target.ca_file, master_host=master
         )
         locusts = _start_locust(point, bed, cmd, master, pdir)
+        locust_started = time.monotonic()
         for proc in locusts:
             sampler.watch("locust", proc.pid)
         sampler.start()
         outcome = _watch(point, target, locusts[0], pdir)
+        locust_ended = time.monotonic()
     except (procs.RunError, netns.KernelError, HostSysctlError, PlanError, OSError) as exc:
         outcome = Outcome(point, "failed", str(exc))
     except KeyboardInterrupt:
@@ -222,7 +252,10 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
         finally:
             # Whatever failed above, the namespaces go and host sysctls are restored.
             outcome.warnings += _close_testbed(bed)
-        outcome.summary.update(read_locust_csvs(pdir))
+        host = target.url if target is not None else point.target
+        outcome.summary.update(read_summary(pdir, point.scenario, host,
+                                            _measured_s(point, locust_started, locust_ended)))
+        judge(outcome, pdir, host)
         outcome.summary["target"] = {
             **sampling.summarise(samples, "target"), "rss_bytes_idle": target_idle_rss,
         }
@@ -241,6 +274,13 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
              "command": cmd},  # fmt: skip
         )
     return outcome
+
+
+def _measured_s(point: Point, started: float | None, ended: float | None) -> float | None:
+    """The point's run time, or less when Locust was stopped early (its target died)."""
+    if started is None:
+        return None
+    return min(point.duration_s, (ended or time.monotonic()) - started)
 
 
 def _close_testbed(bed: netns.Testbed | None) -> list[str]:
@@ -353,14 +393,24 @@ def _missing_workers(pdir: Path) -> list[str]:
 def _warnings(outcome: Outcome) -> list[str]:
     summary = outcome.summary
     found = []
-    if summary.get("generator_saturated"):
-        found.append(
+    if summary.get("generator_bound"):
+        # A bound generator flags the point rather than failing it: the figures exist, but
+        # they measure the generator's delay as much as the server's.
+        found.append(summary.get("generator_verdict") or (
             f"load generator saturated (a Locust process at {summary.get('generator_cpu_pct')}% "
-            "of a core): these figures measure the generator, not the server"
-        )
-    rate = error_rate(summary)
-    if rate:
-        found.append(f"{summary.get('failures')} failed requests ({rate:.1%})")
+            "of a core): these figures measure the generator, not the server"))  # fmt: skip
+    main = summary.get("main") or {}
+    if main.get("failures") and outcome.status == "ok":  # a failed point's reason says it
+        found.append(f"{main['failures']:,} of {main['requests']:,} {main['label']} failed "
+                     f"({main['error_rate']:.1%})")  # fmt: skip
+    others = (summary.get("failures") or 0) - (main.get("failures") or 0)
+    if others > 0:
+        found.append(f"{others:,} failed requests outside the main measurement "
+                     "(set-up phases such as connects and upgrades; see locust.log)")
+    waiting = sum((main.get("unanswered_at_end") or {}).values())
+    if waiting and outcome.status == "ok":
+        found.append(f"{waiting:,} requests were still waiting for an answer when the run ended "
+                     "(not yet past their timeout)")  # fmt: skip
     found += (summary.get("kernel") or {}).get("explain") or []
     return found
 
@@ -411,15 +461,21 @@ def _note_breach(
 
 
 def describe(outcome: Outcome) -> str:
+    """One line: the reason of a point that is not ok, else its main measurement's figures."""
     if outcome.status != "ok":
         return f"{outcome.status}: {outcome.reason}"
     s = outcome.summary
+    main = s.get("main") or {}
     name, row = main_latency(s)
-    parts = [f"{s.get('requests') or 0} requests", f"{s.get('failures') or 0} failures"]
+    label = main.get("label") or "requests"
+    rate = error_rate(s)
+    parts = [f"{main.get('successes', s.get('requests')) or 0:,} {label}",
+             f"{main.get('failures', s.get('failures')) or 0:,} failed"
+             + (f" ({rate:.2%})" if rate is not None else "")]  # fmt: skip
     if s.get("requests_per_s") is not None:
-        parts.append(f"{s['requests_per_s']:.0f} req/s")
+        parts.append(f"{s['requests_per_s']:.0f}/s")
     if row.get("p50_us") is not None and row.get("p99_us") is not None:
         parts.append(f"{name} p50 {row['p50_us']:.0f} µs p99 {row['p99_us']:.0f} µs")
-    if s.get("generator_saturated"):
-        parts.append("GENERATOR SATURATED")
+    if s.get("generator_bound", s.get("generator_saturated")):
+        parts.append("GENERATOR BOUND")
     return "ok: " + ", ".join(parts)

@@ -55,6 +55,8 @@ FRESH_PORT_RANGE = (32768, 60999)
 # in TIME_WAIT after reconnects need room too.
 PORT_RANGE_USE = 0.5
 SOURCE_IPS_OPTION = "--ws-source-ips"
+# A point is failed when more than this share of its main measurement's requests failed.
+DEFAULT_MAX_ERROR_RATE = 0.01
 
 
 class PlanError(ValueError):
@@ -94,6 +96,8 @@ class Point:
     master_bind_host: str = "127.0.0.1"
     master_port: int = 5557
     options: tuple[str, ...] = ()  # scenario options, passed to Locust as they are
+    # failures / requests of the main measurement above which the point is failed, 0..1
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
 
     @property
     def external(self) -> bool:
@@ -437,7 +441,14 @@ def make_point(
     point = Point(target, scenario, users, rate, duration_s, **extra)  # type: ignore[arg-type]
     if point.processes < 1 or point.target_processes < 1:
         raise PlanError("process counts must be at least 1")
+    check_rate(point.max_error_rate, "max error rate")
     return point
+
+
+def check_rate(value: float | None, key: str) -> None:
+    """PlanError unless `value` is a share between 0 and 1 (or absent)."""
+    if value is not None and not 0 <= value <= 1:
+        raise PlanError(f"{key} must be between 0 and 1 (0.01 is 1 %), got {value:g}")
 
 
 @dataclass(frozen=True)
@@ -454,6 +465,7 @@ class Sweep:
     host_sysctls: bool = False
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per scenario
     slo: SLO = SLO()
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
 
     def points(self) -> list[Point]:
         """Every point, connection counts ascending within each series."""
@@ -463,6 +475,7 @@ class Sweep:
                 processes=self.processes, target_processes=self.target_processes,
                 kernel_profile=profile, client_hosts=self.client_hosts,
                 host_sysctls=self.host_sysctls, options=self.options.get(scenario, ()),
+                max_error_rate=self.max_error_rate,
             )  # fmt: skip
             for target, scenario, profile in itertools.product(
                 self.targets, self.scenarios, self.kernel_profiles
@@ -547,6 +560,9 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         number(settings.get("slo_p99_ms"), "slo_p99_ms", float),
         number(settings.get("slo_error_rate"), "slo_error_rate", float),
     )
+    check_rate(slo.error_rate, "slo_error_rate")
+    max_error_rate = number(settings.get("max_error_rate"), "max_error_rate", float)
+    check_rate(max_error_rate, "max_error_rate")
     host_sysctls = settings.get("host_sysctls", False)
     if not isinstance(host_sysctls, bool):
         raise PlanError(f"host_sysctls must be true or false, got {host_sysctls!r}")
@@ -563,6 +579,7 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         host_sysctls=host_sysctls,
         options=options,
         slo=slo,
+        max_error_rate=DEFAULT_MAX_ERROR_RATE if max_error_rate is None else max_error_rate,
     )
 
 
@@ -584,7 +601,7 @@ def load_sweep_file(path: Path) -> dict[str, object]:
     known = {
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
-        "client_hosts", "host_sysctls",
+        "client_hosts", "host_sysctls", "max_error_rate",
     }  # fmt: skip
     unknown = sorted(set(data) - known)
     if unknown:

@@ -48,6 +48,14 @@ def write_comparison(
 
     Default place: RUN_B/compare-<run A's folder name>/comparison.html, CSVs beside it.
     """
+    path, result = write_comparison_of(run_a, run_b, out, threshold_pct)
+    return path, result.regressed
+
+
+def write_comparison_of(
+    run_a: Path, run_b: Path, out: Path | None = None, threshold_pct: float = 10.0
+) -> tuple[Path, compare.Comparison]:
+    """As write_comparison, returning the whole comparison (how many points it compared)."""
     if threshold_pct < 0:
         raise ReportError(f"the regression threshold must be 0 % or more, got {threshold_pct:g}")
     a, b = load_run(Path(run_a)), load_run(Path(run_b))
@@ -56,4 +64,4 @@ def write_comparison(
     path = _target(out, Path(run_b) / f"compare-{Path(run_a).resolve().name}", COMPARISON_HTML)
     html.write_csvs(path.parent, content.charts(), content.tables())
     written = html.write_page(path, "report.html.j2", content.charts(), page=content)
-    return written, result.regressed
+    return written, result

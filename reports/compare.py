@@ -39,6 +39,14 @@ class Comparison:
     changes: pd.DataFrame  # long: one row per matched point x metric
     unmatched: pd.DataFrame  # point_id, run (A or B), status, why
     environment: pd.DataFrame  # section, key, a, b (differing values only)
+    shared: int = 0  # points present in both runs, whatever their status
+    compared: int = 0  # of those, the points ok in both: the ones whose metrics are compared
+
+    @property
+    def in_common(self) -> str:
+        """'3 points in common, 2 compared (ok in both)', for the console and the page."""
+        points = "point" if self.shared == 1 else "points"
+        return f"{self.shared} {points} in common, {self.compared} compared (ok in both)"
 
     @property
     def regressed(self) -> bool:
@@ -68,11 +76,8 @@ def compare(a: Run, b: Run, threshold_pct: float = 10.0) -> Comparison:
     keys = match_keys(a.points, b.points)
     merged = a.points.merge(b.points, on=keys, how="outer", suffixes=("_a", "_b"),
                             indicator=True)  # fmt: skip
-    both_ok = (
-        (merged["_merge"] == "both")
-        & (merged["status_a"] == tables.OK)
-        & (merged["status_b"] == tables.OK)
-    )
+    both = merged["_merge"] == "both"
+    both_ok = both & (merged["status_a"] == tables.OK) & (merged["status_b"] == tables.OK)
     rows = []
     for _, m in merged[both_ok].iterrows():
         label = _label(m, keys)
@@ -85,7 +90,8 @@ def compare(a: Run, b: Run, threshold_pct: float = 10.0) -> Comparison:
                          worse is not None and worse > threshold_pct, saturated))  # fmt: skip
     changes = pd.DataFrame(rows, columns=list(CHANGE_COLUMNS))
     return Comparison(a, b, threshold_pct, keys, changes, _unmatched(merged, both_ok),
-                      environment_diff(a.meta, b.meta))  # fmt: skip
+                      environment_diff(a.meta, b.meta), shared=int(both.sum()),
+                      compared=int(both_ok.sum()))  # fmt: skip
 
 
 def _label(row: pd.Series, keys: list[str]) -> str:
@@ -143,10 +149,13 @@ def build_page(result: Comparison) -> Page:
     verdict = (f"{len(result.regressions)} regression(s) beyond {result.threshold_pct:g} %"
                if result.regressed else
                f"no regression beyond {result.threshold_pct:g} %")  # fmt: skip
+    verdict = f"{verdict}; {result.in_common}"
     warnings = [f"REGRESSION {r['point']}: {r['metric']} {fmt(r['a'])} → {fmt(r['b'])} "
                 f"({r['change_pct']:+.1f} %)" + (" — generator saturated, figure unreliable"
                                                  if r["saturated"] else "")
                 for _, r in result.regressions.iterrows()]  # fmt: skip
+    if not result.compared:  # "no regression" would then be said of nothing
+        warnings.insert(0, f"NOTHING COMPARED: {result.in_common}")
     sections = [Section("changes", "Change per point",
                         intro=f"A = {a.path}, B = {b.path}. Points matched on "
                         f"{', '.join(result.keys)}. Positive ‘worse’ means B is worse.",

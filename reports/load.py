@@ -138,9 +138,11 @@ def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
               for pid in order]  # fmt: skip
     rows = [p.row for p in loaded]
     points = pd.DataFrame(rows, columns=_point_columns(rows, percentiles))
-    for column in points.columns.difference(TEXT_COLUMNS):
-        if column != "generator_saturated":
-            points[column] = pd.to_numeric(points[column], errors="coerce")
+    # Converted as one frame and joined once: assigning column by column leaves a block per
+    # column, and pandas then warns (PerformanceWarning) on every merge of the points.
+    numeric = points.columns.difference([*TEXT_COLUMNS, "generator_saturated"])
+    converted = points[numeric].apply(pd.to_numeric, errors="coerce")
+    points = pd.concat([points.drop(columns=numeric), converted], axis=1)[points.columns]
     points["generator_saturated"] = points["generator_saturated"].fillna(False).astype(bool)
     points.insert(0, "run_id", run_id)
     return Run(
@@ -277,6 +279,9 @@ def _load_point(
         "warnings": list(result.get("warnings") or []),
     }
     row.update(_traffic(row["scenario"], stats, latency, percentiles))
+    judged = (result.get("summary") or {}).get("main") or {}
+    if "error_rate" in judged:  # the harness's figure, over the names the scenario declared
+        row["main_error_rate"] = number(judged["error_rate"])
     row.update(_connect_latency(encoded))
     row["open_connections_max"] = _max(windows["open_connections"])
     idle = number(((result.get("summary") or {}).get("target") or {}).get("rss_bytes_idle"))
@@ -522,6 +527,7 @@ def _traffic(
     own = stats.get(name or "", {})
     count, failed, rate = own.get("requests"), own.get("failures") or 0, own.get("requests_per_s")
     row["msgs_per_s"] = rate * (count - failed) / count if rate is not None and count else None
+    row["main_error_rate"] = failed / count if count else None  # not diluted by set-up phases
     row["bytes_per_s"] = own.get("bytes_per_s")
     mine = latency[latency["name"] == name]
     row["count"] = float(mine["count"].iloc[0]) if not mine.empty else None
@@ -586,7 +592,8 @@ def _point_columns(rows: list[dict[str, Any]], percentiles: tuple[float, ...]) -
     fixed = [
         "point_id", "target", "scenario", "kernel_profile", "users", "options", "duration_s",
         "processes", "target_processes", "status", "reason", "warnings", "main_name",
-        "requests", "failures", "failure_rate", "msgs_per_s", "bytes_per_s", "count",
+        "requests", "failures", "failure_rate", "main_error_rate", "msgs_per_s", "bytes_per_s",
+        "count",
         *(histograms.column_name(p) for p in percentiles),
         *(f"{prefix}_{histograms.column_name(p)}" for prefix in ("connect", "upgrade")
           for p in CONNECT_PERCENTILES),

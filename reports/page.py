@@ -296,7 +296,8 @@ def summary_table(points: pd.DataFrame) -> Table:
         css = "bad" if bad else "saturated" if p["generator_saturated"] else ""
         generator = fmt(p["generator_cpu_pct"]) + (" SATURATED" if p["generator_saturated"]
                                                    else "")  # fmt: skip
-        failed = None if pd.isna(p["failure_rate"]) else 100 * p["failure_rate"]
+        rate = p["main_error_rate"]  # the main measurement's, as the point's status is judged
+        failed = None if pd.isna(rate) else 100 * rate
         rows.append((css, [
             str(p["point_id"]), *([str(p["kernel_profile"])] if profiles else []),
             fmt(p["users"]), str(p["status"]), fmt(p["msgs_per_s"]), fmt(p["p50_us"]),
@@ -306,7 +307,8 @@ def summary_table(points: pd.DataFrame) -> Table:
     frame = points.drop(columns=["warnings"])
     return Table("summary", "", "One row per point. msgs/s counts successful "
                  "requests of the scenario's main measurement; latency is that measurement's, "
-                 "from the stored HdrHistograms. Rows in red did not complete or had failures; "
+                 "from the stored HdrHistograms; failed is the share of that measurement's "
+                 "requests that failed. Rows in red did not complete or had failures; "
                  "amber rows had a saturated load generator.", header, rows, frame)  # fmt: skip
 
 

@@ -221,10 +221,12 @@ def warnings(run: Run) -> list[str]:
             f"{', '.join(saturated['point_id'])}; their figures measure the generator, "
             "not the server (ringed in the charts)"
         )
-    failed = points[points["failures"].fillna(0) > 0]
-    for _, p in failed.iterrows():
+    failed = points[(points["failures"].fillna(0) > 0) & (points["status"] == OK)]
+    for _, p in failed.iterrows():  # a failed point's reason (above) already names its errors
+        main = "" if pd.isna(p["main_error_rate"]) else \
+            f"; {p['main_error_rate']:.1%} of its main measurement"  # fmt: skip
         found.append(f"{p['point_id']}: {int(p['failures'])} failed requests "
-                     f"({p['failure_rate']:.1%})")  # fmt: skip
+                     f"({p['failure_rate']:.1%} of all requests{main})")  # fmt: skip
     for column in (c for c in points if c.endswith("_lost")):
         for _, p in points[points[column].fillna(0) > 0].iterrows():
             found.append(f"{p['point_id']}: {int(p[column])} messages lost ({column})")

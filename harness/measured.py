@@ -1,0 +1,251 @@
+"""What a point measured: its main measurement's figures, and whether they make it ok.
+
+Each scenario names its main measurement under "measurement" in
+PREFIX_latency_us_histograms.json: the request names whose successes it counts (the first is
+the headline), a plural label for messages, the URL it connected to, and the requests still
+waiting when its users were stopped. Runs stored before the scenarios wrote that key get the
+per-scenario defaults below. Counts come from Locust's own final totals (PREFIX_final.json,
+where num_requests includes failures, and PREFIX_final_failures.json).
+
+A point is failed when its main measurement has no success, or when that measurement's error
+rate (failures / requests of the main names only, so connects that worked do not dilute it)
+passes the point's max_error_rate. The reason is one line naming the dominant error and the URL.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from harness.store import LOCUST_PREFIX
+
+TCP_CONNECT = "tcp connect"
+WS_UPGRADE = "ws upgrade"
+# Only for runs stored before the scenarios declared their measurement: names and label.
+DEFAULT_MEASUREMENT: dict[str, tuple[tuple[str, ...], str]] = {
+    "echo": (("echo",), "echo round trips"),
+    "echo_rate": (("echo corrected",), "echo round trips"),
+    "connect": ((WS_UPGRADE,), "upgrades"),
+    "hold": ((WS_UPGRADE, "hold"), "connections held"),
+    "broadcast": (("broadcast",), "deliveries"),
+    "push": (("push",), "messages"),
+}
+# The path each scenario appends to a target URL that has none (the reference targets' paths).
+DEFAULT_PATH = {"echo": "/echo", "echo_rate": "/echo", "connect": "/echo", "hold": "/echo",
+                "broadcast": "/broadcast", "push": "/push"}  # fmt: skip
+SETUP_PHASES = (TCP_CONNECT, "tls handshake", WS_UPGRADE)  # in the order a connection opens
+# How a reason names the requests of a set-up phase (or a secondary main name).
+NOUNS = {
+    TCP_CONNECT: "TCP connects",
+    "tls handshake": "TLS handshakes",
+    WS_UPGRADE: "upgrades",
+    "hold": "held connections",
+    "hold ping": "pings",
+    "ws close": "closes",
+}
+# Locust stores an error as the exception's repr: HandshakeRejected('upgrade rejected: HTTP 404').
+_REPR = re.compile(r"^[A-Za-z_]\w*\((?P<q>['\"])(?P<message>.*)(?P=q)\)$", re.S)
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """The scenario's declaration of its main measurement (or the defaults for old runs)."""
+
+    scenario: str
+    main: tuple[str, ...]
+    label: str
+    url: str
+    unanswered_at_end: dict[str, int] = field(default_factory=dict)
+    declared: bool = True  # False: filled in from DEFAULT_MEASUREMENT
+
+    @property
+    def headline(self) -> str:
+        return self.main[0] if self.main else ""
+
+
+@dataclass(frozen=True)
+class Failure:
+    name: str
+    error: str  # the exception's message, unwrapped from Locust's repr
+    occurrences: int
+
+
+@dataclass(frozen=True)
+class Counts:
+    """Locust's final totals: per request name (requests incl. failures, failures), and errors."""
+
+    per_name: dict[str, tuple[int, int]]
+    failures: list[Failure]
+
+    def requests(self, names: Sequence[str] | None = None) -> int:
+        return sum(r for n, (r, _) in self.per_name.items() if names is None or n in names)
+
+    def failed(self, names: Sequence[str] | None = None) -> int:
+        return sum(f for n, (_, f) in self.per_name.items() if names is None or n in names)
+
+
+def histograms_document(point_dir: Path) -> dict[str, Any]:
+    """The scenarios' PREFIX_latency_us_histograms.json, {} when absent or unreadable."""
+    try:
+        document = json.loads((point_dir / f"{LOCUST_PREFIX}_latency_us_histograms.json")
+                              .read_text())  # fmt: skip
+    except (OSError, ValueError):
+        return {}
+    return document if isinstance(document, dict) else {}
+
+
+def read_measurement(document: Mapping[str, Any], scenario: str, host: str) -> Measurement:
+    """The declared measurement, else the scenario's defaults with the URL Locust was given."""
+    declared = document.get("measurement")
+    if isinstance(declared, dict) and declared.get("main"):
+        unanswered = declared.get("unanswered_at_end") or {}
+        return Measurement(
+            scenario=str(declared.get("scenario") or scenario),
+            main=tuple(str(n) for n in declared["main"]),
+            label=str(declared.get("label") or "requests"),
+            url=str(declared.get("url") or host),
+            unanswered_at_end={str(k): int(v) for k, v in unanswered.items() if v},
+        )
+    names, label = DEFAULT_MEASUREMENT.get(scenario, ((), "requests"))
+    return Measurement(scenario, names, label, default_url(host, scenario), declared=False)
+
+
+def default_url(host: str, scenario: str) -> str:
+    """The URL a scenario connects to: a host URL with a path as it is, else plus its path."""
+    if not host or urlsplit(host).path not in ("", "/"):
+        return host
+    return host.rstrip("/") + DEFAULT_PATH.get(scenario, "")
+
+
+def read_counts(point_dir: Path) -> Counts | None:
+    """Locust's final per-name totals and failures by error; None when the run has none."""
+    try:
+        entries = json.loads((point_dir / f"{LOCUST_PREFIX}_final.json").read_text())
+        per_name: dict[str, tuple[int, int]] = {}
+        for e in entries:
+            requests, failures = per_name.get(str(e["name"]), (0, 0))
+            per_name[str(e["name"])] = (requests + int(e["num_requests"]),
+                                        failures + int(e["num_failures"]))  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        rows = json.loads((point_dir / f"{LOCUST_PREFIX}_final_failures.json").read_text())
+        failures = [Failure(str(r["name"]), error_message(str(r["error"])), int(r["occurrences"]))
+                    for r in rows]  # fmt: skip
+    except (OSError, ValueError, KeyError, TypeError):
+        failures = []  # the reason then names the failing request, not its error
+    return Counts(per_name, failures)
+
+
+def error_message(error: str) -> str:
+    """Locust's error cell without the exception's repr around it."""
+    match = _REPR.match(error.strip())
+    return match.group("message") if match else error.strip()
+
+
+def main_figures(
+    measurement: Measurement, counts: Counts | None, measured_s: float | None
+) -> dict[str, Any]:
+    """The main measurement's summary keys (stored in point.json's summary as "main")."""
+    names = list(measurement.main)
+    requests = counts.requests(names) if counts else 0
+    failures = counts.failed(names) if counts else 0
+    successes = requests - failures
+    return {
+        "scenario": measurement.scenario,
+        "names": names,
+        "label": measurement.label,
+        "url": measurement.url,
+        "declared": measurement.declared,
+        "requests": requests,
+        "failures": failures,
+        "successes": successes,
+        "error_rate": failures / requests if requests else None,
+        "unanswered_at_end": dict(measurement.unanswered_at_end),
+        "measured_s": measured_s,
+        "successes_per_s": successes / measured_s if measured_s else None,
+    }
+
+
+def verdict(
+    measurement: Measurement, counts: Counts | None, max_error_rate: float
+) -> str | None:
+    """Why the point failed (one line), or None when its main measurement says ok."""
+    if counts is None:
+        return f"no final statistics from Locust, so nothing measured ({measurement.url})"
+    names = measurement.main
+    requests, failures = counts.requests(names), counts.failed(names)
+    label, url = measurement.label, measurement.url
+    if requests > failures:  # some success: the error rate decides
+        rate = failures / requests
+        if rate <= max_error_rate:
+            return None
+        worst = _dominant(counts, names)
+        detail = _phrase(worst, counts, measurement) if worst else \
+            f"{failures:,} of {requests:,} {label} failed"  # fmt: skip
+        return (f"{rate:.1%} of {label} failed, over the {max_error_rate:.1%} allowed "
+                f"(--max-error-rate): {detail} at {url}")  # fmt: skip
+    worst = _dominant(counts, names) or _dominant(counts)
+    if worst is not None:
+        text = f"{_phrase(worst, counts, measurement)} at {url}"
+        return text if worst.name in names else f"no {label} measured: {text}"
+    waiting = {n: c for n, c in measurement.unanswered_at_end.items() if c > 0}
+    if waiting:
+        name = max(waiting, key=lambda n: waiting[n])
+        return (f"no {label} measured: {waiting[name]:,} {_noun(name, measurement)} still "
+                f"unanswered at the end ({url})")  # fmt: skip
+    # Stored without the unanswered counts: the last set-up phase that worked says how far
+    # the connections got before nothing came back.
+    done = [n for n in SETUP_PHASES if counts.requests([n])]
+    if done:
+        made = counts.requests([done[-1]])
+        return (f"no {label} measured: {made:,} {NOUNS[done[-1]]} succeeded, then nothing was "
+                f"answered or failed ({url})")  # fmt: skip
+    return f"no {label} measured: no request was answered or failed ({url})"
+
+
+def _dominant(counts: Counts, names: Sequence[str] | None = None) -> Failure | None:
+    """The most frequent failure among `names` (any name when None)."""
+    mine = [f for f in counts.failures if names is None or f.name in names]
+    if mine:
+        return max(mine, key=lambda f: f.occurrences)
+    # No failures file (or it misses names): the name with the most failures, error unknown.
+    failed = {n: f for n, (_, f) in counts.per_name.items() if f and (names is None or n in names)}
+    if not failed:
+        return None
+    name = max(failed, key=lambda n: failed[n])
+    return Failure(name, "", failed[name])
+
+
+def _phrase(failure: Failure, counts: Counts, measurement: Measurement) -> str:
+    """'35 of 35 upgrades rejected, HTTP 404', '40 of 40 TCP connects refused', ..."""
+    requests = counts.per_name.get(failure.name, (0, 0))[0]
+    many = f"{failure.occurrences:,} of {requests:,}" if requests >= failure.occurrences \
+        else f"{failure.occurrences:,}"  # fmt: skip
+    noun = _noun(failure.name, measurement)
+    error = failure.error
+    if error.startswith("upgrade rejected: "):
+        return f"{many} {noun} rejected, {error.removeprefix('upgrade rejected: ')}"
+    if error.startswith("refused"):
+        return f"{many} {noun} refused"
+    return f"{many} {noun} failed" + (f" ({error})" if error else "")
+
+
+def _noun(name: str, measurement: Measurement) -> str:
+    if name in NOUNS:
+        return NOUNS[name]
+    return measurement.label if name == measurement.headline else f"{name!r} requests"
+
+
+def generator_figures(document: Mapping[str, Any], saturated: bool) -> dict[str, Any]:
+    """Whether the generator bounded the point: its self-check when stored, else its CPU."""
+    checked = document.get("generator") or {}
+    if isinstance(checked, dict) and "bound" in checked:
+        return {"generator_bound": bool(checked["bound"]),
+                "generator_verdict": str(checked.get("verdict") or "")}  # fmt: skip
+    return {"generator_bound": saturated, "generator_verdict": ""}
