@@ -17,7 +17,9 @@
                                            and "file_nr", the readings (not loaded)
 
 Every file but meta.json may be missing: a crashed or unfinished point loads as such (status
-"incomplete", or "missing" when planned and never started) instead of failing the report.
+"incomplete", or "missing" when planned and never started) instead of failing the report. A point
+whose file is not whole (a point.json cut short) loads as status "corrupt", its reason naming the
+file; a run whose runner was killed reads as status "killed" (harness.store.as_found).
 Latency percentiles come from the stored histograms, so any percentile can be asked for.
 """
 
@@ -33,6 +35,7 @@ from typing import Any
 
 import pandas as pd
 
+from harness.store import KILLED, as_found
 from reports import histograms
 from reports.errors import BadFileError, NotARunError, SchemaVersionError
 
@@ -84,6 +87,7 @@ CONNECT_PERCENTILES = (50.0, 99.0)
 
 MISSING = "missing"  # planned, never started
 INCOMPLETE = "incomplete"  # started, no point.json (crashed or still running)
+CORRUPT = "corrupt"  # a file of the point is not readable or not in its format
 
 
 def is_drop_counter(name: str) -> bool:
@@ -134,7 +138,8 @@ def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     planned = {p["point_id"]: p for p in meta.get("plan") or [] if "point_id" in p}
     found = sorted(p.name for p in (run_dir / POINTS_DIR).glob("*") if p.is_dir())
     order = list(planned) + [p for p in found if p not in planned]
-    loaded = [_load_point(run_dir / POINTS_DIR / pid, pid, planned.get(pid), percentiles)
+    killed = meta.get("status") == KILLED
+    loaded = [_load_or_mark(run_dir / POINTS_DIR / pid, pid, planned.get(pid), percentiles, killed)
               for pid in order]  # fmt: skip
     rows = [p.row for p in loaded]
     points = pd.DataFrame(rows, columns=_point_columns(rows, percentiles))
@@ -170,7 +175,7 @@ def read_meta(run_dir: Path) -> dict[str, Any]:
     if not isinstance(meta, dict):
         raise BadFileError(f"{path} does not hold a JSON object")
     check_schema(meta, path)
-    return meta
+    return as_found(meta)
 
 
 def check_schema(document: dict[str, Any], path: Path) -> None:
@@ -264,20 +269,8 @@ def _load_point(
         columns=list(COUNTER_COLUMNS),
     )
     kernel = _kernel(point_id, pdir / KERNEL_COUNTERS_JSON)
-    row = {
-        "point_id": point_id,
-        "target": params.get("target"),
-        "scenario": params.get("scenario"),
-        "kernel_profile": params.get("kernel_profile") or HOST_PROFILE,
-        "users": params.get("users"),
-        "options": " ".join(params.get("options") or []),
-        "duration_s": params.get("duration_s"),
-        "processes": params.get("processes"),
-        "target_processes": params.get("target_processes"),
-        "status": status,
-        "reason": result.get("reason") or _status_reason(status),
-        "warnings": list(result.get("warnings") or []),
-    }
+    row = _params_row(point_id, params, status, result.get("reason") or _status_reason(status))
+    row["warnings"] = list(result.get("warnings") or [])
     row.update(_traffic(row["scenario"], stats, latency, percentiles))
     judged = (result.get("summary") or {}).get("main") or {}
     if "error_rate" in judged:  # the harness's figure, over the names the scenario declared
@@ -292,6 +285,42 @@ def _load_point(
         row[f"kernel_{side}_{name}"] = delta
     return _Point(point_id, row, latency, failures, windows, users, resources, counters, kernel,
                   encoded)  # fmt: skip
+
+
+def _load_or_mark(
+    pdir: Path, point_id: str, planned: dict[str, Any] | None, percentiles: tuple[float, ...],
+    killed: bool,
+) -> _Point:  # fmt: skip
+    """The point; when a file of it is not whole, a row saying which (status corrupt), so that
+    one bad file does not hide the rest of the run."""
+    try:
+        point = _load_point(pdir, point_id, planned, percentiles)
+    except BadFileError as exc:
+        row = _params_row(point_id, planned or {}, CORRUPT, str(exc))
+        empty = [pd.DataFrame(columns=list(c)) for c in (
+            LATENCY_COLUMNS, FAILURE_COLUMNS, WINDOW_COLUMNS, USER_COLUMNS, RESOURCE_COLUMNS,
+            COUNTER_COLUMNS, KERNEL_COLUMNS)]  # fmt: skip
+        return _Point(point_id, row, *empty, encoded={})
+    if killed and point.row["status"] == INCOMPLETE:
+        point.row["reason"] = "started but has no point.json: the run was killed"
+    return point
+
+
+def _params_row(point_id: str, params: dict[str, Any], status: str, reason: str) -> dict[str, Any]:
+    return {
+        "point_id": point_id,
+        "target": params.get("target"),
+        "scenario": params.get("scenario"),
+        "kernel_profile": params.get("kernel_profile") or HOST_PROFILE,
+        "users": params.get("users"),
+        "options": " ".join(params.get("options") or []),
+        "duration_s": params.get("duration_s"),
+        "processes": params.get("processes"),
+        "target_processes": params.get("target_processes"),
+        "status": status,
+        "reason": reason,
+        "warnings": [],
+    }
 
 
 def _status_reason(status: str) -> str:

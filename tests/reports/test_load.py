@@ -5,12 +5,15 @@ from __future__ import annotations
 import csv
 import json
 import shutil
+import socket
+import subprocess
 from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import pytest
 
+from reports.cli import write_report
 from reports.errors import (
     BadFileError,
     NotARunError,
@@ -259,3 +262,40 @@ def test_drop_counters_by_plain_or_nstat_name() -> None:
     """ListenOverflows and nstat's TcpExtListenOverflows are drops; InSegs is not."""
     assert is_drop_counter("ListenOverflows") and is_drop_counter("TcpExtListenOverflows")
     assert not is_drop_counter("TcpInSegs") and not is_drop_counter("ActiveOpens")
+
+
+def test_a_truncated_point_json_marks_that_point_corrupt_and_the_report_is_made(
+    copy_run: Callable[[Path, str], Path],
+) -> None:
+    """Half a point.json: that point is "corrupt" naming the file; the others and the page stay."""
+    run_dir = copy_run(Path(__file__).parent / "fixtures" / "extras", "truncated")
+    path = run_dir / "points" / "raw-echo-u2-host" / "point.json"
+    path.write_text(path.read_text()[:200])
+    points = load_run(run_dir).points.set_index("point_id")
+    assert points.loc["raw-echo-u2-host", "status"] == "corrupt"
+    assert str(path) in points.loc["raw-echo-u2-host", "reason"]
+    assert points.loc["raw-push-u2-host", "status"] == "ok"
+    page = write_report(run_dir).read_text()
+    assert "raw-echo-u2-host: corrupt" in page
+
+
+def _gone_pid() -> int:
+    child = subprocess.Popen(["true"])
+    child.wait()
+    return child.pid
+
+
+def test_a_run_whose_runner_was_killed_reads_killed_in_the_report(
+    copy_run: Callable[[Path, str], Path],
+) -> None:
+    """meta.json "running" with its runner's pid gone: the run and the page say "killed"."""
+    run_dir = copy_run(Path(__file__).parent / "fixtures" / "extras", "killed")
+    (run_dir / "points" / "raw-push-u2-host" / "point.json").unlink()
+    _edit_json(run_dir / "meta.json", status="running", ended=None, runner_pid=_gone_pid(),
+               runner_started_unix_s=1.0, runner_host=socket.gethostname())  # fmt: skip
+    run = load_run(run_dir)
+    assert run.meta["status"] == "killed" and run.meta["kind"] == "sweep"
+    point = run.points.set_index("point_id").loc["raw-push-u2-host"]
+    assert point["status"] == "incomplete" and "killed" in point["reason"]
+    assert json.loads((run_dir / "meta.json").read_text())["status"] == "running"  # read only
+    assert "status killed" in write_report(run_dir).read_text()
