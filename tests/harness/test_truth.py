@@ -23,6 +23,8 @@ from typing import Any
 import pytest
 from websockets.sync.server import Server, ServerConnection, serve
 
+from harness.execute import read_summary
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WS_PATH = "/ws"
 AGGREGATED = re.compile(r"^\s*Aggregated\s+(\d+)\s+(\d+)\(", re.M)
@@ -173,7 +175,7 @@ def test_a_url_with_a_path_is_the_endpoint(wsbench, path_server: PathServer, tmp
 def test_the_wrong_path_fails_naming_404_and_the_url(
     wsbench, path_server: PathServer, tmp_path: Path
 ):
-    """--target .../wrong on that server: failed, exit 1, one line naming HTTP 404 and the URL."""
+    """--target .../wrong: failed, exit 1, one line naming HTTP 404 and the URL, as the report."""
     url = f"ws://127.0.0.1:{path_server.port}/wrong"
     done = run_echo(wsbench, url, tmp_path / "out")
     assert done.returncode == 1, done.stdout + done.stderr
@@ -182,6 +184,9 @@ def test_the_wrong_path_fails_naming_404_and_the_url(
     point = only_point(tmp_path / "out")
     assert point["status"] == "failed" and point["reason"] in line
     assert point["summary"]["main"]["successes"] == 0
+    report = wsbench("report", tmp_path / "out")
+    assert report.returncode == 0, report.stderr
+    assert point["reason"] in (tmp_path / "out" / "report" / "report.html").read_text()
 
 
 def test_a_plain_http_server_fails_naming_its_status(wsbench, free_port, tmp_path: Path):
@@ -306,9 +311,9 @@ def test_max_error_rate_out_of_range_is_one_line(wsbench, tmp_path: Path):
 def test_compare_of_runs_sharing_no_point_fails_the_gate_quietly(wsbench, tmp_path: Path):
     """compare --fail-on-regression of runs sharing no point: exit 1, says so, no warnings."""
     runs = []
-    for scenario in ("echo", "connect"):
-        out = tmp_path / scenario
-        done = wsbench("run", "--target", "raw", "--scenario", scenario, "--users", "1",
+    for users in ("1", "2"):  # points match on connections too: these share none
+        out = tmp_path / f"u{users}"
+        done = wsbench("run", "--target", "raw", "--scenario", "echo", "--users", users,
                        "--duration", "1s", "--out", out)  # fmt: skip
         assert done.returncode == 0, done.stdout + done.stderr
         runs.append(out)
@@ -338,3 +343,29 @@ def test_a_server_closing_every_connection_exits_non_zero(wsbench, tmp_path: Pat
         done = run_echo(wsbench, f"ws://127.0.0.1:{port}", tmp_path / "out")
     assert done.returncode == 1, done.stdout + done.stderr
     assert "no echo round trips measured" in failed_line(done)
+
+
+# Runs stored before the scenarios declared their measurement
+
+
+OLD_RUN = REPO_ROOT / "tests" / "reports" / "fixtures" / "sweep-small" / "points"
+
+
+@pytest.mark.parametrize(("point_id", "main", "label", "path"), [
+    ("raw-echo-u2-host", ["echo"], "echo round trips", "/echo"),
+    ("raw-connect-u2-host", ["ws upgrade"], "upgrades", "/echo"),
+    ("raw-broadcast-u2-host", ["broadcast"], "deliveries", "/broadcast"),
+])  # fmt: skip
+def test_an_old_point_gets_its_scenarios_default_measurement(point_id, main, label, path):
+    """A stored point without a "measurement" key is read with its scenario's defaults."""
+    pdir = OLD_RUN / point_id
+    scenario = point_id.split("-")[1]
+    summary = read_summary(pdir, scenario, "ws://127.0.0.1:1", 2.0)
+    assert summary["main"]["names"] == main and summary["main"]["label"] == label
+    assert summary["main"]["declared"] is False
+    assert summary["main"]["url"] == f"ws://127.0.0.1:1{path}"
+    final = {e["name"]: e for e in read_json(pdir / "locust_final.json")}
+    successes = sum(final[n]["num_requests"] - final[n]["num_failures"] for n in main)
+    assert summary["main"]["successes"] == successes > 0
+    assert summary["requests_per_s"] == pytest.approx(successes / 2.0)
+    assert summary["generator_bound"] is False  # no self-check stored: the CPU flag decides

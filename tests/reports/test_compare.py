@@ -96,3 +96,16 @@ def test_bad_input(tmp_path: Path, sweep_dir: Path) -> None:
         write_comparison(sweep_dir, tmp_path / "nope", tmp_path / "out")
     with pytest.raises(ReportError, match="threshold must be 0 % or more"):
         write_comparison(sweep_dir, sweep_dir, tmp_path / "out", threshold_pct=-1)
+
+
+def test_it_counts_the_points_the_runs_share(sweep: Run, extras: Run, tmp_path: Path) -> None:
+    """Shared and compared points are counted; a comparison of nothing says so on its page."""
+    itself = compare.compare(sweep, sweep)
+    assert itself.shared == itself.compared == len(sweep.points)
+    assert itself.in_common == f"{len(sweep.points)} points in common, " \
+        f"{len(sweep.points)} compared (ok in both)"  # fmt: skip
+    apart = compare.compare(sweep, extras)
+    assert (apart.shared, apart.compared) == (0, 0)
+    page = compare.build_page(apart)
+    assert "0 points in common" in page.subtitle
+    assert page.warnings[0].startswith("NOTHING COMPARED")
