@@ -89,10 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
         f"({', '.join(sorted(plan.TARGETS))}) or any ws:// / wss:// URL.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # Commands that pass what they do not know to the scenario take no abbreviations: else
+    # Locust's --host would be read as --host-sysctls, and its URL passed on as a stray word.
+    exact = {"allow_abbrev": False}
 
     run = sub.add_parser("run", help="one target x one scenario x one load point",
                          description="Run one point. Options this command does not know are "
-                         "passed to the scenario (e.g. --payload-bytes 64).")  # fmt: skip
+                         "passed to the scenario (e.g. --payload-bytes 64).", **exact)  # fmt: skip
     run.add_argument("--target", required=True, help="reference target name or ws:// URL")
     run.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
     run.add_argument("--users", type=int, required=True, help="concurrent Locust users")
@@ -109,6 +112,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_point_options(run)
 
     sweep = sub.add_parser("sweep", help="targets x scenarios x connection counts (resumable)",
+                           **exact,
                            description="Run a matrix of points. Re-running with the same --out "
                            "skips points already complete. Options this command does not know "
                            "are passed to every scenario.")  # fmt: skip
@@ -125,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_point_options(sweep)
     sweep.set_defaults(duration=None, processes=None, target_processes=None)
 
-    ui = sub.add_parser("ui", help="a target plus Locust's web UI")
+    ui = sub.add_parser("ui", help="a target plus Locust's web UI", **exact)
     ui.add_argument("--target", required=True, help="reference target name or ws:// URL")
     ui.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
     ui.add_argument("--users", type=int, default=10, help="users prefilled in the form")
@@ -312,7 +316,7 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     planned = [p.as_dict() for p in points]
     slo = dataclasses.asdict(sweep.slo)
     if previous is not None:
-        if previous.get("plan") != planned or previous.get("slo") != slo:
+        if _planned_before(previous.get("plan")) != planned or previous.get("slo") != slo:
             raise PlanError(f"{store.root} holds a different sweep; choose another --out")
         if previous.get("status") == KILLED:
             say(f"wsbench sweep: its last runner (pid {previous.get('runner_pid')}) was killed")
@@ -340,12 +344,21 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     return 0
 
 
+def _planned_before(plan_dicts: Any) -> Any:
+    """A stored plan as this version writes it: sweeps planned before points had a
+    max_error_rate had the default, and still resume."""
+    if not isinstance(plan_dicts, list):
+        return plan_dicts
+    return [{"max_error_rate": plan.DEFAULT_MAX_ERROR_RATE, **p} if isinstance(p, dict) else p
+            for p in plan_dicts]  # fmt: skip
+
+
 def print_table(outcomes: Sequence[Outcome]) -> None:
     """One line per point: the figures a reader looks at first, of the main measurement.
 
-    msgs/s is its successes over the run time; fail and err% are its failures and error rate
-    (set-up phases such as TCP connects are not in them); gen is BOUND when the generator's
-    own delay bounded the point.
+    msgs/s is its successes over the run time; fail counts every failed request (set-up phases
+    such as TCP connects too), err% is the main measurement's error rate, the one the status
+    is judged by; gen is BOUND when the generator's own delay bounded the point.
     """
     if not outcomes:
         return
@@ -358,13 +371,12 @@ def print_table(outcomes: Sequence[Outcome]) -> None:
         _, row = main_latency(s)
         target = s.get("target") or {}
         rss = target.get("rss_bytes_max")
-        main = s.get("main") or {}
         rate = error_rate(s)
         bound = s.get("generator_bound", s.get("generator_saturated"))
         say(
             f"{o.point.point_id:<40.40} {o.status:<8} "
             f"{_fmt(s.get('requests_per_s'), '.0f'):>9} "
-            f"{_fmt(main.get('failures', s.get('failures')), 'd'):>6} "
+            f"{_fmt(s.get('failures'), 'd'):>6} "
             f"{_fmt(rate * 100 if rate is not None else None, '.1f'):>6} "
             f"{_fmt(row.get('p50_us'), '.0f'):>8} {_fmt(row.get('p99_us'), '.0f'):>8} "
             f"{_fmt(target.get('cpu_pct_mean'), '.0f'):>8} "

@@ -404,13 +404,10 @@ def _warnings(outcome: Outcome) -> list[str]:
         found.append(f"{main['failures']:,} of {main['requests']:,} {main['label']} failed "
                      f"({main['error_rate']:.1%})")  # fmt: skip
     others = (summary.get("failures") or 0) - (main.get("failures") or 0)
-    if others > 0:
+    if others > 0 and outcome.status == "ok":
         found.append(f"{others:,} failed requests outside the main measurement "
                      "(set-up phases such as connects and upgrades; see locust.log)")
-    waiting = sum((main.get("unanswered_at_end") or {}).values())
-    if waiting and outcome.status == "ok":
-        found.append(f"{waiting:,} requests were still waiting for an answer when the run ended "
-                     "(not yet past their timeout)")  # fmt: skip
+    # Requests in flight at the end (one per closed-loop user) are normal: no warning.
     found += (summary.get("kernel") or {}).get("explain") or []
     return found
 
