@@ -24,6 +24,7 @@ import pytest
 from websockets.sync.server import Server, ServerConnection, serve
 
 from harness.execute import read_summary
+from harness.plan import PlanError, load_sweep_file, sweep_from_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 WS_PATH = "/ws"
@@ -369,3 +370,15 @@ def test_an_old_point_gets_its_scenarios_default_measurement(point_id, main, lab
     assert summary["main"]["successes"] == successes > 0
     assert summary["requests_per_s"] == pytest.approx(successes / 2.0)
     assert summary["generator_bound"] is False  # no self-check stored: the CPU flag decides
+
+
+def test_a_sweep_file_sets_max_error_rate_for_every_point(tmp_path: Path):
+    """max_error_rate in sweep TOML reaches every point; a value outside 0..1 is a PlanError."""
+    config = tmp_path / "sweep.toml"
+    config.write_text('targets = ["raw"]\nscenarios = ["echo"]\nusers = [1, 2]\n'
+                      "max_error_rate = 0.2\n")  # fmt: skip
+    sweep = sweep_from_settings(load_sweep_file(config))
+    assert [p.max_error_rate for p in sweep.points()] == [0.2, 0.2]
+    assert sweep.points()[0].as_dict()["max_error_rate"] == 0.2  # stored in point.json
+    with pytest.raises(PlanError, match="max_error_rate must be between 0 and 1"):
+        sweep_from_settings({**load_sweep_file(config), "max_error_rate": 1.5})
