@@ -27,7 +27,6 @@ import contextlib
 import json
 import os
 import random
-import re
 import statistics
 import subprocess
 import sys
@@ -41,7 +40,7 @@ from pathlib import Path
 
 import psutil
 
-from scenarios.latency import Merger, Recorder, encode_all
+from benchmarks import pinned
 
 BENCHMARKS = Path(__file__).resolve().parent
 SCENARIOS = BENCHMARKS.parent / "scenarios"
@@ -80,21 +79,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 
 @contextlib.contextmanager
-def running_target(name: str, cpu: int) -> Iterator[tuple[str, psutil.Process]]:
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "targets", name, "--port", "0"],
-        stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True,
-    )  # fmt: skip
-    try:
-        os.sched_setaffinity(proc.pid, {cpu})
-        line = proc.stdout.readline() if proc.stdout else ""
-        match = re.fullmatch(r"ready (ws://\S+)", line.strip())
-        if not match:
-            raise SystemExit(f"bench: target {name} did not start: {line!r}")
-        yield match[1], psutil.Process(proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(15)
+def running_target(name: str, cpu: int, tmp: Path) -> Iterator[tuple[str, psutil.Process]]:
+    """A reference target (or `picows`, the sink) pinned to `cpu`; its URL and process."""
+    with pinned.server(name, pinned.target_command(name), cpu, tmp / f"{name}.log") as server:
+        yield server.url, server.process
 
 
 class CpuWatch:
@@ -128,7 +116,9 @@ def run_together(
     variants: Sequence[str], url: str, server: psutil.Process, args: argparse.Namespace, tmp: Path
 ) -> list[Run]:
     """Run each of `variants` as its own headless Locust, all at once on the Locust CPU."""
-    procs, stats_files = [], []
+    procs: list[subprocess.Popen[str]] = []
+    stats_files: list[Path] = []
+    logs: list[Path] = []
     for n, variant in enumerate(variants):
         locustfile, extra = VARIANTS[variant]
         stats_files.append(tmp / f"run{n}")
@@ -138,19 +128,24 @@ def run_together(
             "-t", f"{args.duration_s}s", "--only-summary", "--loglevel", "WARNING",
             "--json-file", str(stats_files[-1]), *extra,
         ]  # fmt: skip
-        proc = subprocess.Popen(command, cwd=tmp, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
-        os.sched_setaffinity(proc.pid, {args.locust_cpu})
-        procs.append(proc)
-    with contextlib.ExitStack() as stack:
-        watches = [stack.enter_context(CpuWatch(psutil.Process(p.pid))) for p in procs]
-        server_watch = stack.enter_context(CpuWatch(server))
-        errors = [p.communicate(timeout=args.duration_s + 60)[1] for p in procs]
+        logs.append(tmp / f"run{n}.log")
+        procs.append(pinned.spawn(command, args.locust_cpu, logs[-1], cwd=tmp))
+    try:
+        with contextlib.ExitStack() as stack:
+            watches = [stack.enter_context(CpuWatch(psutil.Process(p.pid))) for p in procs]
+            server_watch = stack.enter_context(CpuWatch(server))
+            for proc in procs:
+                proc.wait(args.duration_s + 60)
+    finally:
+        for proc in procs:
+            pinned.stop(proc)
     runs = []
-    for variant, proc, error, watch, stats_file in zip(
-        variants, procs, errors, watches, stats_files, strict=True
+    for variant, proc, log, watch, stats_file in zip(
+        variants, procs, logs, watches, stats_files, strict=True
     ):
-        if proc.returncode != 0:
-            raise SystemExit(f"bench: {variant} failed:\n{error.decode()[-2000:]}")
+        if proc.returncode != 0 or not stats_file.with_suffix(".json").exists():
+            tail = log.read_text(errors="replace")[-2000:]
+            raise SystemExit(f"bench: {variant} failed (exit {proc.returncode}):\n{tail}")
         runs.append(Run(variant, _rate(stats_file), watch.pct, server_watch.pct))
     return runs
 
@@ -164,6 +159,9 @@ def _rate(stats_file: Path) -> float:
 
 def recording_us_per_sample(samples_per_window: int, windows: int = 5) -> float:
     """CPU µs per latency sample to record it, ship its window and merge it (one process)."""
+    # Imported here: scenarios/ is the engine under test, and may move under this benchmark.
+    from scenarios.latency import Merger, Recorder, encode_all
+
     rng = random.Random(1)
     values = [int(rng.lognormvariate(5.0, 0.6)) for _ in range(samples_per_window)]
     recorder, merger = Recorder(), Merger()
@@ -232,7 +230,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     alone: dict[str, list[Run]] = defaultdict(list)
     paired: dict[tuple[str, str], list[tuple[Run, Run]]] = defaultdict(list)
     with tempfile.TemporaryDirectory(prefix="wsbench-bench-") as tmp, running_target(
-        args.target, args.server_cpu
+        args.target, args.server_cpu, Path(tmp)
     ) as (url, server):
         for round_no in range(1, args.rounds + 1):
             for variant in VARIANTS:

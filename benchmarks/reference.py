@@ -9,8 +9,6 @@ Locust scenarios, so that `benchmarks.generator` can put our figures next to it:
     broadcast  N subscribers and one publisher in one room of /broadcast, P publishes/s with
                targets/protocol.py's header; publish-to-receive latency at every member
                (publisher included, as scenarios/broadcast.py)
-    blast      N connections, each keeping K echoes in flight, as fast as the server answers:
-               what a sink serves (used to pick the faster sink)
 
 Sends are scheduled by one timerfd armed for the next send (ns precision: uvloop's own timers
 have a 1 ms granularity, which would count as latency). Latency is counted per exact µs value
@@ -32,6 +30,7 @@ import sys
 import time
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvloop
@@ -109,15 +108,14 @@ def summary(histogram: HdrHistogram) -> dict[str, int]:
 
 
 class EchoClient(WSListener):
-    """One connection of the rate or blast modes: what was sent and when, echoes recorded."""
+    """One connection of the rate mode: what was sent and when, echoes recorded."""
 
-    def __init__(self, recording: Recording, refill: bool) -> None:
+    def __init__(self, recording: Recording) -> None:
         self.transport: WSTransport | None = None
         self.in_flight: deque[tuple[int, int]] = deque()
         self.corrected: Counter[int] = recording.counts.setdefault("corrected", Counter())
         self.uncorrected: Counter[int] = recording.counts.setdefault("uncorrected", Counter())
         self.recording = recording
-        self.refill = refill  # blast: every echo is answered with the next send
         self.payload = b""
         self.errors = 0
 
@@ -138,9 +136,6 @@ class EchoClient(WSListener):
         if recording.start_ns <= intended_ns < recording.end_ns:
             self.corrected[(now_ns - intended_ns + 500) // 1000] += 1
             self.uncorrected[(now_ns - sent_ns + 500) // 1000] += 1
-        if self.refill and now_ns < recording.end_ns:
-            self.in_flight.append((now_ns, now_ns))
-            transport.send(WSMsgType.BINARY, self.payload)
 
     def send(self, intended_ns: int, now_ns: int) -> None:
         self.in_flight.append((intended_ns, now_ns))
@@ -162,6 +157,7 @@ class Schedule:
         self.interval_ns, self.start_ns = interval_ns, start_ns
         self.k = 0
         self.due = self.made = 0
+        self.lag: Counter[int] = Counter()  # µs from intended to actual send
         self.stop_ns = 1 << 62
 
     def next_ns(self) -> int:
@@ -175,11 +171,13 @@ class Schedule:
         at_ns = self.next_ns()
         while at_ns <= now_ns and at_ns < self.stop_ns:
             client = self.order[self.k % n]
+            counted = recording.start_ns <= at_ns < recording.end_ns
             if client.transport is not None and not client.transport.is_disconnected:
                 client.send(at_ns, now_ns)
-                if recording.start_ns <= at_ns < recording.end_ns:
+                if counted:
                     self.made += 1
-            if recording.start_ns <= at_ns < recording.end_ns:
+                    self.lag[(now_ns - at_ns) // 1000] += 1
+            if counted:
                 self.due += 1
             self.k += 1
             at_ns = self.next_ns()
@@ -188,28 +186,52 @@ class Schedule:
         return at_ns
 
 
+SOURCE_IPS: list[str] = []  # local addresses to spread connections over (--source-ips)
+
+
 async def _connect_all(url: str, count: int, factory: Callable[[], WSListener]) -> list[Any]:
     gate = asyncio.Semaphore(CONNECT_CONCURRENCY)
 
-    async def one() -> Any:
+    async def one(n: int) -> Any:
+        local = {"local_addr": (SOURCE_IPS[n % len(SOURCE_IPS)], 0)} if SOURCE_IPS else {}
         async with gate:
-            _, listener = await ws_connect(factory, url, websocket_handshake_timeout=30)
+            _, listener = await ws_connect(factory, url, websocket_handshake_timeout=30, **local)
             return listener
 
-    return list(await asyncio.gather(*(one() for _ in range(count))))
+    return list(await asyncio.gather(*(one(n) for n in range(count))))
+
+
+SERVER_PID: list[int] = []  # --server-pid: whose CPU to report next to ours
 
 
 class _Cpu:
+    """CPU % of this process (and of the server, with --server-pid) since construction."""
+
     def __init__(self) -> None:
         self.wall_s, self.cpu_s = time.monotonic(), self._cpu()
+        self.server_s = self._server_cpu()
 
     @staticmethod
     def _cpu() -> float:
         usage = resource.getrusage(resource.RUSAGE_SELF)
         return usage.ru_utime + usage.ru_stime
 
+    @staticmethod
+    def _server_cpu() -> float:
+        if not SERVER_PID:
+            return 0.0
+        try:
+            fields = Path(f"/proc/{SERVER_PID[0]}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            return 0.0
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime + stime
+
     def pct(self) -> float:
         return 100 * (self._cpu() - self.cpu_s) / max(time.monotonic() - self.wall_s, 1e-9)
+
+    def server_pct(self) -> float:
+        elapsed_s = max(time.monotonic() - self.wall_s, 1e-9)
+        return 100 * (self._server_cpu() - self.server_s) / elapsed_s
 
 
 async def run_rate(args: argparse.Namespace) -> dict[str, Any]:
@@ -217,7 +239,7 @@ async def run_rate(args: argparse.Namespace) -> dict[str, Any]:
     payload = b"x" * args.payload_bytes
 
     def factory() -> EchoClient:
-        client = EchoClient(recording, refill=False)
+        client = EchoClient(recording)
         client.payload = payload
         return client
 
@@ -232,17 +254,22 @@ async def run_rate(args: argparse.Namespace) -> dict[str, Any]:
     timer.arm(schedule.next_ns())
     await asyncio.sleep((recording.start_ns - time.monotonic_ns()) / 1e9)
     cpu = _Cpu()
-    await asyncio.sleep(args.duration_s)
-    cpu_pct = cpu.pct()
+    await asyncio.sleep((recording.end_ns - time.monotonic_ns()) / 1e9)
+    cpu_pct, server_pct = cpu.pct(), cpu.server_pct()
+    made_in_time = schedule.made  # sends of the window made by its end (late ones follow)
+    due = len(clients) * int(args.duration_s * 1e9) // schedule.interval_ns
     await _drain(clients)
     timer.close(loop)
+    recording.counts["send lag"] = schedule.lag
     return {
         "mode": "rate", "connections": args.connections, "rate_per_connection": args.rate,
-        "duration_s": args.duration_s, "sends_due": schedule.due, "sends_made": schedule.made,
+        "duration_s": args.duration_s, "sends_due": due, "sends_made": made_in_time,
+        "send_lag": summary(recording.histogram("send lag")),
         "corrected": summary(recording.histogram("corrected")),
         "uncorrected": summary(recording.histogram("uncorrected")),
         "unanswered": sum(len(c.in_flight) for c in clients),
         "errors": sum(c.errors for c in clients), "cpu_pct": round(cpu_pct, 1),
+        "server_cpu_pct": round(server_pct, 1),
     }  # fmt: skip
 
 
@@ -253,37 +280,6 @@ async def _drain(clients: Sequence[EchoClient]) -> None:
     for client in clients:
         if client.transport is not None:
             client.transport.disconnect()
-
-
-async def run_blast(args: argparse.Namespace) -> dict[str, Any]:
-    recording = Recording()
-    payload = b"x" * args.payload_bytes
-
-    def factory() -> EchoClient:
-        client = EchoClient(recording, refill=True)
-        client.payload = payload
-        return client
-
-    clients = await _connect_all(args.url + "/echo", args.connections, factory)
-    recording.start_ns = time.monotonic_ns() + int(args.warmup_s * 1e9)
-    recording.end_ns = recording.start_ns + int(args.duration_s * 1e9)
-    now_ns = time.monotonic_ns()
-    for client in clients:
-        for _ in range(args.in_flight):
-            client.send(now_ns, now_ns)
-    await asyncio.sleep(args.warmup_s)
-    cpu = _Cpu()
-    await asyncio.sleep(args.duration_s)
-    cpu_pct = cpu.pct()
-    await _drain(clients)
-    echoes = recording.histogram("uncorrected").get_total_count()
-    return {
-        "mode": "blast", "connections": args.connections, "in_flight": args.in_flight,
-        "duration_s": args.duration_s, "echoes": echoes,
-        "msgs_per_s": round(echoes / args.duration_s), "cpu_pct": round(cpu_pct, 1),
-        "rtt": summary(recording.histogram("uncorrected")),
-        "errors": sum(c.errors for c in clients),
-    }  # fmt: skip
 
 
 class Member(WSListener):
@@ -340,7 +336,7 @@ async def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
     await asyncio.sleep((recording.start_ns - time.monotonic_ns()) / 1e9)
     cpu = _Cpu()
     await asyncio.sleep(args.duration_s)
-    cpu_pct = cpu.pct()
+    cpu_pct, server_pct = cpu.pct(), cpu.server_pct()
     await asyncio.sleep(0.5)
     timer.close(loop)
     for member in members:
@@ -351,21 +347,25 @@ async def run_broadcast(args: argparse.Namespace) -> dict[str, Any]:
         "duration_s": args.duration_s, "published": state["published"],
         "deliveries": sum(m.received for m in members),
         "broadcast": summary(recording.histogram("broadcast")), "cpu_pct": round(cpu_pct, 1),
+        "server_cpu_pct": round(server_pct, 1),
     }  # fmt: skip
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.reference", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("mode", choices=("rate", "broadcast", "blast"))
+    parser.add_argument("mode", choices=("rate", "broadcast"))
     parser.add_argument("--url", required=True, help="ws://HOST:PORT (the mode adds the path)")
     parser.add_argument("--connections", type=int, default=1000,
                         help="echo connections, or subscribers (broadcast)")
     parser.add_argument("--rate", type=float, default=10.0,
                         help="msgs/s per connection (rate) or publishes/s (broadcast)")
-    parser.add_argument("--in-flight", type=int, default=4, help="blast: echoes in flight each")
     parser.add_argument("--payload-bytes", type=int, default=32)
     parser.add_argument("--room", default="reference")
+    parser.add_argument("--server-pid", type=int, default=0,
+                        help="also report this process's CPU over the measured window")
+    parser.add_argument("--source-ips", default="",
+                        help="comma-separated loopback addresses to connect from, round-robin")
     parser.add_argument("--warmup-s", type=float, default=2.0)
     parser.add_argument("--duration-s", type=float, default=8.0)
     return parser.parse_args(argv)
@@ -373,7 +373,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
-    runner = {"rate": run_rate, "broadcast": run_broadcast, "blast": run_blast}[args.mode]
+    SOURCE_IPS[:] = [ip for ip in args.source_ips.split(",") if ip]
+    SERVER_PID[:] = [args.server_pid] if args.server_pid else []
+    runner = {"rate": run_rate, "broadcast": run_broadcast}[args.mode]
     result = uvloop.run(runner(args))
     print(json.dumps(result), flush=True)
     return 0

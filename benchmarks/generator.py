@@ -1,0 +1,716 @@
+"""`python -m benchmarks.generator` (make bench-generator): does the generator outrun the server?
+
+Issue 16's targets, each measured in this one run, the server pinned to CPU 0 and every
+generator (ours, and the yardsticks) to CPU 1, one after the other or side by side:
+
+    capacity   the highest open-model rate (scenarios/echo_rate.py, one Locust process) one core
+               sustains at 1,000 and at 10,000 connections: >= 95 % of the scheduled sends made,
+               the generator's self-check clean, no failure. A coarse-to-fine search of short
+               steps (ramp discarded) against the fastest sink found (the picows sink or our raw
+               target, whichever serves more echoes per server CPU second), next to the same
+               search for the reference client (benchmarks/reference.py, picows + uvloop).
+               Targets >= 40,000 msgs/s at 1,000 and >= 20,000 at 10,000 connections.
+    fidelity   1,000 connections x 10 msgs/s at the raw target: our corrected p50/p99 next to
+               the reference client's on the same schedule; broadcast (1,000 subscribers, one
+               publisher at 10/s) publish-to-receive p50/p99 next to a reference subscriber set.
+               Target: each <= 1.5x the reference.
+    closed     closed-loop scenarios/echo.py round trips per CPU second against the naive Locust
+               user (benchmarks/naive_echo.py), side by side on one CPU. Target >= 3x. With it,
+               what µs recording costs (side by side with --no-histograms, and directly).
+    memory     generator KiB per idle connection (scenarios/hold.py): Locust RSS with 10,000
+               held minus with a handful, per connection. Target <= 4 KiB.
+
+The machine may be shared: every figure that matters is a ratio of runs made in the same run,
+and the load average is printed next to each section. The run is stored like users' runs:
+results/<run-id>/ with meta.json (provenance), figures.json and figures.csv, and every
+Locust step's files under points/. Child processes run this tree's code (PYTHONPATH), so a
+snapshot of any commit can be measured with the same venv.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from benchmarks import closed_loop, locust_step, pinned
+from harness import provenance
+from harness.store import RunStore, new_run_id, utc_now
+
+SECTIONS = ("capacity", "fidelity", "closed", "memory")
+REPO = Path(__file__).resolve().parent.parent
+SERVER_CPU, GENERATOR_CPU = 0, 1
+SENDS_MADE_MIN = 0.95
+CAPACITY_CONNECTIONS = (1_000, 10_000)
+CAPACITY_START = {1_000: 10_000.0, 10_000: 5_000.0}  # msgs/s, the search's first step
+CAPACITY_TARGET = {1_000: 40_000.0, 10_000: 20_000.0}
+FIDELITY_RATIO_MAX = 1.5
+CLOSED_RATIO_MIN = 3.0
+MEMORY_KIB_MAX = 4.0
+RECORDING_PCT_MAX = 5.0  # the old benchmark's target for µs recording
+MEMORY_CONNECTIONS, MEMORY_FEW = 10_000, 10
+
+
+@dataclass
+class Settings:
+    """Durations and step counts; --quick shortens them all for iterating."""
+
+    measure_s: float  # steady seconds of a Locust step (after the ramp)
+    reference_s: float  # measured seconds of a reference run (after its warm-up)
+    capacity_steps: int  # search steps per connection count
+    fidelity_rounds: int
+    closed_rounds: int
+    closed_s: int
+    sink_rounds: int
+
+    @classmethod
+    def of(cls, quick: bool) -> Settings:
+        if quick:
+            return cls(4, 3, 4, 1, 1, 5, 1)
+        return cls(7, 6, 6, 2, 3, 10, 2)
+
+
+@dataclass
+class Figure:
+    """One row of a section's table, and the target it is judged against."""
+
+    section: str
+    metric: str
+    unit: str
+    ours: float | None
+    reference: float | None
+    reference_name: str
+    target: str  # "ours>=40000", "ratio<=1.5", "ratio>=3", "ours<=4", or "" (context only)
+    note: str = ""
+
+    @property
+    def ratio(self) -> float | None:
+        if self.ours is None or not self.reference:
+            return None
+        return self.ours / self.reference
+
+    @property
+    def met(self) -> bool | None:
+        if not self.target:
+            return None
+        subject, op, limit = _parse_target(self.target)
+        value = self.ours if subject == "ours" else self.ratio
+        if value is None:
+            return None
+        return value >= limit if op == ">=" else value <= limit
+
+    def target_text(self) -> str:
+        if not self.target:
+            return ""
+        subject, op, limit = _parse_target(self.target)
+        sign = "≥" if op == ">=" else "≤"
+        if subject == "ours":
+            return f"{sign} {_number(limit)} {self.unit}"
+        return f"{sign} {limit:g}x ref"
+
+    def distance(self) -> str:
+        """One line: the target met, or how far off it is."""
+        met = self.met
+        name = f"{self.section}: {self.metric}"
+        if met is None:
+            return f"{name}: not measured ({self.note or 'no figure'})"
+        subject, op, limit = _parse_target(self.target)
+        value = self.ours if subject == "ours" else self.ratio
+        assert value is not None
+        shown = f"{_number(value)} {self.unit}" if subject == "ours" else f"{value:.2f}x ref"
+        if met:
+            return f"{name}: MET ({shown}, target {self.target_text()})"
+        factor = limit / value if op == ">=" else value / limit
+        return (f"{name}: MISSED by {factor:.2f}x ({shown}, target {self.target_text()}; "
+                f"{'raise' if op == '>=' else 'cut'} it {factor:.2f}x)")
+
+
+def _parse_target(target: str) -> tuple[str, str, float]:
+    for op in (">=", "<="):
+        if op in target:
+            subject, limit = target.split(op)
+            return subject, op, float(limit)
+    raise ValueError(target)
+
+
+def _number(value: float) -> str:
+    return f"{value:,.0f}" if abs(value) >= 100 else f"{value:.2f}"
+
+
+@dataclass
+class Bench:
+    """The run: where it is stored, what it found so far."""
+
+    store: RunStore
+    settings: Settings
+    profile: bool
+    figures: list[Figure] = field(default_factory=list)
+    details: dict[str, Any] = field(default_factory=dict)
+    steps: int = 0
+
+    def step_prefix(self, name: str) -> Path:
+        self.steps += 1
+        return self.store.point_dir(f"{self.steps:03d}-{name}") / "locust"
+
+    def log(self, name: str) -> Path:
+        return self.store.root / f"{name}.log"
+
+    def say(self, text: str) -> None:
+        print(text, flush=True)
+
+    def save(self) -> None:
+        rows = [{**asdict(f), "ratio": f.ratio, "met": f.met, "target_text": f.target_text()}
+                for f in self.figures]
+        document = {"figures": rows, "details": self.details}
+        (self.store.root / "figures.json").write_text(json.dumps(document, indent=1) + "\n")
+        with (self.store.root / "figures.csv").open("w", newline="") as f:
+            columns = ("section", "metric", "unit", "ours", "reference", "reference_name",
+                       "ratio", "target", "met", "note")
+            writer = csv.DictWriter(f, columns, extrasaction="ignore")
+            writer.writeheader()
+            writer.writerows(rows)
+
+
+# ---------------------------------------------------------------------------- reference runs
+
+
+def reference(mode: str, server: pinned.Server, log: Path, *args: str) -> dict[str, Any]:
+    """One run of benchmarks/reference.py on the generator CPU; its JSON result."""
+    cmd = [sys.executable, "-m", "benchmarks.reference", mode, "--url", server.url,
+           "--server-pid", str(server.process.pid), *args]
+    proc = pinned.spawn(cmd, GENERATOR_CPU, log, stdout_pipe=True)
+    try:
+        out, _ = proc.communicate(timeout=180)
+    finally:
+        pinned.stop(proc)
+    lines = [line for line in (out or "").splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
+        raise RuntimeError(f"reference {mode} failed (exit {proc.returncode}):\n{tail}")
+    return json.loads(lines[-1])
+
+
+# ---------------------------------------------------------------------------- capacity
+
+
+@dataclass
+class Trial:
+    """One capacity step: a total rate, whether it was sustained, and why not."""
+
+    msgs_per_s: float
+    achieved_msgs_per_s: float
+    made_fraction: float
+    passed: bool
+    why: str
+    cpu_pct: float
+    server_cpu_pct: float
+
+
+def search(trial: Callable[[float], Trial], start: float, steps: int) -> tuple[float, list[Trial]]:
+    """Coarse to fine: double (or halve) until the verdict flips, then bisect; best passed rate."""
+    best, worst = 0.0, float("inf")
+    rate, trials = start, []
+    for _ in range(steps):
+        result = trial(rate)
+        trials.append(result)
+        if result.passed:
+            best = max(best, rate)
+        else:
+            worst = min(worst, rate)
+        if worst == float("inf"):
+            rate = rate * 2
+        elif best == 0.0:
+            rate = rate / 2
+        else:
+            if worst / best < 1.1:
+                break
+            rate = (best + worst) / 2
+    return best, trials
+
+
+def source_ips(step: int, count: int) -> str:
+    """Fresh loopback source addresses per step: 10,000 closed connections leave TIME_WAITs."""
+    return ",".join(f"127.0.{1 + step % 250}.{n + 1}" for n in range(count))
+
+
+def our_trial(bench: Bench, sink: pinned.Server, connections: int, msgs_per_s: float,
+              profile_to: Path | None = None) -> Trial:
+    prefix = bench.step_prefix(f"capacity-ours-{connections}-{msgs_per_s:.0f}")
+    options = ["--rate", f"{msgs_per_s / connections:.6g}"]
+    if connections > 1_000:
+        options += ["--ws-source-ips", source_ips(bench.steps, 2)]
+    during = None
+    if profile_to is not None:
+        def during(pid: int) -> None:
+            time.sleep(locust_step.SETTLE_S)
+            _profile(pid, profile_to, seconds=bench.settings.measure_s)
+    step = locust_step.run(
+        "echo_rate", sink.url, connections, bench.settings.measure_s, prefix, GENERATOR_CPU,
+        options, spawn_rate=min(connections, 2_000), server=sink, during=during,
+    )  # fmt: skip
+    due = step.counters.get("echo sends due")
+    made = step.counters.get("echo sends made")
+    if due and made is not None:
+        fraction = made / due
+    else:  # the old engine: echoes of the steady windows against the schedule
+        scheduled = msgs_per_s * step.steady_s
+        echoes = step.latency.get("echo uncorrected", {}).get("count", 0)
+        fraction = echoes / scheduled if scheduled else 0.0
+    why = []
+    if not step.steady_s:
+        why.append(f"not all {connections:,} connected in time ({step.failure_text or 'no error'})")
+    elif fraction < SENDS_MADE_MIN:
+        why.append(f"{fraction:.0%} of sends made")
+    if step.bound:
+        why.append(f"self-check: {step.verdict}")
+    if step.failures:
+        why.append(f"{step.failures} failures ({step.failure_text})")
+    return Trial(msgs_per_s, step.count_per_s("echo uncorrected"), fraction, not why,
+                 "; ".join(why) or step.verdict, step.steady_cpu_pct, step.server_cpu_pct)
+
+
+def reference_trial(bench: Bench, sink: pinned.Server, connections: int,
+                    msgs_per_s: float) -> Trial:
+    extra = ["--source-ips", source_ips(bench.steps + 100, 2)] if connections > 1_000 else []
+    bench.steps += 1
+    result = reference(
+        "rate", sink, bench.log("reference"), "--connections", str(connections),
+        "--rate", f"{msgs_per_s / connections:.6g}", "--warmup-s", "2",
+        "--duration-s", str(bench.settings.reference_s), *extra,
+    )  # fmt: skip
+    fraction = result["sends_made"] / max(result["sends_due"], 1)
+    why = []
+    if fraction < SENDS_MADE_MIN:
+        why.append(f"{fraction:.0%} of sends made")
+    lag_us = result["send_lag"]["p99_us"]
+    if result["cpu_pct"] >= locust_step.SATURATED_PCT:
+        why.append(f"CPU {result['cpu_pct']:.0f}%")
+    if locust_step.lag_too_big(lag_us, result["corrected"]["p99_us"]):
+        why.append(f"send lag p99 {lag_us:,} µs")
+    if result["errors"]:
+        why.append(f"{result['errors']} errors")
+    achieved = result["corrected"]["count"] / result["duration_s"]
+    return Trial(msgs_per_s, achieved, fraction, not why,
+                 "; ".join(why) or f"CPU {result['cpu_pct']:.0f}%, send lag p99 {lag_us:,} µs",
+                 result["cpu_pct"], result["server_cpu_pct"])
+
+
+def pick_sink(bench: Bench) -> str:
+    """The sink that costs the least server CPU per echo, of picows and raw (uvloop).
+
+    Measured on the capacity workload itself (the reference client, 1,000 connections at
+    20,000 msgs/s, no batching): a blast of pipelined echoes would flatter whichever sink
+    coalesces writes, and one client core cannot saturate either sink anyway. Extrapolated
+    to a whole core: echoes/s / server CPU share.
+    """
+    per_core: dict[str, list[float]] = {"picows": [], "raw": []}
+    rows = []
+    for _ in range(bench.settings.sink_rounds):
+        for name in per_core:
+            with pinned.server(name, pinned.target_command(name), SERVER_CPU,
+                               bench.log(f"sink-{name}")) as sink:
+                result = reference("rate", sink, bench.log("reference"), "--connections",
+                                   "1000", "--rate", "20", "--warmup-s", "1", "--duration-s", "3")
+            echoes_per_s = result["corrected"]["count"] / result["duration_s"]
+            server_pct = result["server_cpu_pct"]
+            estimate = echoes_per_s / max(server_pct / 100, 0.01)
+            per_core[name].append(estimate)
+            rows.append({"sink": name, **result, "echoes_per_server_cpu_s": round(estimate)})
+            bench.say(f"  sink {name:<7} {echoes_per_s:>8,.0f} echoes/s at server CPU "
+                      f"{server_pct:3.0f}%: {estimate:>9,.0f} echoes per server CPU second "
+                      f"(client CPU {result['cpu_pct']:.0f}%, p50 {result['corrected']['p50_us']}"
+                      " µs)")
+    medians = {name: statistics.median(values) for name, values in per_core.items()}
+    best = max(medians, key=medians.__getitem__)
+    other = min(medians, key=medians.__getitem__)
+    bench.details["sinks"] = {"rounds": rows, "echoes_per_server_cpu_s": medians, "used": best}
+    bench.say(f"  fastest sink: {best}, {medians[best] / medians[other]:.2f}x {other}'s echoes "
+              "per server CPU second")
+    return best
+
+
+def section_capacity(bench: Bench) -> None:
+    bench.say(f"\n== capacity  ({pinned.load_average()})")
+    sink_name = pick_sink(bench)
+    details: dict[str, Any] = {"sink": sink_name}
+    with pinned.server(sink_name, pinned.target_command(sink_name), SERVER_CPU,
+                       bench.log(f"sink-{sink_name}")) as sink:
+        for connections in CAPACITY_CONNECTIONS:
+            ours, trials = capacity_search(bench, sink, "ours", connections,
+                                           CAPACITY_START[connections])
+            details[f"ours_{connections}"] = [asdict(t) for t in trials]
+            if bench.profile and connections == 1_000:
+                rate = min((t.msgs_per_s for t in trials if not t.passed), default=ours * 1.5)
+                details["profile"] = profile_step(bench, sink, connections, rate)
+            theirs, trials = capacity_search(bench, sink, "reference", connections,
+                                             max(ours, CAPACITY_START[connections]))
+            details[f"reference_{connections}"] = [asdict(t) for t in trials]
+            bench.figures.append(Figure(
+                "capacity", f"msgs/s at {connections:,} connections", "msgs/s",
+                ours or None, theirs or None, "picows client",
+                f"ours>={CAPACITY_TARGET[connections]:.0f}",
+                f"sink {sink_name}; >= {SENDS_MADE_MIN:.0%} sends made, self-check clean, "
+                "no failure",
+            ))  # fmt: skip
+    bench.details["capacity"] = details
+
+
+def capacity_search(bench: Bench, sink: pinned.Server, who: str, connections: int,
+                    start: float) -> tuple[float, list[Trial]]:
+    """The search for ours or the reference client at one connection count, step by step."""
+    trial = our_trial if who == "ours" else reference_trial
+
+    def run_trial(rate: float) -> Trial:
+        result = trial(bench, sink, connections, rate)
+        bench.say(f"  {who:<9} {connections:>6,} conns {rate:>9,.0f} msgs/s: "
+                  f"{'PASS' if result.passed else 'fail'}  made {result.made_fraction:4.0%}, "
+                  f"got {result.achieved_msgs_per_s:,.0f}/s, CPU {result.cpu_pct:3.0f}%, "
+                  f"server {result.server_cpu_pct:3.0f}%  {result.why}")
+        return result
+
+    return search(run_trial, start, bench.settings.capacity_steps)
+
+
+def profile_step(bench: Bench, sink: pinned.Server, connections: int, rate: float) -> dict:
+    """py-spy of Locust in one more step at a rate it could not sustain: where the time goes."""
+    out = bench.store.root / f"profile-ours-{connections}-{rate:.0f}.txt"
+    trial = our_trial(bench, sink, connections, rate, profile_to=out)
+    top = out.read_text().splitlines()[:25] if out.exists() else ["(py-spy gave nothing)"]
+    bench.say(f"  py-spy of Locust at {connections:,} conns x {rate:,.0f} msgs/s (CPU "
+              f"{trial.cpu_pct:.0f}%), self time by function:")
+    for line in top:
+        bench.say(f"    {line}")
+    return {"msgs_per_s": rate, "top": top, "file": str(out)}
+
+
+def _profile(pid: int, out: Path, seconds: float) -> None:
+    raw = out.with_suffix(".collapsed")
+    cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(int(seconds), 1)),
+           "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking"]
+    py_spy = Path(sys.executable).with_name("py-spy")
+    cmd[0] = str(py_spy) if py_spy.exists() else cmd[0]
+    try:
+        subprocess.run(cmd, capture_output=True, timeout=seconds + 30, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        out.write_text(f"py-spy failed: {exc}\n")
+        return
+    if raw.exists():
+        out.write_text("\n".join(top_self_time(raw)) + "\n")
+
+
+def top_self_time(collapsed: Path, count: int = 25) -> list[str]:
+    """Self time per function from py-spy's collapsed stacks, as `pct  function (file:line)`."""
+    totals: dict[str, int] = {}
+    grand = 0
+    for line in collapsed.read_text().splitlines():
+        stack, _, samples = line.rpartition(" ")
+        if not stack or not samples.isdigit():
+            continue
+        leaf = stack.rsplit(";", 1)[-1]
+        leaf = leaf.split(":", 1)[0] + ":" + leaf.rsplit(":", 1)[-1] if ":" in leaf else leaf
+        totals[leaf] = totals.get(leaf, 0) + int(samples)
+        grand += int(samples)
+    ranked = sorted(totals.items(), key=lambda kv: -kv[1])[:count]
+    return [f"{100 * n / max(grand, 1):5.1f}%  {name}" for name, n in ranked]
+
+
+# ---------------------------------------------------------------------------- fidelity
+
+
+def section_fidelity(bench: Bench) -> None:
+    bench.say(f"\n== fidelity  ({pinned.load_average()})")
+    settings = bench.settings
+    ours: dict[str, list[dict[str, int]]] = {"echo": [], "broadcast": []}
+    refs: dict[str, list[dict[str, int]]] = {"echo": [], "broadcast": []}
+    with pinned.server("raw", pinned.target_command("raw"), SERVER_CPU, bench.log("raw")) as raw:
+        for _ in range(settings.fidelity_rounds):
+            step = locust_step.run(
+                "echo_rate", raw.url, 1_000, settings.measure_s,
+                bench.step_prefix("fidelity-echo-ours"), GENERATOR_CPU, ["--rate", "10"],
+                server=raw,
+            )  # fmt: skip
+            ours["echo"].append(step.latency.get("echo corrected", {}))
+            _say_latency(bench, "ours", "echo corrected", step.latency.get("echo corrected"),
+                         f"CPU {step.steady_cpu_pct:.0f}%, server {step.server_cpu_pct:.0f}%, "
+                         f"{step.verdict}")
+            result = reference("rate", raw, bench.log("reference"), "--connections", "1000",
+                               "--rate", "10", "--duration-s", str(settings.reference_s))
+            refs["echo"].append(result["corrected"])
+            _say_latency(bench, "reference", "echo corrected", result["corrected"],
+                         f"CPU {result['cpu_pct']:.0f}%")
+            step = locust_step.run(
+                "broadcast", raw.url, 1_001, settings.measure_s,
+                bench.step_prefix("fidelity-broadcast-ours"), GENERATOR_CPU,
+                ["--rooms", "1", "--publishers", "1", "--publish-rate", "10",
+                 "--payload-bytes", "64"], server=raw,
+            )  # fmt: skip
+            ours["broadcast"].append(step.latency.get("broadcast", {}))
+            _say_latency(bench, "ours", "broadcast", step.latency.get("broadcast"),
+                         f"CPU {step.steady_cpu_pct:.0f}%, server {step.server_cpu_pct:.0f}%, "
+                         f"{step.verdict}")
+            result = reference("broadcast", raw, bench.log("reference"), "--connections",
+                               "1000", "--rate", "10", "--payload-bytes", "64",
+                               "--duration-s", str(settings.reference_s))
+            refs["broadcast"].append(result["broadcast"])
+            _say_latency(bench, "reference", "broadcast", result["broadcast"],
+                         f"CPU {result['cpu_pct']:.0f}%")
+    for kind, label in (("echo", "echo 1,000 x 10/s corrected"),
+                        ("broadcast", "broadcast 1,000 subs x 10/s")):
+        for column in ("p50_us", "p99_us"):
+            mine = [r[column] for r in ours[kind] if r.get("count")]
+            theirs = [r[column] for r in refs[kind] if r.get("count")]
+            bench.figures.append(Figure(
+                "fidelity", f"{label} {column[:3]}", "µs",
+                statistics.median(mine) if mine else None,
+                statistics.median(theirs) if theirs else None, "picows client",
+                f"ratio<={FIDELITY_RATIO_MAX}",
+                f"median of {len(mine)} round(s), steady windows, raw target (uvloop)",
+            ))  # fmt: skip
+    bench.details["fidelity"] = {"ours": ours, "reference": refs}
+
+
+def _say_latency(bench: Bench, who: str, name: str, row: dict[str, int] | None, note: str) -> None:
+    row = row or {}
+    bench.say(f"  {who:<9} {name:<16} n={row.get('count', 0):>7,}  p50 {row.get('p50_us', 0):>7,}"
+              f" µs  p99 {row.get('p99_us', 0):>8,} µs  p99.9 {row.get('p999_us', 0):>8,} µs  "
+              f"{note}")
+
+
+# ---------------------------------------------------------------------------- closed loop
+
+
+def section_closed(bench: Bench) -> None:
+    bench.say(f"\n== closed loop  ({pinned.load_average()})")
+    settings = bench.settings
+    args = argparse.Namespace(users=10, duration_s=settings.closed_s, locust_cpu=GENERATOR_CPU)
+    tmp = bench.store.point_dir("closed-loop")
+    per_cpu, per_s, recording, echo_cpu_us, naive_cpu_us = [], [], [], [], []
+    with pinned.server("raw", pinned.target_command("raw"), SERVER_CPU, bench.log("raw")) as raw:
+        for round_no in range(settings.closed_rounds):
+            naive, echo = closed_loop.run_together(("naive", "echo"), raw.url, raw.process,
+                                                   args, tmp)
+            per_cpu.append(naive.cpu_us_per_round_trip / echo.cpu_us_per_round_trip)
+            per_s.append(echo.rate / naive.rate)
+            echo_cpu_us.append(echo.cpu_us_per_round_trip)
+            naive_cpu_us.append(naive.cpu_us_per_round_trip)
+            bench.say(f"  round {round_no + 1}: naive {naive.rate:,.0f} rt/s "
+                      f"({naive.cpu_us_per_round_trip:.1f} CPU µs/rt) | echo {echo.rate:,.0f} "
+                      f"rt/s ({echo.cpu_us_per_round_trip:.1f} CPU µs/rt), side by side; "
+                      f"server {naive.server_cpu_pct:.0f}%")
+            try:
+                with_hdr, without = closed_loop.run_together(("echo", "echo, no hdr"), raw.url,
+                                                             raw.process, args, tmp)
+            except SystemExit as exc:  # the new engine may not have --no-histograms
+                bench.say(f"  echo without histograms not run: {str(exc).splitlines()[0]}")
+                continue
+            recording.append(100 * (with_hdr.cpu_us_per_round_trip
+                                    / without.cpu_us_per_round_trip - 1))
+    bench.figures.append(Figure(
+        "closed", "echo round trips per CPU second", "rt/CPU s",
+        1e6 / statistics.median(echo_cpu_us), 1e6 / statistics.median(naive_cpu_us),
+        "naive Locust user", f"ratio>={CLOSED_RATIO_MIN}",
+        f"side by side on CPU {GENERATOR_CPU}, 10 users each, {len(per_cpu)} round(s): "
+        f"per-CPU ratio (median of pairs) {statistics.median(per_cpu):.2f}x, round trips/s "
+        f"ratio {statistics.median(per_s):.2f}x",
+    ))  # fmt: skip
+    direct_us = _recording_direct_us()
+    direct_pct = 100 * direct_us / statistics.median(echo_cpu_us) if direct_us else None
+    bench.figures.append(Figure(
+        "closed", "µs recording cost, side by side", "%",
+        statistics.median(recording) if recording else None, None, "",
+        f"ours<={RECORDING_PCT_MAX}",
+        "more CPU per round trip than echo --no-histograms" if recording
+        else "--no-histograms not available",
+    ))  # fmt: skip
+    bench.figures.append(Figure(
+        "closed", "µs recording cost per sample, direct", "CPU µs", direct_us, None, "", "",
+        f"{direct_pct:.1f}% of echo's CPU per round trip" if direct_pct is not None else
+        "scenarios.latency Recorder/Merger not available",
+    ))  # fmt: skip
+    bench.details["closed"] = {"per_cpu_ratios": per_cpu, "per_s_ratios": per_s,
+                               "recording_pct": recording, "recording_direct_us": direct_us}
+
+
+def _recording_direct_us() -> float | None:
+    """CPU µs per latency sample recorded, shipped and merged (the old benchmark's figure)."""
+    try:
+        return closed_loop.recording_us_per_sample(20_000)
+    except Exception:  # the engine under test moved or changed its recorder
+        return None
+
+
+# ---------------------------------------------------------------------------- memory
+
+
+def held_rss_bytes(bench: Bench, sink: pinned.Server, users: int) -> tuple[int, int]:
+    """Locust RSS once `users` connections of scenarios/hold.py are open; (rss, connections)."""
+    prefix = bench.step_prefix(f"memory-hold-{users}")
+    cmd = [
+        sys.executable, "-m", "locust", "-f", str(locust_step.SCENARIOS / "hold.py"),
+        "--headless", "--host", sink.url, "-u", str(users), "-r", str(min(users, 2_000)),
+        "-t", "60s", "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
+        "--ws-source-ips", source_ips(bench.steps + 200, 2),
+    ]  # fmt: skip
+    proc = pinned.spawn(cmd, GENERATOR_CPU, prefix.with_name("locust.log"), cwd=prefix.parent)
+    try:
+        process = psutil.Process(proc.pid)
+
+        def established() -> int:
+            conns = process.net_connections("tcp")
+            return sum(c.status == psutil.CONN_ESTABLISHED for c in conns)
+
+        locust_step.wait_for(lambda: established() >= users, timeout_s=45, every_s=1.0)
+        held = established()
+        time.sleep(2.0)  # let the ramp's garbage go
+        samples = []
+        for _ in range(3):
+            samples.append(process.memory_info().rss)
+            time.sleep(0.5)
+        return int(statistics.median(samples)), held
+    finally:
+        pinned.stop(proc)
+
+
+def section_memory(bench: Bench) -> None:
+    bench.say(f"\n== memory  ({pinned.load_average()})")
+    with pinned.server("picows", pinned.target_command("picows"), SERVER_CPU,
+                       bench.log("sink-picows")) as sink:
+        few_rss, few = held_rss_bytes(bench, sink, MEMORY_FEW)
+        many_rss, many = held_rss_bytes(bench, sink, MEMORY_CONNECTIONS)
+    kib = (many_rss - few_rss) / max(many - few, 1) / 1024
+    bench.say(f"  Locust RSS {few_rss / 2**20:.1f} MiB with {few} held, {many_rss / 2**20:.1f} MiB "
+              f"with {many:,} held: {kib:.2f} KiB per connection")
+    bench.figures.append(Figure(
+        "memory", f"KiB per idle connection at {MEMORY_CONNECTIONS:,}", "KiB", kib, None, "",
+        f"ours<={MEMORY_KIB_MAX}",
+        f"RSS {many_rss / 2**20:.1f} MiB at {many:,} minus {few_rss / 2**20:.1f} MiB at {few}",
+    ))  # fmt: skip
+    bench.details["memory"] = {"few": [few, few_rss], "many": [many, many_rss], "kib": kib}
+    if many < MEMORY_CONNECTIONS:
+        bench.figures[-1].note += f"; only {many:,} of {MEMORY_CONNECTIONS:,} were open"
+
+
+# ---------------------------------------------------------------------------- the printout
+
+
+def print_tables(bench: Bench, label: str) -> list[str]:
+    lines = [f"\ngenerator benchmark ({label}): server CPU {SERVER_CPU}, generators CPU "
+             f"{GENERATOR_CPU}; {pinned.load_average()}"]
+    for section in SECTIONS:
+        rows = [f for f in bench.figures if f.section == section]
+        if not rows:
+            continue
+        lines.append(f"\n{section}")
+        header = (f"  {'metric':<44}{'ours':>12}{'reference':>12}{'ratio':>8}  {'target':<20}"
+                  f"{'':<5}")
+        lines += [header, "  " + "-" * (len(header) - 2)]
+        for f in rows:
+            ours = "n/a" if f.ours is None else _number(f.ours)
+            ref = "" if f.reference is None else _number(f.reference)
+            ratio = "" if f.ratio is None else f"{f.ratio:.2f}x"
+            verdict = {True: "PASS", False: "MISS", None: ""}[f.met]
+            lines.append(f"  {f.metric[:44]:<44}{ours:>12}{ref:>12}{ratio:>8}  "
+                         f"{f.target_text():<20}{verdict}")
+            if f.note:
+                lines.append(f"      {f.note}" + (f" (ref: {f.reference_name})"
+                                                  if f.reference_name and f.reference else ""))
+    lines.append("")
+    lines += [f.distance() for f in bench.figures if f.target]
+    return lines
+
+
+# ---------------------------------------------------------------------------- main
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.generator", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--only", choices=SECTIONS, action="append",
+                        help="run only this section (repeatable)")
+    parser.add_argument("--quick", action="store_true", help="shorter steps, fewer rounds")
+    parser.add_argument("--profile", action="store_true",
+                        help="py-spy the Locust process in a capacity step it cannot sustain")
+    parser.add_argument("--label", default="", help="what is measured, e.g. 'baseline'")
+    parser.add_argument("--results-dir", type=Path, default=Path("results"),
+                        help="where the run folder goes (default %(default)s)")
+    return parser.parse_args(argv)
+
+
+RUNNERS: dict[str, Callable[[Bench], None]] = {
+    "capacity": section_capacity,
+    "fidelity": section_fidelity,
+    "closed": section_closed,
+    "memory": section_memory,
+}
+
+
+def _tree_label() -> str:
+    try:
+        done = subprocess.run(["git", "-C", str(REPO), "log", "-1", "--format=%h %s"],
+                              capture_output=True, text=True, timeout=5, check=False)
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown tree"
+    return done.stdout.strip()[:80] if done.returncode == 0 else f"snapshot at {REPO}"
+
+
+def _children_run_this_tree() -> None:
+    # Locust and the targets import scenarios/ and targets/ from this tree, not the editable
+    # install's: a snapshot of another commit is then measured with the same venv.
+    os.environ["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))])
+
+
+def sections_of(args: argparse.Namespace) -> Iterator[str]:
+    return iter(args.only or SECTIONS)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = parse_args(argv)
+    if not {SERVER_CPU, GENERATOR_CPU} <= os.sched_getaffinity(0):
+        print(f"bench: needs CPUs {SERVER_CPU} and {GENERATOR_CPU}", file=sys.stderr)
+        return 2
+    _children_run_this_tree()
+    # SIGTERM unwinds like Ctrl-C: servers and Locust stopped, the run stored as interrupted.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    label = args.label or _tree_label()
+    store = RunStore.create(args.results_dir / new_run_id("bench-generator"), "bench-generator")
+    bench = Bench(store, Settings.of(args.quick), args.profile)
+    sections = list(sections_of(args))
+    store.write_meta({
+        "kind": "bench-generator", "run_id": store.root.name, "label": label,
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "sections": sections,
+        "quick": args.quick, "started": utc_now(), "ended": None, "status": "running",
+        "load_start": os.getloadavg(), **provenance.collect(),
+    })  # fmt: skip
+    print(f"generator benchmark: {label}; sections {', '.join(sections)}"
+          f"{' (quick)' if args.quick else ''}; run -> {store.root}", flush=True)
+    status = "interrupted"
+    try:
+        for section in sections:
+            RUNNERS[section](bench)
+            bench.save()
+        status = "done"
+    finally:
+        bench.save()
+        lines = print_tables(bench, label)
+        (store.root / "summary.txt").write_text("\n".join(lines) + "\n")
+        store.update_meta(ended=utc_now(), status=status, load_end=os.getloadavg())
+        print("\n".join(lines))
+        print(f"\nstored: {store.root}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

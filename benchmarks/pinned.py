@@ -1,0 +1,136 @@
+"""Child processes of a benchmark: each pinned to one CPU, dying with us, always stopped.
+
+Every child gets its CPU set before exec (so every thread it starts inherits it), the whole
+open-file hard limit (10,000 connections are 10,000 files), and PR_SET_PDEATHSIG: if the
+benchmark is killed outright, the kernel kills its children too. `stop` ends the child's whole
+process group (Locust's and the targets' own children go with it).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import re
+import resource
+import selectors
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import psutil
+
+PR_SET_PDEATHSIG = 1
+READY_TIMEOUT_S = 30.0
+STOP_TIMEOUT_S = 10.0
+
+
+def _preexec(parent: int, cpu: int) -> Callable[[], None]:
+    def preexec() -> None:
+        # Between fork and exec: our CPU, all the files we may have, and death with the parent.
+        os.sched_setaffinity(0, {cpu})
+        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+        if os.getppid() != parent:
+            os._exit(1)
+
+    return preexec
+
+
+def spawn(
+    cmd: Sequence[str], cpu: int, log_path: Path, cwd: Path | None = None, stdout_pipe: bool = False
+) -> subprocess.Popen[str]:
+    """Start `cmd` on `cpu` in its own session; stderr (and stdout unless piped) to `log_path`."""
+    with log_path.open("a") as log:
+        return subprocess.Popen(
+            list(cmd), cwd=cwd, text=True, stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
+            start_new_session=True, preexec_fn=_preexec(os.getpid(), cpu),
+        )  # fmt: skip
+
+
+def stop(proc: subprocess.Popen[str], timeout_s: float = STOP_TIMEOUT_S) -> int | None:
+    """SIGTERM, wait, then SIGKILL the whole process group; returns the exit status."""
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGTERM)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout_s)
+    with contextlib.suppress(ProcessLookupError, PermissionError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout_s)
+    return proc.returncode
+
+
+@dataclass
+class Server:
+    """A running sink: its URL (ws://HOST:PORT, no path) and its process, for CPU readings."""
+
+    name: str
+    url: str
+    process: psutil.Process
+
+
+@contextlib.contextmanager
+def server(name: str, cmd: Sequence[str], cpu: int, log_path: Path) -> Iterator[Server]:
+    """Start a server that prints `ready ws://HOST:PORT`; yield it once ready; stop it after."""
+    proc = spawn(cmd, cpu, log_path, stdout_pipe=True)
+    try:
+        line = _ready_line(proc)
+        match = re.fullmatch(r"ready (ws://\S+)", line.strip())
+        if not match:
+            raise RuntimeError(f"{name} did not start: {line!r} (see {log_path})")
+        yield Server(name, match[1], psutil.Process(proc.pid))
+    finally:
+        stop(proc)
+
+
+def _ready_line(proc: subprocess.Popen[str]) -> str:
+    assert proc.stdout is not None
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        if not selector.select(READY_TIMEOUT_S):
+            return f"no ready line in {READY_TIMEOUT_S:.0f} s"
+    return proc.stdout.readline()
+
+
+def target_command(name: str) -> list[str]:
+    """A wsbench reference target on uvloop, or the picows sink (`picows`)."""
+    if name == "picows":
+        return [sys.executable, "-m", "benchmarks.sink"]
+    return [sys.executable, "-m", "targets", name, "--loop", "uvloop", "--port", "0"]
+
+
+class CpuMeter:
+    """CPU time of a process (and its children) over an interval, % of one CPU."""
+
+    def __init__(self, process: psutil.Process) -> None:
+        self.process = process
+        self.start()
+
+    def _cpu_s(self) -> float:
+        try:
+            times = self.process.cpu_times()
+        except psutil.Error:
+            return self._last_cpu_s
+        self._last_cpu_s = times.user + times.system + times.children_user + times.children_system
+        return self._last_cpu_s
+
+    def start(self) -> None:
+        self._last_cpu_s = 0.0
+        self.wall_s, self.cpu_s = time.monotonic(), self._cpu_s()
+
+    def pct(self) -> float:
+        return 100 * (self._cpu_s() - self.cpu_s) / max(time.monotonic() - self.wall_s, 1e-9)
+
+
+def load_average() -> str:
+    """The 1-, 5- and 15-minute load averages and the CPU count, as `uptime` says them."""
+    one, five, fifteen = os.getloadavg()
+    return f"load {one:.2f} {five:.2f} {fifteen:.2f} on {os.cpu_count()} CPUs"
