@@ -9,20 +9,22 @@ parameters are Locust custom arguments, shown in the web UI's start form):
     hold.py        many idle connections (optional pings): how many a target holds
     broadcast.py   publishers and subscribers in /broadcast rooms: fan-out latency and loss
     push.py        /push subscriptions: one-way latency and sequence gaps
-    naive_echo.py  the untuned baseline of the generator benchmark (bench.py)
 
 The machinery they share, one concern per module:
 
-    user.py         WebSocketUser: connect with back-off, report successes and failures
-    connection.py   timed opening (TCP, TLS, upgrade via websocket-client), lean frame I/O
-    frames.py       client frame bytes: masking, headers, close payloads
+    user.py         WebSocketUser: the URL rule, connect with back-off, report successes (in
+                    bulk) and failures, hand a connection to the engine
+    engine.py       the per-process engine: reads and scheduled sends of every connection as
+                    callbacks in gevent's hub, one timerfd timer, the wake-lag canary
+    connection.py   timed opening (TCP, TLS, upgrade via websocket-client), blocking frame I/O
+    frames.py       client frame bytes: masking, headers, close payloads, the frame splitter
     failures.py     what went wrong, as the one-line kinds Locust groups failures by
     deadlines.py    reply timeouts without a gevent Timeout per read (one watchdog greenlet)
-    alarm.py        sub-millisecond wake-ups for open-model schedules (timerfd)
-    latency.py      µs recording per process; merging HdrHistograms; percentiles
-    measurement.py  windows, worker-to-master shipping (Locust custom messages), end of run
+    latency.py      µs recording per process; merging exact counts; HdrHistograms; percentiles
+    measurement.py  windows, bulk logging to Locust, worker-to-master shipping, end of run
     output.py       PREFIX_latency_us*.csv/json and the µs summary table
+    selfcheck.py    the generator self-check: send lag, wake lag, CPU, sends made -> verdict
     cpu.py          generator CPU use and the saturation verdict
     options.py      command-line options shared by every scenario
-    bench.py        `python -m scenarios.bench`: generator efficiency against the naive user
+    check.py        the runner's up-front check of a scenario's options
 """

@@ -6,12 +6,15 @@
 `--publishers` users publish (Locust fixed_count); every other user subscribes. Each user joins
 a random room of `--rooms`. A publisher is also a member of its room and receives its own
 messages, as the protocol says. Every message carries publisher id, sequence number and
-CLOCK_MONOTONIC send time (BROADCAST_HEADER); every member records "broadcast" (publish to
-receive, µs) and counts "broadcast received", "broadcast lost" (sequence gaps) and
-"broadcast out of order"; publishers count "broadcast published". A gap is also a Locust
-failure ("sequence gap"), so loss shows in the web UI, not only at the end. Publisher and
+its intended CLOCK_MONOTONIC send time (BROADCAST_HEADER): publishers send on the engine's
+timer, and a late send counts as latency (corrected, as echo_rate's), the lateness also as the
+generator's send lag. Every member records "broadcast" (publish to receive, µs) and counts
+"broadcast received", "broadcast lost" (sequence gaps) and "broadcast out of order";
+publishers count "broadcast published". A gap is also a Locust failure ("sequence gap"), so
+loss shows in the web UI, not only at the end. Publisher and
 subscriber share a clock, so this works with a remote server too. Target: the wsbench
 targets (the room relay is their protocol), with --processes 1 or one room per process.
+--host with a path is the endpoint as given (the room query is then yours to put in it).
 """
 
 from __future__ import annotations
@@ -19,17 +22,24 @@ from __future__ import annotations
 import random
 import time
 
-import gevent
 from locust import events, task
 
-from scenarios.alarm import sleep_until
-from scenarios.failures import SequenceGap
+from scenarios.engine import Channel
+from scenarios.failures import SequenceGap, WsError
+from scenarios.frames import FIN, OP_BINARY, client_frame
 from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
-from scenarios.user import BATCH_NS, WebSocketUser
+from scenarios.selfcheck import SEND_LAG, SENDS_DUE, SENDS_MADE
+from scenarios.user import WebSocketUser, endpoint_url
 from targets.protocol import BROADCAST_HEADER, BROADCAST_PATH, decode_broadcast, encode_broadcast
 
 BROADCAST = "broadcast"
 PUBLISH = "broadcast publish"
+RECEIVED = "broadcast received"
+LOST = "broadcast lost"
+OUT_OF_ORDER = "broadcast out of order"
+PUBLISHED = "broadcast published"
+SENDS_DUE_COUNTER = f"broadcast {SENDS_DUE}"
+SENDS_MADE_COUNTER = f"broadcast {SENDS_MADE}"
 
 
 @events.init_command_line_parser.add_listener
@@ -57,52 +67,71 @@ class _Member(WebSocketUser):
     """A room member: records latency and loss of every message relayed to it."""
 
     abstract = True
+    main_measurement = (BROADCAST,)
+    measurement_label = "deliveries"
+
+    @classmethod
+    def url_for(cls, host: str, environment) -> str:
+        rooms = max(1, int(option(environment, "rooms", 1)))
+        room = "room-0" if rooms == 1 else f"room-0..{rooms - 1}"
+        return endpoint_url(host, f"{BROADCAST_PATH}?room={room}")
 
     def on_start(self) -> None:
         rooms = max(1, int(option(self.environment, "rooms", 1)))
         self.path = f"{BROADCAST_PATH}?room=room-{random.randrange(rooms)}"
+
+    @task
+    def take_part(self) -> None:
+        ws = self.connect()
+        if ws is None:
+            return
+        self.run_on_engine(ws, self.handler())
+
+    def handler(self) -> _Listening:
+        return _Listening(self)
+
+
+class _Listening:
+    """A member's connection in the engine: every relayed message timed and its sequence checked.
+
+    No deadline: a quiet room is not a failure. A new connection starts a new sequence record,
+    since what was sent while away is not loss.
+    """
+
+    def __init__(self, user: _Member) -> None:
+        self.user = user
+        self.channel: Channel | None = None
+        recorder = user.measurement.recorder
+        self._record, self._count = recorder.record, recorder.count
         self.last_seq: dict[int, int] = {}
 
-    def receive(self, ws) -> None:
-        recv, clock, report = ws.recv, time.monotonic_ns, self.report
-        count, last_seq = self.measurement.recorder.count, self.last_seq
-        last_seq.clear()  # a new connection: what was sent while away is not loss
-        try:
-            while True:
-                message = recv()
-                now_ns = clock()
-                publisher, seq, sent_ns = decode_broadcast(message)
-                report(BROADCAST, (now_ns - sent_ns + 500) // 1000, len(message))
-                count("broadcast received")
-                previous = last_seq.get(publisher)
-                last_seq[publisher] = seq
-                if previous is not None and seq != previous + 1:
-                    self._irregular(previous, seq)
-        except Exception as exc:
-            if self.ws is ws:
-                self.fail(BROADCAST, 0, exc)
+    def attached(self, channel: Channel) -> None:
+        self.channel = channel
 
-    def _irregular(self, previous: int, seq: int) -> None:
-        if seq > previous + 1:
-            self.measurement.recorder.count("broadcast lost", seq - previous - 1)
-            self.report_failure(BROADCAST, 0, SequenceGap())
-        else:
-            self.measurement.recorder.count("broadcast out of order")
+    def on_message(self, message: bytes, now_ns: int) -> None:
+        publisher, seq, sent_ns = decode_broadcast(message)
+        self._record(BROADCAST, (now_ns - sent_ns + 500) // 1000, len(message))
+        self._count(RECEIVED)
+        previous = self.last_seq.get(publisher)
+        self.last_seq[publisher] = seq
+        if previous is not None and seq != previous + 1:
+            if seq > previous + 1:
+                self._count(LOST, seq - previous - 1)
+                self.user.report_failure(BROADCAST, 0, SequenceGap())
+            else:
+                self._count(OUT_OF_ORDER)
+
+    def on_end(self, error: WsError | None) -> None:
+        if error is not None:
+            self.user.report_failure(BROADCAST, 0, error)
 
 
 class Subscriber(_Member):
     """Listens to its room."""
 
-    @task
-    def listen(self) -> None:
-        ws = self.connect()
-        if ws is None:
-            return
-        self.receive(ws)  # no deadline: a quiet room is not a failure
-
 
 class Publisher(_Member):
-    """Publishes at a fixed rate while a greenlet receives, as any member does."""
+    """Publishes at a fixed rate (on the engine's timer) and listens, as any member does."""
 
     fixed_count = 1
 
@@ -113,41 +142,48 @@ class Publisher(_Member):
         self.interval_ns = int(1e9 / float(option(env, "publish_rate", 10.0)))
         self.size = max(BROADCAST_HEADER.size, int(option(env, "payload_bytes", 64)))
         self.seq = 0
+
+    def handler(self) -> _Listening:
+        return _Publishing(self)
+
+
+class _Publishing(_Listening):
+    """A publisher's connection: its schedule of sends, and the messages it hears back."""
+
+    def __init__(self, user: Publisher) -> None:
+        super().__init__(user)
+        self.publisher = user
+        self.timer = user.engine.timer
+        self._lag = user.measurement.recorder.lag
+        self.entry: list | None = None
+        self.made = 0
         self.next_ns = 0
-        self.receiver: gevent.Greenlet | None = None
-        self.receiver_ws = None
 
-    @task
-    def publish_on_schedule(self) -> None:
-        ws = self.connect()
-        if ws is None:
-            return
-        if self.receiver_ws is not ws:
-            self.receiver_ws = ws
-            self.receiver = gevent.spawn(self.receive, ws)
-            self.next_ns = time.monotonic_ns()
-        self.publish(ws)
+    def attached(self, channel: Channel) -> None:
+        super().attached(channel)
+        self.next_ns = time.monotonic_ns()
+        self.entry = self.timer.at(self.next_ns, self._due)
 
-    def publish(self, ws) -> None:
-        batch_end_ns = time.monotonic_ns() + BATCH_NS
-        count = self.measurement.recorder.count
-        try:
-            while True:  # at least one send per call: a slow rate must not spin the task
-                sleep_until(self.next_ns)
-                if self.ws is not ws:
-                    return  # the receiver saw the connection fail and reported it
-                message = encode_broadcast(self.publisher_id, self.seq, self.size)
-                ws.send_binary(message)
-                count("broadcast published")
-                self.seq += 1
-                self.next_ns += self.interval_ns
-                if time.monotonic_ns() >= batch_end_ns:
-                    return
-        except Exception as exc:
-            if self.ws is ws:
-                self.fail(PUBLISH, 0, exc)
+    def _due(self, intended_ns: int, now_ns: int) -> None:
+        self._lag(SEND_LAG, (now_ns - intended_ns + 500) // 1000)
+        user = self.publisher
+        # The header's send time is the intended one: a late send shows as latency.
+        message = encode_broadcast(user.publisher_id, user.seq, user.size, intended_ns)
+        self.channel.send(client_frame(FIN | OP_BINARY, message))
+        self._count(PUBLISHED)
+        user.seq += 1
+        self.made += 1
+        self.next_ns = intended_ns + user.interval_ns
+        if not self.channel.closed:
+            self.entry = self.timer.at(self.next_ns, self._due)
 
-    def on_stop(self) -> None:
-        if self.receiver is not None:
-            self.receiver.kill(block=False)
-        super().on_stop()
+    def on_end(self, error: WsError | None) -> None:
+        self.timer.cancel(self.entry)
+        now_ns = time.monotonic_ns()
+        interval = self.publisher.interval_ns
+        missed = (now_ns - self.next_ns) // interval + 1 if self.next_ns <= now_ns else 0
+        self._count(SENDS_DUE_COUNTER, self.made + missed)
+        self._count(SENDS_MADE_COUNTER, self.made)
+        self.made = 0
+        if error is not None:
+            self.user.report_failure(PUBLISH, 0, error)

@@ -6,7 +6,9 @@
 Rows: "tcp connect", "tls handshake" (wss://), "ws upgrade" (connect latency; the upgrade row's
 req/s is the achieved connects per second), "connect echo" (with --exchange) and "ws close"
 (the close handshake, until the server's close frame and its TCP FIN). Works against any
-RFC 6455 echo server.
+RFC 6455 echo server; --host with a path is the endpoint as given, without one /echo is used.
+What a run measures: upgrades. Each connection lives in its user's greenlet (opening it is
+the work here, one exchange at most): the engine is for connections that carry traffic.
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import time
 import gevent
 from locust import events, task
 
+from scenarios.connection import WS_UPGRADE
 from scenarios.failures import ProtocolViolation
 from scenarios.options import add_once, non_negative_float, option
 from scenarios.user import WebSocketUser
@@ -40,6 +43,8 @@ class ConnectUser(WebSocketUser):
     """Opens a connection, maybe echoes once, closes it, and starts over."""
 
     path = "/echo"
+    main_measurement = (WS_UPGRADE,)
+    measurement_label = "upgrades"
 
     def on_start(self) -> None:
         env = self.environment

@@ -21,12 +21,14 @@ import itertools
 import socket
 import ssl
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import TypeVar
 from urllib.parse import urlsplit
 
 import websocket
+from gevent import GreenletExit
 
 from scenarios.deadlines import watchdog
 from scenarios.failures import (
@@ -45,11 +47,10 @@ from scenarios.frames import (
     OP_PING,
     OP_PONG,
     OP_TEXT,
-    U16,
-    U64,
     client_frame,
     close_payload,
     parse_close,
+    split_frames,
 )
 
 TCP_CONNECT = "tcp connect"
@@ -152,8 +153,14 @@ class _HandshakeReader:
         self.sock.close()
 
 
-def _phase(report: Report, name: str, step: Callable[[], T]) -> T:
-    """Run one opening phase, report its duration or its failure (then raise the WsError)."""
+def _phase(
+    report: Report, name: str, step: Callable[[], T], unanswered: Callable[[str], None] | None
+) -> T:
+    """Run one opening phase, report its duration or its failure (then raise the WsError).
+
+    A phase cut short by the end of the run (the greenlet killed while waiting) is neither:
+    `unanswered(name)` counts it, so a server that never answers is seen as such.
+    """
     t0 = time.perf_counter_ns()
     try:
         result = step()
@@ -161,23 +168,37 @@ def _phase(report: Report, name: str, step: Callable[[], T]) -> T:
         error = classify(exc, name)
         report(name, (time.perf_counter_ns() - t0 + 500) // 1000, 0, error)
         raise error from exc
+    except GreenletExit:
+        if unanswered is not None:
+            unanswered(name)
+        raise
     report(name, (time.perf_counter_ns() - t0 + 500) // 1000, 0, None)
     return result
 
 
-def open_connection(url: str, settings: ConnectSettings, report: Report) -> WsConnection:
+def open_connection(
+    url: str,
+    settings: ConnectSettings,
+    report: Report,
+    unanswered: Callable[[str], None] | None = None,
+) -> WsConnection:
     """Connect to `url` (ws:// or wss://), reporting each phase; WsError if one fails."""
     parts = urlsplit(url)
     secure = parts.scheme == "wss"
     host = parts.hostname or "localhost"
     port = parts.port or (443 if secure else 80)
-    sock = _phase(report, TCP_CONNECT, lambda: _tcp_connect(host, port, settings))
+    sock = _phase(
+        report, TCP_CONNECT, lambda: _tcp_connect(host, port, settings), unanswered
+    )
     try:
         if secure:
             context = settings.ssl_context or client_ssl_context(None, False)
             plain = sock
             sock = _phase(
-                report, TLS_HANDSHAKE, lambda: context.wrap_socket(plain, server_hostname=host)
+                report,
+                TLS_HANDSHAKE,
+                lambda: context.wrap_socket(plain, server_hostname=host),
+                unanswered,
             )
         reader = _HandshakeReader(sock)
         ws = websocket.WebSocket(enable_multithread=False, skip_utf8_validation=True)
@@ -186,7 +207,7 @@ def open_connection(url: str, settings: ConnectSettings, report: Report) -> WsCo
             options["subprotocols"] = list(settings.subprotocols)
         if settings.origin:
             options["origin"] = settings.origin
-        _phase(report, WS_UPGRADE, lambda: _upgrade(ws, url, options))
+        _phase(report, WS_UPGRADE, lambda: _upgrade(ws, url, options), unanswered)
     except BaseException:
         sock.close()
         raise
@@ -206,13 +227,15 @@ def _upgrade(ws: websocket.WebSocket, url: str, options: dict[str, object]) -> N
 class WsConnection:
     """An open client connection: masked sends, buffered frame reads, ping/close handling.
 
-    `deadline_ns` (time.perf_counter_ns, 0: none) bounds the current wait: past it the
-    watchdog expires the connection, the blocked read fails and `timed_out` says why.
+    Most scenarios hand it to the engine (scenarios/engine.py) right after the upgrade; the
+    blocking reads here serve what stays in a greenlet (connect's one exchange and close
+    handshake). `deadline_ns` (time.perf_counter_ns, 0: none) bounds the current wait: past
+    it the watchdog expires the connection, the blocked read fails and `timed_out` says why.
     """
 
     __slots__ = (
         "sock", "subprotocol", "timeout_ns", "deadline_ns", "timed_out", "closed",
-        "_buf", "_pos", "_recv", "_send", "_sendall",
+        "_buf", "_frames", "_recv", "_send", "_sendall",
     )  # fmt: skip
 
     def __init__(
@@ -229,10 +252,17 @@ class WsConnection:
         self.timed_out = False
         self.closed = False
         self._buf = initial
-        self._pos = 0
+        self._frames: deque[tuple[int, bytes]] = deque()
         self._recv = sock.recv
         self._send = sock.send
         self._sendall = sock.sendall
+
+    def take_buffer(self) -> bytes:
+        """The bytes read but not yet parsed (the engine takes over the socket with them)."""
+        if self._frames:
+            raise RuntimeError("frames already parsed cannot be handed over")
+        buf, self._buf = self._buf, b""
+        return buf
 
     def send_frame(self, frame: bytes) -> None:
         """Send bytes made by frames.client_frame: usually one send() call."""
@@ -255,61 +285,37 @@ class WsConnection:
         self.timed_out = True
         self.abort()
 
+    def _read_frame(self) -> tuple[int, bytes]:
+        """(first byte, payload) of the next frame, whatever it is; reads as needed."""
+        frames = self._frames
+        while not frames:
+            found: list[tuple[int, bytes]] = []
+            try:
+                pos = split_frames(self._buf, 0, found)
+            except ValueError:
+                raise ProtocolViolation("protocol error: masked frame from server") from None
+            if found:
+                self._buf = self._buf[pos:]
+                frames.extend(found)
+                break
+            chunk = self._recv(RECV_BYTES)
+            if not chunk:
+                raise ConnectionLost("connection lost without close frame")
+            self._buf = self._buf + chunk if self._buf else chunk
+        return frames.popleft()
+
     def recv(self) -> bytes:
         """The payload of the next data message (text as UTF-8 bytes, not validated).
 
         Answers pings, skips pongs; ConnectionClosed on a close frame, ConnectionLost on EOF.
         """
         while True:
-            buf = self._buf
-            pos = self._pos
-            avail = len(buf) - pos
-            if avail >= 2:
-                n = buf[pos + 1]
-                start = pos + 2
-                if n >= 126:
-                    if n == 126 and avail >= 4:
-                        n = U16.unpack_from(buf, start)[0]
-                        start += 2
-                    elif n == 127 and avail >= 10:
-                        n = U64.unpack_from(buf, start)[0]
-                        start += 8
-                    elif n > 127:
-                        raise ProtocolViolation("protocol error: masked frame from server")
-                    else:
-                        self._fill(4 if n == 126 else 10)
-                        continue
-                end = start + n
-                if end <= len(buf):
-                    self._pos = end
-                    first = buf[pos]
-                    if first == 0x82 or first == 0x81:
-                        return buf[start:end]
-                    message = self._other_frame(first, buf[start:end])
-                    if message is not None:
-                        return message
-                    continue
-                self._fill(end - pos)
-            else:
-                self._fill(2)
-
-    def _fill(self, need: int) -> None:
-        """Read until at least `need` unread bytes are buffered."""
-        rest = self._buf[self._pos :]
-        chunk = self._recv(max(RECV_BYTES, need - len(rest)))
-        if not chunk:
-            raise ConnectionLost("connection lost without close frame")
-        if len(rest) + len(chunk) >= need:
-            self._buf, self._pos = (rest + chunk if rest else chunk), 0
-            return
-        parts, have = [rest, chunk], len(rest) + len(chunk)
-        while have < need:
-            chunk = self._recv(need - have)
-            if not chunk:
-                raise ConnectionLost("connection lost without close frame")
-            parts.append(chunk)
-            have += len(chunk)
-        self._buf, self._pos = b"".join(parts), 0
+            first, payload = self._read_frame()
+            if first == 0x82 or first == 0x81:
+                return payload
+            message = self._other_frame(first, payload)
+            if message is not None:
+                return message
 
     def _other_frame(self, first: int, payload: bytes) -> bytes | None:
         """Control frames and fragments: rare, so kept off the fast path."""
@@ -332,7 +338,6 @@ class WsConnection:
     def _reassemble(self, first_part: bytes) -> bytes:
         parts = [first_part]
         while True:
-            # recv() returns whole messages only, so read continuation frames one by one.
             first, payload = self._read_frame()
             opcode = first & 0x0F
             if opcode == OP_CONT:
@@ -343,25 +348,6 @@ class WsConnection:
                 self._other_frame(first, payload)
             else:
                 raise ProtocolViolation("protocol error: new message inside a fragmented one")
-
-    def _ensure(self, need: int) -> None:
-        if len(self._buf) - self._pos < need:
-            self._fill(need)
-
-    def _read_frame(self) -> tuple[int, bytes]:
-        """(first byte, payload) of the next frame, whatever it is."""
-        self._ensure(2)
-        n = self._buf[self._pos + 1]
-        if n > 127:
-            raise ProtocolViolation("protocol error: masked frame from server")
-        header = 2 if n < 126 else 4 if n == 126 else 10
-        self._ensure(header)
-        if n >= 126:
-            n = (U16 if n == 126 else U64).unpack_from(self._buf, self._pos + 2)[0]
-        self._ensure(header + n)
-        buf, pos = self._buf, self._pos
-        self._pos = pos + header + n
-        return buf[pos], buf[pos + header : pos + header + n]
 
     def recv_pong(self) -> None:
         """Wait (up to the timeout) for the next pong, answering pings, skipping data."""
@@ -399,7 +385,7 @@ class WsConnection:
             self.send_frame(client_frame(FIN | OP_CLOSE, close_payload(code)))
             while self._read_frame()[0] & 0x0F != OP_CLOSE:
                 pass
-            self._buf, self._pos = b"", 0
+            self._buf, self._frames = b"", deque()
             while self._recv(RECV_BYTES):
                 pass
         finally:
@@ -407,6 +393,8 @@ class WsConnection:
 
     def abort(self) -> None:
         """Drop the socket at once (after a failure the connection is unusable)."""
+        if self.closed:
+            return
         self.closed = True
         self.deadline_ns = 0
         watchdog().forget(self)

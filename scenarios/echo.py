@@ -3,19 +3,24 @@
     locust -f scenarios/echo.py --host ws://127.0.0.1:PORT --headless -u 10 -r 10 -t 30s \
         [--payload-bytes 32] [--text] [--think-ms 0]
 
-Works against any RFC 6455 echo server. Request name: "echo" (send to reply, µs).
+--host with a path (ws://HOST:PORT/ws) is the endpoint as given; without one, /echo is used.
+Works against any RFC 6455 echo server. Request name: "echo" (send to reply, µs). The engine
+(scenarios/engine.py) sends the next message from the callback that read the reply, or after
+--think-ms on its timer: no greenlet wakes per round trip. A reply still awaited when the
+run ends is counted as unanswered (or a failure, past --ws-timeout-s).
 """
 
 from __future__ import annotations
 
 import time
 
-import gevent
 from locust import events, task
 
-from scenarios.failures import ProtocolViolation
+from scenarios.engine import Channel
+from scenarios.failures import ProtocolViolation, WsError
+from scenarios.frames import FIN, OP_BINARY, OP_TEXT, client_frame
 from scenarios.options import add_once, non_negative_float, option, positive_int
-from scenarios.user import BATCH_NS, WebSocketUser
+from scenarios.user import WebSocketUser
 
 ECHO = "echo"
 
@@ -33,40 +38,68 @@ class EchoUser(WebSocketUser):
     """Sends a message, waits for its echo, records the round trip, repeats."""
 
     path = "/echo"
+    main_measurement = (ECHO,)
+    measurement_label = "echo round trips"
 
     def on_start(self) -> None:
         env = self.environment
         self.payload = b"x" * int(option(env, "payload_bytes", 32))
         self.text = bool(option(env, "text", False))
-        self.think_s = float(option(env, "think_ms", 0.0)) / 1000.0
+        self.think_ns = int(float(option(env, "think_ms", 0.0)) * 1e6)
 
     @task
     def round_trips(self) -> None:
         ws = self.connect()
         if ws is None:
             return
-        send = ws.send_text if self.text else ws.send_binary
-        recv, report, clock = ws.recv, self.report, time.perf_counter_ns
-        payload, size, think_s = self.payload, len(self.payload), self.think_s
-        timeout_ns = ws.timeout_ns
-        batch_end_ns = clock() + BATCH_NS
-        t0 = 0
-        try:
-            while True:
-                t0 = clock()
-                ws.deadline_ns = t0 + timeout_ns  # the watchdog's: no gevent Timeout per read
-                send(payload)
-                reply = recv()
-                t1 = clock()
-                if len(reply) != size:
-                    raise ProtocolViolation("echo differs from what was sent")
-                report(ECHO, (t1 - t0 + 500) // 1000, size)
-                if t1 >= batch_end_ns:
-                    break
-                if think_s:
-                    ws.deadline_ns = 0
-                    gevent.sleep(think_s)
-        except Exception as exc:
-            self.fail(ECHO, t0, exc)
-            return
-        ws.deadline_ns = 0
+        self.run_on_engine(ws, _RoundTrips(self))
+
+
+class _RoundTrips:
+    """One connection's closed loop in the engine: send, await the echo, record, repeat."""
+
+    __slots__ = ("user", "channel", "first", "payload", "size", "think_ns", "timer",
+                 "sent_ns", "entry", "_record")  # fmt: skip
+
+    def __init__(self, user: EchoUser) -> None:
+        self.user = user
+        self.channel: Channel | None = None
+        self.first = FIN | (OP_TEXT if user.text else OP_BINARY)
+        self.payload = user.payload
+        self.size = len(user.payload)
+        self.think_ns = user.think_ns
+        self.timer = user.engine.timer
+        self.sent_ns = 0  # perf_counter_ns of the send awaiting its echo; 0: none
+        self.entry: list | None = None
+        self._record = user.measurement.recorder.record
+
+    def attached(self, channel: Channel) -> None:
+        self.channel = channel
+        self._send()
+
+    def _send(self, _due_ns: int = 0, _now_ns: int = 0) -> None:
+        channel = self.channel
+        self.sent_ns = sent_ns = time.perf_counter_ns()
+        channel.deadline_ns = sent_ns + channel.conn.timeout_ns  # the watchdog's
+        channel.send(client_frame(self.first, self.payload))
+
+    def on_message(self, payload: bytes, now_ns: int) -> None:
+        if not self.sent_ns or len(payload) != self.size:
+            raise ProtocolViolation("echo differs from what was sent")
+        self._record(ECHO, (now_ns - self.sent_ns + 500) // 1000, self.size)
+        self.sent_ns = 0
+        self.channel.deadline_ns = 0
+        if self.think_ns:
+            self.entry = self.timer.at(now_ns + self.think_ns, self._send)
+        else:
+            self._send()
+
+    def on_end(self, error: WsError | None) -> None:
+        self.timer.cancel(self.entry)
+        if error is not None:
+            elapsed_us = (time.perf_counter_ns() - self.sent_ns) // 1000 if self.sent_ns else 0
+            self.user.report_failure(ECHO, elapsed_us, error)
+
+    def on_stop(self) -> None:
+        if self.sent_ns:
+            self.user.unanswered(ECHO)

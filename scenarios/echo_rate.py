@@ -3,17 +3,22 @@
     locust -f scenarios/echo_rate.py --host ws://127.0.0.1:PORT --headless -u 10 -r 10 -t 30s \
         [--rate 100] [--payload-bytes 32] [--max-in-flight 0]
 
-Every send has an intended time (connection start + random phase + k / rate). A receiver
-greenlet reads the echoes while the schedule keeps sending, and records each round trip twice:
+--host with a path (ws://HOST:PORT/ws) is the endpoint as given; without one, /echo is used.
+Every send has an intended time (connection start + random phase + k / rate). The engine
+(scenarios/engine.py) makes every send of the process that is due in one pass of its timer
+and reads the echoes as they come, recording each round trip twice:
     "echo corrected"    from the intended send time (what a client on this schedule sees,
                         including any time the send waited: coordinated omission corrected)
     "echo uncorrected"  from the actual send
 Sends wait only for TCP back-pressure, or with --max-in-flight N for an echo once N are
 unanswered (a client that pipelines at most N). A server that stalls then delays the sends,
-and the corrected figures show it while the uncorrected ones hide it.
+and the corrected figures show it while the uncorrected ones hide it. How late each send left
+against its intended time is the generator's "send lag" (its self-check); "echo sends due"
+and "echo sends made" count the schedule against what was done.
 
 After a dropped connection the schedule restarts on the new one; sends due in between are
-not made (the failure is reported instead). Works against any RFC 6455 echo server.
+not made (the failure is reported instead). At the end, echoes still awaited past the timeout
+are failures, the others are counted as unanswered. Works against any RFC 6455 echo server.
 """
 
 from __future__ import annotations
@@ -22,18 +27,20 @@ import random
 import time
 from collections import deque
 
-import gevent
-from gevent.lock import Semaphore
 from locust import events, task
 
-from scenarios.alarm import sleep_until
-from scenarios.connection import WsConnection
-from scenarios.failures import ProtocolViolation, WsTimeout
+from scenarios.engine import Channel
+from scenarios.failures import ProtocolViolation, WsError, WsTimeout
+from scenarios.frames import FIN, OP_BINARY, client_frame
 from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
-from scenarios.user import BATCH_NS, WebSocketUser
+from scenarios.output import UNANSWERED_PREFIX
+from scenarios.selfcheck import SEND_LAG, SENDS_DUE, SENDS_MADE
+from scenarios.user import WebSocketUser
 
 CORRECTED = "echo corrected"
 UNCORRECTED = "echo uncorrected"
+SENDS_DUE_COUNTER = f"echo {SENDS_DUE}"
+SENDS_MADE_COUNTER = f"echo {SENDS_MADE}"
 
 
 @events.init_command_line_parser.add_listener
@@ -47,87 +54,113 @@ def _arguments(parser, **_):
 
 
 class EchoRateUser(WebSocketUser):
-    """Sends on a fixed schedule while a receiver greenlet records corrected/uncorrected RTTs."""
+    """Sends on a fixed schedule; the engine records corrected and uncorrected round trips."""
 
     path = "/echo"
+    main_measurement = (CORRECTED,)
+    measurement_label = "echo round trips"
 
     def on_start(self) -> None:
         env = self.environment
         self.interval_ns = int(1e9 / float(option(env, "rate", 100.0)))
         self.payload = b"x" * int(option(env, "payload_bytes", 32))
         self.max_in_flight = int(option(env, "max_in_flight", 0))
-        self.receiver: gevent.Greenlet | None = None
-        self.schedule_ws: WsConnection | None = None
-        self.slots: Semaphore | None = None
-        self.in_flight: deque[tuple[int, int]] = deque()
-        self.next_ns = 0
-
-    def _start_schedule(self, ws: WsConnection) -> None:
-        """A new connection: a new schedule (random phase) and a receiver reading its echoes."""
-        if self.receiver is not None:
-            self.receiver.kill(block=False)
-        self.schedule_ws = ws
-        self.in_flight = deque()
-        self.slots = Semaphore(self.max_in_flight) if self.max_in_flight > 0 else None
-        self.next_ns = time.monotonic_ns() + int(random.random() * self.interval_ns)
-        self.receiver = gevent.spawn(self._receive, ws, self.in_flight, self.slots)
 
     @task
     def send_on_schedule(self) -> None:
         ws = self.connect()
         if ws is None:
             return
-        if self.schedule_ws is not ws:
-            self._start_schedule(ws)
-        # CLOCK_MONOTONIC, the clock the alarm's timerfd runs on (perf_counter's on Linux).
-        send, clock, payload = ws.send_binary, time.monotonic_ns, self.payload
-        in_flight, slots, interval_ns = self.in_flight, self.slots, self.interval_ns
-        timeout_s = ws.timeout_ns / 1e9
-        batch_end_ns = clock() + BATCH_NS
-        intended_ns = self.next_ns
-        try:
-            while True:  # at least one send per call: a slow rate must not spin the task
-                sleep_until(intended_ns)
-                if slots is not None and not slots.acquire(timeout=timeout_s):
-                    raise WsTimeout("timeout: waiting for an echo before the next send")
-                if self.ws is not ws:
-                    return  # the receiver saw the connection fail and reported it
-                sent_ns = clock()
-                if not in_flight:
-                    ws.deadline_ns = sent_ns + ws.timeout_ns  # the receiver moves it on
-                in_flight.append((intended_ns, sent_ns))
-                send(payload)
-                intended_ns += interval_ns
-                self.next_ns = intended_ns
-                if sent_ns >= batch_end_ns:
-                    return
-        except Exception as exc:
-            if self.ws is ws:  # else the receiver has already reported the failure
-                self.fail(CORRECTED, 0, exc)
+        self.run_on_engine(ws, _Schedule(self))
 
-    def _receive(self, ws: WsConnection, in_flight: deque, slots: Semaphore | None) -> None:
-        recv, clock, report, size = ws.recv, time.monotonic_ns, self.report, len(self.payload)
-        timeout_ns = ws.timeout_ns
-        try:
-            while True:
-                reply = recv()
-                now = clock()
-                if not in_flight or len(reply) != size:
-                    raise ProtocolViolation("echo differs from what was sent")
-                intended_ns, sent_ns = in_flight.popleft()
-                ws.deadline_ns = in_flight[0][1] + timeout_ns if in_flight else 0
-                report(CORRECTED, (now - intended_ns + 500) // 1000, size)
-                report(UNCORRECTED, (now - sent_ns + 500) // 1000, size)
-                if slots is not None:
-                    slots.release()
-        except Exception as exc:
-            if self.ws is ws:  # else the sender has already reported the failure
-                self.fail(CORRECTED, in_flight[0][0] if in_flight else 0, exc)
-        finally:
-            if slots is not None:
-                slots.release()  # a sender waiting for a slot wakes and sees the failure
+
+class _Schedule:
+    """One connection's schedule in the engine: sends from the timer, echoes from the channel."""
+
+    __slots__ = (
+        "user", "channel", "timer", "interval_ns", "payload", "size", "max_in_flight",
+        "in_flight", "entry", "next_ns", "held", "made", "timeout_ns", "_record", "_lag",
+    )  # fmt: skip
+
+    def __init__(self, user: EchoRateUser) -> None:
+        self.user = user
+        self.channel: Channel | None = None
+        self.timer = user.engine.timer
+        self.interval_ns = user.interval_ns
+        self.payload = user.payload
+        self.size = len(user.payload)
+        self.max_in_flight = user.max_in_flight
+        self.in_flight: deque[tuple[int, int]] = deque()  # (intended, sent) monotonic ns
+        self.entry: list | None = None
+        self.next_ns = 0
+        self.held = False  # the next send waits for a free --max-in-flight slot
+        self.made = 0
+        recorder = user.measurement.recorder
+        self._record, self._lag = recorder.record, recorder.lag
+        self.timeout_ns = 0
+
+    def attached(self, channel: Channel) -> None:
+        """A new connection: a new schedule, from a random phase."""
+        self.channel = channel
+        self.timeout_ns = channel.conn.timeout_ns
+        self.next_ns = time.monotonic_ns() + int(random.random() * self.interval_ns)
+        self.entry = self.timer.at(self.next_ns, self._due)
+
+    def _due(self, intended_ns: int, now_ns: int) -> None:
+        if self.max_in_flight and len(self.in_flight) >= self.max_in_flight:
+            self.held = True  # the server holds us back: the next echo sends it (no send lag)
+            return
+        self._lag(SEND_LAG, (now_ns - intended_ns + 500) // 1000)
+        self._send(intended_ns, now_ns)
+
+    def _send(self, intended_ns: int, now_ns: int) -> None:
+        channel = self.channel
+        if not self.in_flight:
+            channel.deadline_ns = now_ns + self.timeout_ns
+        self.in_flight.append((intended_ns, now_ns))
+        channel.send(client_frame(FIN | OP_BINARY, self.payload))
+        self.made += 1
+        self.next_ns = intended_ns + self.interval_ns
+        if not channel.closed:
+            self.entry = self.timer.at(self.next_ns, self._due)
+
+    def on_message(self, payload: bytes, now_ns: int) -> None:
+        in_flight = self.in_flight
+        if not in_flight or len(payload) != self.size:
+            raise ProtocolViolation("echo differs from what was sent")
+        intended_ns, sent_ns = in_flight.popleft()
+        self.channel.deadline_ns = in_flight[0][1] + self.timeout_ns if in_flight else 0
+        self._record(CORRECTED, (now_ns - intended_ns + 500) // 1000, self.size)
+        self._record(UNCORRECTED, (now_ns - sent_ns + 500) // 1000, self.size)
+        if self.held:
+            self.held = False
+            self._send(self.next_ns, time.monotonic_ns())
+
+    def on_end(self, error: WsError | None) -> None:
+        self.timer.cancel(self.entry)
+        self._count_schedule()
+        if error is not None:
+            oldest = self.in_flight[0][0] if self.in_flight else 0
+            elapsed_us = (time.monotonic_ns() - oldest) // 1000 if oldest else 0
+            self.user.report_failure(CORRECTED, elapsed_us, error)
 
     def on_stop(self) -> None:
-        if self.receiver is not None:
-            self.receiver.kill(block=False)
-        super().on_stop()
+        """The run ends: echoes awaited past the timeout failed; the others were unanswered."""
+        now_ns = time.monotonic_ns()
+        late = [sent for _, sent in self.in_flight if now_ns - sent > self.timeout_ns]
+        for sent_ns in late:
+            error = WsTimeout(f"timeout: no reply within {self.timeout_ns / 1e9:g} s")
+            self.user.report_failure(CORRECTED, (now_ns - sent_ns) // 1000, error)
+        unanswered = len(self.in_flight) - len(late)
+        if unanswered:
+            self.user.measurement.recorder.count(f"{UNANSWERED_PREFIX}{CORRECTED}", unanswered)
+        self.in_flight.clear()
+
+    def _count_schedule(self) -> None:
+        """Sends due on this connection's schedule until now, against those made."""
+        now_ns = time.monotonic_ns()
+        missed = (now_ns - self.next_ns) // self.interval_ns + 1 if self.next_ns <= now_ns else 0
+        count = self.user.measurement.recorder.count
+        count(SENDS_DUE_COUNTER, self.made + missed)
+        count(SENDS_MADE_COUNTER, self.made)
+        self.made = 0

@@ -67,3 +67,35 @@ def parse_close(payload: bytes) -> tuple[int, str]:
     if len(payload) < 2:
         return 1005, ""
     return U16.unpack_from(payload)[0], payload[2:].decode("utf-8", "replace")
+
+
+def split_frames(buf: bytes, pos: int, out: list[tuple[int, bytes]]) -> int:
+    """Append (first byte, payload) of each whole frame in buf[pos:]; return where the rest starts.
+
+    The one frame parser of the generator: the engine calls it on each read, the blocking
+    reader of scenarios/connection.py on its buffer. A frame from the server must not be
+    masked (RFC 6455 §5.1): ValueError.
+    """
+    end_buf = len(buf)
+    while end_buf - pos >= 2:
+        n = buf[pos + 1]
+        start = pos + 2
+        if n >= 126:
+            if n == 126:
+                if end_buf - pos < 4:
+                    break
+                n = U16.unpack_from(buf, start)[0]
+                start += 2
+            elif n == 127:
+                if end_buf - pos < 10:
+                    break
+                n = U64.unpack_from(buf, start)[0]
+                start += 8
+            else:
+                raise ValueError("masked frame from server")
+        end = start + n
+        if end > end_buf:
+            break
+        out.append((buf[pos], buf[start:end]))
+        pos = end
+    return pos

@@ -50,36 +50,73 @@ def summarise(histogram: HdrHistogram) -> dict[str, int]:
     return row
 
 
-class Recorder:
-    """Per-process latency and counter sink for the current window (no locks: gevent)."""
+@dataclass
+class RawWindow:
+    """What a Recorder collected in one window, before any histogram is built."""
 
-    __slots__ = ("_window", "_counters")
+    counts: dict[str, dict[int, int]]  # request name -> {µs value: times seen}
+    length_bytes: dict[str, int]  # request name -> bytes of the messages counted
+    counters: dict[str, int]
+    lags: dict[str, dict[int, int]]  # generator self-check series -> {µs value: times seen}
+
+
+class Recorder:
+    """Per-process latency and counter sink for the current window (no locks: gevent).
+
+    Besides the request latencies (which go to Locust's tables too), it keeps the generator's
+    own delays (`lag`: send lag, event-loop wake-up lag), which are not requests.
+    """
+
+    __slots__ = ("_window", "_bytes", "_counters", "_lags")
 
     def __init__(self) -> None:
         self._window: dict[str, defaultdict[int, int]] = {}
+        self._bytes: defaultdict[str, int] = defaultdict(int)
         self._counters: defaultdict[str, int] = defaultdict(int)
+        self._lags: dict[str, defaultdict[int, int]] = {}
 
-    def record(self, name: str, value_us: int) -> None:
+    def record(self, name: str, value_us: int, length: int = 0) -> None:
         counts = self._window.get(name)
         if counts is None:
             counts = self._window[name] = defaultdict(int)
+        counts[value_us] += 1
+        if length:
+            self._bytes[name] += length
+
+    def lag(self, name: str, value_us: int) -> None:
+        """A generator delay sample (µs): how late a send left, how late the loop woke."""
+        counts = self._lags.get(name)
+        if counts is None:
+            counts = self._lags[name] = defaultdict(int)
         counts[value_us] += 1
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a named counter (messages published, lost, sequence gaps...)."""
         self._counters[name] += n
 
+    def take_raw(self) -> RawWindow:
+        """The window as collected; the next window starts empty."""
+        window, self._window = self._window, {}
+        lengths, self._bytes = dict(self._bytes), defaultdict(int)
+        counters, self._counters = dict(self._counters), defaultdict(int)
+        lags, self._lags = self._lags, {}
+        return RawWindow(window, lengths, counters, lags)  # type: ignore[arg-type]
+
     def take(self) -> tuple[dict[str, HdrHistogram], dict[str, int]]:
         """The window's histograms and counters; the next window starts empty."""
-        window, self._window = self._window, {}
-        counters, self._counters = dict(self._counters), defaultdict(int)
-        histograms = {}
-        for name, counts in window.items():
-            histogram = new_histogram()
-            for value_us, n in counts.items():
-                histogram.record_value(min(max(value_us, 0), HIGHEST_US), n)
-            histograms[name] = histogram
-        return histograms, counters
+        raw = self.take_raw()
+        return histograms_of(raw.counts), raw.counters
+
+
+def histograms_of(counts_by_name: dict[str, dict[int, int]]) -> dict[str, HdrHistogram]:
+    """One HdrHistogram per name from exact µs counts (values past 60 s clamped to it)."""
+    histograms = {}
+    for name, counts in counts_by_name.items():
+        histogram = new_histogram()
+        for value_us, n in counts.items():
+            histogram.record_value(min(max(value_us, 0), HIGHEST_US), n)
+        histograms[name] = histogram
+    return histograms
 
 
 def encode_all(histograms: dict[str, HdrHistogram]) -> dict[str, str]:
@@ -97,32 +134,72 @@ class WindowRow:
 
 @dataclass
 class WindowGauges:
-    """Per-window process gauges: the busiest process's CPU, connections open in all."""
+    """Per-window process gauges: the busiest process's CPU, connections open in all, and the
+    generator's delays over every process (p99 of the merged lag histograms, µs)."""
 
     start_s: float
     cpu_max_pct: float
     open_connections: int
+    lag_p99_us: dict[str, int] = field(default_factory=dict)
+
+
+Counts = dict[str, dict[int, int]]  # request name -> {µs value: times seen}
 
 
 @dataclass
 class _Window:
-    histograms: dict[str, HdrHistogram] = field(default_factory=dict)
+    counts: Counts = field(default_factory=dict)
+    lags: Counts = field(default_factory=dict)
     cpu_pct: dict[str, float] = field(default_factory=dict)
     open_connections: dict[str, int] = field(default_factory=dict)
 
 
 @dataclass
 class Merger:
-    """Run totals and per-window histograms merged from encoded per-process windows."""
+    """Run totals and per-window latencies merged from the windows of any number of processes.
 
-    totals: dict[str, HdrHistogram] = field(default_factory=dict)
+    Processes ship exact µs counts (`add_counts`; encoded HdrHistograms through `add` work
+    too): adding them is a few dict updates, cheap enough for the hub of a process that also
+    generates load. Histograms are built from the merged counts only when asked for, at the
+    end: percentiles of the sum, never averaged.
+    """
+
+    counts: Counts = field(default_factory=dict)
+    lag_counts: Counts = field(default_factory=dict)
     counters: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
     counts_by_source: dict[str, defaultdict[str, int]] = field(default_factory=dict)
-    window_rows: list[WindowRow] = field(default_factory=list)
-    window_gauges: list[WindowGauges] = field(default_factory=list)
-    window_encoded: dict[float, dict[str, str]] = field(default_factory=dict)
     _open: dict[float, _Window] = field(default_factory=dict)
+    _closed: dict[float, _Window] = field(default_factory=dict)
     _finished_before_s: float = float("-inf")
+
+    def add_counts(
+        self,
+        source: str,
+        start_s: float,
+        counts: Counts,
+        counters: dict[str, int],
+        cpu_pct: float,
+        open_connections: int,
+        lags: Counts | None = None,
+    ) -> None:
+        """Add one process's window: exact counts, lag counts, counters and gauges."""
+        by_source = self.counts_by_source.setdefault(source, defaultdict(int))
+        window = None
+        if start_s >= self._finished_before_s:
+            window = self._open.setdefault(start_s, _Window())
+            window.cpu_pct[source] = max(cpu_pct, window.cpu_pct.get(source, 0.0))
+            window.open_connections[source] = open_connections
+        for name, values in counts.items():
+            by_source[name] += sum(values.values())
+            _add_counts(self.counts, name, values)
+            if window is not None:
+                _add_counts(window.counts, name, values)
+        for name, values in (lags or {}).items():
+            _add_counts(self.lag_counts, name, values)
+            if window is not None:
+                _add_counts(window.lags, name, values)
+        for name, n in counters.items():
+            self.counters[name] += n
 
     def add(
         self,
@@ -132,46 +209,82 @@ class Merger:
         counters: dict[str, int],
         cpu_pct: float,
         open_connections: int,
+        lags: dict[str, str] | None = None,
     ) -> None:
-        """Add one process's window (its histograms, counters and gauges)."""
-        by_source = self.counts_by_source.setdefault(source, defaultdict(int))
-        window = None
-        if start_s >= self._finished_before_s:
-            window = self._open.setdefault(start_s, _Window())
-            window.cpu_pct[source] = max(cpu_pct, window.cpu_pct.get(source, 0.0))
-            window.open_connections[source] = open_connections
-        for name, blob in encoded.items():
-            histogram = HdrHistogram.decode(blob)
-            by_source[name] += histogram.get_total_count()
-            _add_into(self.totals, name, histogram)
-            if window is not None:
-                _add_into(window.histograms, name, histogram)
-        for name, n in counters.items():
-            self.counters[name] += n
+        """Add one process's window given as encoded HdrHistograms."""
+        self.add_counts(
+            source, start_s, _decode_counts(encoded), counters, cpu_pct, open_connections,
+            _decode_counts(lags or {}),
+        )  # fmt: skip
 
     def finish_windows(self, before_s: float | None = None) -> None:
-        """Summarise and drop the windows that started before `before_s` (None: all of them).
+        """Close the windows that started before `before_s` (None: all of them).
 
-        A window is finished once no process will send more for it; data that still comes
+        A window is closed once no process will send more for it; data that still comes
         later counts in the totals only.
         """
         self._finished_before_s = float("inf") if before_s is None else before_s
         for start_s in sorted(s for s in self._open if s < self._finished_before_s):
-            window = self._open.pop(start_s)
-            for name in sorted(window.histograms):
-                summary = summarise(window.histograms[name])
-                self.window_rows.append(WindowRow(start_s, name, summary))
-            cpu_max = max(window.cpu_pct.values(), default=0.0)
-            connections = sum(window.open_connections.values())
-            self.window_gauges.append(WindowGauges(start_s, cpu_max, connections))
-            self.window_encoded[start_s] = encode_all(window.histograms)
+            self._closed[start_s] = self._open.pop(start_s)
+
+    @property
+    def totals(self) -> dict[str, HdrHistogram]:
+        return histograms_of(dict(sorted(self.counts.items())))
+
+    @property
+    def lag_totals(self) -> dict[str, HdrHistogram]:
+        return histograms_of(self.lag_counts)
 
     def total_rows(self) -> dict[str, dict[str, int]]:
-        return {name: summarise(h) for name, h in sorted(self.totals.items())}
+        return {name: summarise(h) for name, h in self.totals.items()}
+
+    def windows(self) -> list[tuple[float, dict[str, HdrHistogram], WindowGauges]]:
+        """Every closed window in time order: its histograms by name, and its gauges."""
+        found = []
+        for start_s, window in sorted(self._closed.items()):
+            histograms = histograms_of(dict(sorted(window.counts.items())))
+            lag_p99 = {
+                name: int(h.get_value_at_percentile(99.0))
+                for name, h in histograms_of(window.lags).items()
+            }
+            gauges = WindowGauges(
+                start_s,
+                max(window.cpu_pct.values(), default=0.0),
+                sum(window.open_connections.values()),
+                lag_p99,
+            )
+            found.append((start_s, histograms, gauges))
+        return found
+
+    @property
+    def window_rows(self) -> list[WindowRow]:
+        return [
+            WindowRow(start_s, name, summarise(h))
+            for start_s, histograms, _ in self.windows()
+            for name, h in histograms.items()
+        ]
+
+    @property
+    def window_gauges(self) -> list[WindowGauges]:
+        return [gauges for _, _, gauges in self.windows()]
 
 
-def _add_into(histograms: dict[str, HdrHistogram], name: str, histogram: HdrHistogram) -> None:
-    target = histograms.get(name)
+def _add_counts(into: Counts, name: str, values: dict[int, int]) -> None:
+    target = into.get(name)
     if target is None:
-        target = histograms[name] = new_histogram()
-    target.add(histogram)
+        into[name] = dict(values)
+        return
+    get = target.get
+    for value, n in values.items():
+        target[value] = get(value, 0) + n
+
+
+def _decode_counts(encoded: dict[str, str]) -> Counts:
+    counts: Counts = {}
+    for name, blob in encoded.items():
+        histogram = HdrHistogram.decode(blob)
+        values: dict[int, int] = {}
+        for item in histogram.get_recorded_iterator():
+            values[int(item.value_iterated_to)] = item.count_added_in_this_iter_step
+        counts[name] = values
+    return counts

@@ -2,10 +2,14 @@
 
 Every process that runs users (a worker, or the single local process) records into its
 `Recorder`. At each wall-clock window boundary (`--latency-window-s`, aligned across
-processes) and once more when the test stops, it ships the window to the master as a Locust
-custom message: encoded HdrHistograms, counters, its CPU use and open connections. The
-master (or the local process, which sends to itself) merges them with `Merger`; at quit it
-writes PREFIX_latency_us*.csv/json when Locust has --csv PREFIX, and prints a µs summary.
+processes) and once more when the test stops, it logs the window's successes into Locust's own
+statistics in bulk (`log_to_locust`: per-message events.request cost more than the message
+itself once the engine made messages cheap) and ships the window to the master as a Locust
+custom message: encoded HdrHistograms, the generator's delays (send lag, wake lag), counters,
+its CPU use and open connections. The master (or the local process, which sends to itself)
+merges them with `Merger`; at quit it writes PREFIX_latency_us*.csv/json when Locust has --csv
+PREFIX, and prints a µs summary. A quit that arrives while users still run (SIGTERM, a target
+that died) stops them first, so the files hold every failure they reported.
 
 As with Locust's own statistics, a worker's last window reaches the master only if it arrives
 before the master shuts down (Locust waits 0.5 s for workers after sending them quit).
@@ -22,11 +26,13 @@ from typing import Any
 
 import gevent
 from locust.env import Environment
-from locust.runners import MasterRunner, WorkerRunner
+from locust.runners import STATE_INIT, STATE_STOPPED, MasterRunner, WorkerRunner
+from locust.stats import RequestStats, bucket_response_time
 
 from scenarios import output
 from scenarios.cpu import CpuSampler
-from scenarios.latency import Merger, Recorder, encode_all
+from scenarios.engine import engine
+from scenarios.latency import Merger, RawWindow, Recorder
 
 MESSAGE = "wsbench_latency"
 DEFAULT_WINDOW_S = 1.0
@@ -46,6 +52,7 @@ class Measurement:
     run_cpu_pct: dict[str, float] = field(default_factory=dict)
     open_connections: int = 0
     window_s: float = DEFAULT_WINDOW_S
+    request_type: str = "WS"  # the Type column of Locust's rows (set by the users)
     _flusher: gevent.Greenlet | None = None
 
     @property
@@ -66,6 +73,7 @@ class Measurement:
         self.run_cpu_pct = {}
         self.cpu.start()
         if self.records and self._flusher is None:
+            engine(self.recorder.lag).timer.start_canary()
             self._flusher = gevent.spawn(self._flush_at_boundaries)
 
     def stop(self) -> None:
@@ -74,6 +82,7 @@ class Measurement:
             return
         self._flusher.kill(block=False)
         self._flusher = None
+        engine().timer.stop_canary()
         self._flush(self._window_start(time.time()), final=True)
 
     def _window_start(self, now_s: float) -> float:
@@ -87,11 +96,16 @@ class Measurement:
             self._flush(boundary_s - self.window_s)
 
     def _flush(self, start_s: float, final: bool = False) -> None:
-        histograms, counters = self.recorder.take()
+        raw = self.recorder.take_raw()
+        log_to_locust(self.environment.stats, self.request_type, raw)
+        counts = {} if self._no_histograms() else raw.counts
         data: dict[str, Any] = {
             "start_s": start_s,
-            "histograms": encode_all(histograms),
-            "counters": counters,
+            # Exact µs counts, not histograms: building and encoding HdrHistograms here cost
+            # milliseconds of the hub per window, felt as generator delay (wake lag).
+            "counts": {name: dict(values) for name, values in counts.items()},
+            "lags": {name: dict(values) for name, values in raw.lags.items()},
+            "counters": raw.counters,
             "cpu_pct": self.cpu.window_pct(),
             "open_connections": self.open_connections,
         }
@@ -102,13 +116,14 @@ class Measurement:
     def receive(self, source: str, data: dict[str, Any]) -> None:
         """A process's window arrived: merge it, and finish windows no one will add to."""
         start_s = data["start_s"]
-        self.merger.add(
+        self.merger.add_counts(
             source,
             start_s,
-            data["histograms"],
+            data["counts"],
             data["counters"],
             data["cpu_pct"],
             data["open_connections"],
+            lags=data.get("lags"),
         )
         if "run_cpu_pct" in data:
             self.run_cpu_pct[source] = data["run_cpu_pct"]
@@ -121,12 +136,32 @@ class Measurement:
         if self.merges:
             self.merger = Merger()
 
+    def _no_histograms(self) -> bool:
+        # Benchmarking only (--no-histograms): Locust's tables without the µs histograms.
+        return bool(getattr(self.environment.parsed_options, "no_histograms", False))
+
+    def stop_users_first(self) -> None:
+        """A quit while users still run (SIGTERM from the runner, Ctrl-C): stop them now, so
+        that what they report while stopping is in the files written next."""
+        runner = self.environment.runner
+        if runner is None or runner.state in (STATE_STOPPED, STATE_INIT):
+            return
+        if isinstance(runner, MasterRunner):
+            runner.quit()  # workers stop, ship their last window and stats, then we write
+        else:
+            runner.stop()
+
     def finish(self) -> None:
         """At quit: summarise, write the files for --csv, print the summary."""
+        self.stop_users_first()
         if self.records:
             self.stop()
         self.merger.finish_windows()
-        result = output.RunResult.of(self.merger, self.run_cpu_pct, self.window_s)
+        result = output.RunResult.of(
+            self.merger, self.run_cpu_pct, self.window_s, output.describe_measurement(
+                self.environment, self.merger.counters
+            ),
+        )  # fmt: skip
         prefix = getattr(self.environment.parsed_options, "csv_prefix", None)
         if prefix:
             for path in output.write_files(prefix, result):
@@ -167,6 +202,45 @@ def _hook(environment: Environment, measurement: Measurement) -> None:
 
     events.spawning_complete.add_listener(on_spawning_complete)
     events.reset_stats.add_listener(lambda **_: measurement.reset_totals())
+
+
+def log_to_locust(stats: RequestStats, method: str, window: RawWindow) -> None:
+    """A window's successes into Locust's statistics, as many StatsEntry.log calls would.
+
+    Locust keeps response times in ms, bucketed (bucket_response_time); the µs values are
+    converted here, the one place besides a failure's report. Requests are dated now, the end
+    of the window: Locust's req/s averages over several seconds, so this shifts it by less than
+    one window.
+    """
+    now_s = time.time()
+    second = int(now_s)
+    total = stats.total
+    for name, counts in window.counts.items():
+        if not counts:
+            continue
+        entry = stats.get(name, method)
+        n = sum(counts.values())
+        sum_ms = 0.0
+        lowest_ms, highest_ms = min(counts) / 1000.0, max(counts) / 1000.0
+        for target in (entry, total):
+            last = target.last_request_timestamp
+            if target.use_response_times_cache and last and second > int(last):
+                target._cache_response_times(second - 1)
+            target.num_requests += n
+            target.num_reqs_per_sec[second] += n
+            target.last_request_timestamp = now_s
+            target.total_content_length += window.length_bytes.get(name, 0)
+            low = target.min_response_time
+            target.min_response_time = lowest_ms if low is None else min(low, lowest_ms)
+            target.max_response_time = max(target.max_response_time, highest_ms)
+        for value_us, times in counts.items():
+            ms = value_us / 1000.0
+            sum_ms += ms * times
+            bucket = bucket_response_time(ms)
+            entry.response_times[bucket] += times
+            total.response_times[bucket] += times
+        entry.total_response_time += sum_ms
+        total.total_response_time += sum_ms
 
 
 def on_init(environment: Environment, **_: object) -> None:

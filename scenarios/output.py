@@ -7,8 +7,11 @@ With Locust's `--csv PREFIX`:
                                       generator CPU and open connections (name "" and count 0
                                       for a window without latency samples, e.g. idle holds)
     PREFIX_latency_us_histograms.json the encoded HdrHistograms (run totals and every window),
-                                      per-process counts, counters and the generator verdict,
-                                      so any percentile can be re-derived later
+                                      per-process counts, counters, what the scenario measured
+                                      ("measurement": main request names, URL, requests left
+                                      unanswered at the end) and the generator self-check
+                                      ("generator": verdict, send/wake lag, CPU), so any
+                                      percentile can be re-derived later
     PREFIX_final.json                 Locust's own per-name totals at the very end of the run,
     PREFIX_final_failures.json        and its failures by error: its CSVs are rewritten once a
                                       second and miss the end, and its --json-file is
@@ -27,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from locust.env import Environment
 from locust.stats import RequestStats
 
 from scenarios.cpu import SATURATED_PCT, Saturation, judge
@@ -39,14 +43,23 @@ from scenarios.latency import (
     WindowGauges,
     WindowRow,
     encode_all,
+    summarise,
 )
+from scenarios.selfcheck import SEND_LAG, WAKE_LAG, SelfCheck, headline, sends
 
 TOTALS_SUFFIX = "_latency_us.csv"
 HISTORY_SUFFIX = "_latency_us_history.csv"
 HISTOGRAMS_SUFFIX = "_latency_us_histograms.json"
 FINAL_SUFFIX = "_final.json"
 FINAL_FAILURES_SUFFIX = "_final_failures.json"
-TOTALS_COLUMNS = ("name", *SUMMARY_COLUMNS, "generator_cpu_pct", "generator_saturated")
+GENERATOR_COLUMNS = (
+    "generator_cpu_pct",
+    "generator_saturated",
+    "generator_send_lag_p99_us",
+    "generator_wake_lag_p99_us",
+    "generator_bound",
+)
+TOTALS_COLUMNS = ("name", *SUMMARY_COLUMNS, *GENERATOR_COLUMNS)
 HISTORY_COLUMNS = (
     "window_start_unix_s",
     "window_s",
@@ -54,8 +67,11 @@ HISTORY_COLUMNS = (
     *SUMMARY_COLUMNS,
     "generator_cpu_pct",
     "generator_saturated",
+    "generator_send_lag_p99_us",
+    "generator_wake_lag_p99_us",
     "open_connections",
 )
+UNANSWERED_PREFIX = "unanswered at end: "
 
 console = logging.getLogger("locust.stats_logger")  # Locust's plain console, as its own tables
 
@@ -74,21 +90,75 @@ class RunResult:
     run_cpu_pct: dict[str, float]
     saturation: Saturation
     window_s: float
+    measurement: dict[str, object]
+    selfcheck: SelfCheck
+    encoded_lags: dict[str, str]
 
     @classmethod
-    def of(cls, merger: Merger, run_cpu_pct: Mapping[str, float], window_s: float) -> RunResult:
+    def of(
+        cls,
+        merger: Merger,
+        run_cpu_pct: Mapping[str, float],
+        window_s: float,
+        measurement: Mapping[str, object] | None = None,
+    ) -> RunResult:
+        measurement = dict(measurement or {})
+        totals = merger.total_rows()
+        windows = merger.windows()
+        saturation = judge(run_cpu_pct, (g.cpu_max_pct for _, _, g in windows))
+        main = measurement.get("main") or ()
+        name, p99_us = headline(list(main), totals)  # type: ignore[arg-type]
+        due, made = sends(merger.counters)
+        lag_totals = merger.lag_totals
+        lags = {n: summarise(h) for n, h in lag_totals.items()}
+        check = SelfCheck(
+            wake_lag=lags.get(WAKE_LAG, {}),
+            send_lag=lags.get(SEND_LAG, {}),
+            latency_name=name,
+            latency_p99_us=p99_us,
+            sends_due=due,
+            sends_made=made,
+            saturation=saturation,
+        )
         return cls(
-            totals=merger.total_rows(),
-            window_rows=list(merger.window_rows),
-            window_gauges=list(merger.window_gauges),
+            totals=totals,
+            window_rows=[
+                WindowRow(start_s, name, summarise(h))
+                for start_s, histograms, _ in windows
+                for name, h in histograms.items()
+            ],
+            window_gauges=[gauges for _, _, gauges in windows],
             encoded_totals=encode_all(merger.totals),
-            encoded_windows=dict(merger.window_encoded),
+            encoded_windows={start_s: encode_all(h) for start_s, h, _ in windows},
             counts_by_process={k: dict(v) for k, v in merger.counts_by_source.items()},
             counters=dict(sorted(merger.counters.items())),
             run_cpu_pct=dict(run_cpu_pct),
-            saturation=judge(run_cpu_pct, (g.cpu_max_pct for g in merger.window_gauges)),
+            saturation=saturation,
             window_s=window_s,
+            measurement=measurement,
+            selfcheck=check,
+            encoded_lags=encode_all(lag_totals),
         )
+
+
+def describe_measurement(
+    environment: Environment, counters: Mapping[str, int]
+) -> dict[str, object]:
+    """What the run set out to measure, from its user classes: the main request names, what
+    they count, the URL, and the requests still unanswered when the users were stopped."""
+    classes = [c for c in environment.user_classes if hasattr(c, "main_measurement")]
+    locustfile = getattr(environment.parsed_options, "locustfile", "") or ""
+    found: dict[str, object] = {"scenario": Path(str(locustfile)).stem}
+    if classes:
+        cls = classes[0]
+        found["main"] = list(cls.main_measurement)
+        found["label"] = cls.measurement_label
+        found["url"] = cls.url_for(environment.host or "", environment)
+    skip = len(UNANSWERED_PREFIX)
+    found["unanswered_at_end"] = {
+        k[skip:]: v for k, v in counters.items() if k.startswith(UNANSWERED_PREFIX)
+    }
+    return found
 
 
 def write_files(prefix: str, result: RunResult) -> list[Path]:
@@ -114,19 +184,19 @@ def write_locust_final(prefix: str, stats: RequestStats) -> list[Path]:
 
 
 def _write_totals(path: Path, result: RunResult) -> None:
-    saturation = result.saturation
+    saturation, check = result.saturation, result.selfcheck
+    generator = {
+        "generator_cpu_pct": round(saturation.busiest_run_pct, 1),
+        "generator_saturated": int(saturation.saturated),
+        "generator_send_lag_p99_us": check.send_lag.get("p99_us", 0),
+        "generator_wake_lag_p99_us": check.wake_lag.get("p99_us", 0),
+        "generator_bound": int(check.bound),
+    }
     with path.open("w", newline="") as f:
         writer = csv.DictWriter(f, TOTALS_COLUMNS)
         writer.writeheader()
         for name, summary in result.totals.items():
-            writer.writerow(
-                {
-                    "name": name,
-                    **summary,
-                    "generator_cpu_pct": round(saturation.busiest_run_pct, 1),
-                    "generator_saturated": int(saturation.saturated),
-                }
-            )
+            writer.writerow({"name": name, **summary, **generator})
 
 
 def _write_history(path: Path, result: RunResult) -> None:
@@ -142,6 +212,8 @@ def _write_history(path: Path, result: RunResult) -> None:
                 "window_s": result.window_s,
                 "generator_cpu_pct": round(gauges.cpu_max_pct, 1),
                 "generator_saturated": int(gauges.cpu_max_pct >= SATURATED_PCT),
+                "generator_send_lag_p99_us": gauges.lag_p99_us.get(SEND_LAG, 0),
+                "generator_wake_lag_p99_us": gauges.lag_p99_us.get(WAKE_LAG, 0),
                 "open_connections": gauges.open_connections,
             }
             rows = rows_by_window.get(gauges.start_s)
@@ -167,6 +239,7 @@ def _histograms_document(result: RunResult) -> dict[str, object]:
         ],
         "counts_by_process": result.counts_by_process,
         "counters": result.counters,
+        "measurement": result.measurement,
         "generator": {
             "run_cpu_pct_by_process": result.run_cpu_pct,
             "busiest_run_pct": saturation.busiest_run_pct,
@@ -174,6 +247,8 @@ def _histograms_document(result: RunResult) -> dict[str, object]:
             "saturated_windows": saturation.saturated_windows,
             "windows": saturation.windows,
             "saturated": saturation.saturated,
+            **result.selfcheck.as_dict(),
+            "lag_histograms": result.encoded_lags,
         },
     }
 
@@ -192,6 +267,7 @@ def summary_lines(result: RunResult) -> list[str]:
     if peak_open:
         lines.append(f"  peak open connections: {peak_open}")
     lines.append(result.saturation.describe())
+    lines.append(result.selfcheck.verdict())
     return lines
 
 

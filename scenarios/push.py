@@ -7,7 +7,9 @@ Each message starts with PUSH_HEADER (sequence number, server send time in CLOCK
 ns). "push" records receive time minus send time in µs: one-way latency, meaningful only
 with the server on this host (the clocks are compared). "push received" and "push lost"
 (sequence gaps) are counted; a gap is also a Locust failure ("sequence gap"). With
---push-count N a connection that has received N messages closes and subscribes again.
+--push-count N a connection that has received N messages closes and subscribes again. The
+engine (scenarios/engine.py) reads every subscription of the process. --host with a path is
+the endpoint as given (the query is then yours to put in it).
 Target: the wsbench targets (/push is their protocol).
 """
 
@@ -18,12 +20,16 @@ from urllib.parse import urlencode
 
 from locust import events, task
 
-from scenarios.failures import SequenceGap
+from scenarios.engine import Channel
+from scenarios.failures import SequenceGap, WsError
 from scenarios.options import add_once, at_least, non_negative_int, option, positive_float
-from scenarios.user import WebSocketUser
+from scenarios.user import WebSocketUser, endpoint_url
 from targets.protocol import DEFAULT_PUSH_SIZE, PUSH_HEADER, PUSH_PATH, decode_push
 
 PUSH = "push"
+RECEIVED = "push received"
+LOST = "push lost"
+OUT_OF_ORDER = "push out of order"
 RATE_PER_S = 100.0
 
 
@@ -38,49 +44,76 @@ def _arguments(parser, **_):
              help="Messages per subscription before it closes and resubscribes (0: no end)")
 
 
+def push_path(environment) -> str:
+    """/push with this run's rate, size and count as its query."""
+    query = {
+        "rate": f"{float(option(environment, 'push_rate', RATE_PER_S)):g}",
+        "size": int(option(environment, "push_size", DEFAULT_PUSH_SIZE)),
+    }
+    count = int(option(environment, "push_count", 0))
+    if count:
+        query["count"] = count
+    return f"{PUSH_PATH}?{urlencode(query)}"
+
+
 class PushUser(WebSocketUser):
     """Subscribes to /push and checks every message's send time and sequence number."""
+
+    main_measurement = (PUSH,)
+    measurement_label = "messages"
+
+    @classmethod
+    def url_for(cls, host: str, environment) -> str:
+        return endpoint_url(host, push_path(environment))
 
     def on_start(self) -> None:
         env = self.environment
         self.rate = float(option(env, "push_rate", RATE_PER_S))
         self.count = int(option(env, "push_count", 0))
-        query = {"rate": f"{self.rate:g}", "size": int(option(env, "push_size", DEFAULT_PUSH_SIZE))}
-        if self.count:
-            query["count"] = self.count
-        self.path = f"{PUSH_PATH}?{urlencode(query)}"
+        self.path = push_path(env)
 
     @task
     def subscribe(self) -> None:
         ws = self.connect()
         if ws is None:
             return
-        # A slow stream is not a failure: allow a few intervals between messages.
-        gap_ns = max(ws.timeout_ns, int(3e9 / self.rate))
-        ws.deadline_ns = time.perf_counter_ns() + gap_ns
-        recv, clock, report = ws.recv, time.monotonic_ns, self.report
-        counter = self.measurement.recorder.count
-        expected, left = 0, self.count or -1
-        try:
-            while left:
-                message = recv()
-                now_ns = clock()
-                ws.deadline_ns = now_ns + gap_ns  # monotonic_ns: perf_counter's clock (alarm.py)
-                seq, sent_ns = decode_push(message)
-                report(PUSH, (now_ns - sent_ns + 500) // 1000, len(message))
-                counter("push received")
-                if seq != expected:
-                    self._irregular(seq, expected)
-                expected = seq + 1
-                left -= 1
-        except Exception as exc:
-            self.fail(PUSH, 0, exc)
-            return
-        self.close()
+        self.run_on_engine(ws, _Subscription(self))
 
-    def _irregular(self, seq: int, expected: int) -> None:
-        if seq > expected:
-            self.measurement.recorder.count("push lost", seq - expected)
-            self.report_failure(PUSH, 0, SequenceGap())
-        else:
-            self.measurement.recorder.count("push out of order")
+
+class _Subscription:
+    """One subscription in the engine: every message timed, its sequence number checked."""
+
+    def __init__(self, user: PushUser) -> None:
+        self.user = user
+        self.channel: Channel | None = None
+        recorder = user.measurement.recorder
+        self._record, self._count = recorder.record, recorder.count
+        self.expected = 0
+        self.left = user.count or -1
+        self.gap_ns = 0
+
+    def attached(self, channel: Channel) -> None:
+        self.channel = channel
+        # A slow stream is not a failure: allow a few intervals between messages.
+        self.gap_ns = max(channel.conn.timeout_ns, int(3e9 / self.user.rate))
+        channel.deadline_ns = time.perf_counter_ns() + self.gap_ns
+
+    def on_message(self, message: bytes, now_ns: int) -> None:
+        self.channel.deadline_ns = now_ns + self.gap_ns  # monotonic: perf_counter's clock
+        seq, sent_ns = decode_push(message)
+        self._record(PUSH, (now_ns - sent_ns + 500) // 1000, len(message))
+        self._count(RECEIVED)
+        if seq != self.expected:
+            if seq > self.expected:
+                self._count(LOST, seq - self.expected)
+                self.user.report_failure(PUSH, 0, SequenceGap())
+            else:
+                self._count(OUT_OF_ORDER)
+        self.expected = seq + 1
+        self.left -= 1
+        if not self.left:
+            self.channel.close()  # --push-count reached: subscribe again
+
+    def on_end(self, error: WsError | None) -> None:
+        if error is not None:
+            self.user.report_failure(PUSH, 0, error)

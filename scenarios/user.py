@@ -1,11 +1,20 @@
 """`WebSocketUser`: the one Locust-aware class the scenarios build on.
 
-A user holds at most one connection to `--host` + `path`. Scenario tasks call `connect()`,
-do their exchanges, and hand results to `report()` (success: µs into this process's
-histograms, and the ms figure Locust wants; `_to_locust` is the only place that converts) or
-`fail()` (the failure kind, close code or errno, as Locust's exception; the connection is
-dropped). A dropped or refused connection is reopened after an exponential back-off, so a
-user never dies of a network error.
+A user holds at most one connection. Its URL is `--host` when that has a path (your server's
+endpoint, used exactly as given), else `--host` + the scenario's `path` (what the reference
+targets serve). Scenario tasks call `connect()`, then usually hand the connection to the
+engine (`run_on_engine`, scenarios/engine.py), which reads and sends for every connection of
+the process in gevent's hub while the user's greenlet waits.
+
+Results: `report()` records a success in µs into this process's Recorder, which also feeds
+Locust's own tables in bulk once per latency window (`measurement.log_to_locust`; µs become
+Locust's ms there and nowhere else). `report_failure()` goes to Locust at once, as its
+exception, so failures show as they happen. A dropped or refused connection is reopened after
+an exponential back-off, so a user never dies of a network error.
+
+Each scenario names its main measurement (`main_measurement`, its request names; the first
+is the headline) and what it counts (`measurement_label`): a run is judged by it (a point is
+failed when it has no success), and the files say so.
 
 Importing this module registers the shared command-line options and the µs measurement
 (latency windows, worker-to-master shipping, PREFIX_latency_us*.csv) with Locust.
@@ -15,14 +24,20 @@ from __future__ import annotations
 
 import random
 import time
+from typing import ClassVar
+from urllib.parse import urlsplit
 
 import gevent
 import locust.runners
+from gevent.event import Event
 from locust import User, constant, events
 from locust.env import Environment
+from locust.exception import StopUser
+from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from scenarios import options
 from scenarios.connection import WsConnection, open_connection
+from scenarios.engine import Channel, Handler, engine
 from scenarios.failures import WsError, WsTimeout, classify
 from scenarios.measurement import measurement_for, on_init
 
@@ -36,61 +51,76 @@ REQUEST_TYPE = "WS"
 HEARTBEAT_LIVENESS_S = 15
 locust.runners.HEARTBEAT_LIVENESS = HEARTBEAT_LIVENESS_S
 BACKOFF_MIN_S = 0.1
-# A task runs exchanges for this long before returning to Locust's scheduler, which yields
-# to the gevent hub after every task: once per batch rather than once per message.
+# A task that runs exchanges in its own greenlet returns to Locust's scheduler after this long
+# (Locust yields to the hub after every task): once per batch rather than once per message.
 BATCH_NS = 200_000_000
 _NO_CONTEXT: dict[str, object] = {}
+
+
+def endpoint_url(host: str, path: str) -> str:
+    """The URL to connect to: `host` itself when it has a path, else `host` + `path`.
+
+    http(s):// is taken as ws(s)://, as Locust's web form suggests http://.
+    """
+    host = host or ""
+    if host.startswith("http"):
+        host = "ws" + host[4:]  # http:// -> ws://, https:// -> wss://
+    parts = urlsplit(host)
+    if parts.path not in ("", "/") or parts.query:
+        return host
+    return host.rstrip("/") + path
 
 
 class WebSocketUser(User):
     """A Locust user on one WebSocket connection (websocket-client handshake, lean frames).
 
     Attributes a scenario sets:
-        path: appended to --host for the connection URL (with any query string).
+        path: the scenario's path (with any query string), used when --host has none.
         request_type: the Type column of Locust's tables for this user's rows.
+        main_measurement: the request names whose successes are what the scenario measures.
+        measurement_label: what those successes are, plural ("echo round trips").
     """
 
     abstract = True
     wait_time = constant(0)
     path: str = "/echo"
     request_type: str = REQUEST_TYPE
+    main_measurement: ClassVar[tuple[str, ...]] = ("echo",)
+    measurement_label: ClassVar[str] = "echo round trips"
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
         self.measurement = measurement_for(environment)
-        self._record = self.measurement.recorder.record
+        self.measurement.request_type = self.request_type
+        recorder = self.measurement.recorder
+        self._record = recorder.record
         self._fire = environment.events.request.fire
         self.ws: WsConnection | None = None
         self._backoff_s = 0.0
-        if options.option(environment, "no_histograms", False):
-            self.report = self._report_to_locust_only  # type: ignore[method-assign]
+        self.engine = engine(recorder.lag)
+
+    @classmethod
+    def url_for(cls, host: str, environment: Environment) -> str:
+        """The URL users of this class connect to (a scenario whose path depends on the
+        options, such as push's query, says so by overriding this)."""
+        return endpoint_url(host, cls.path)
 
     @property
     def url(self) -> str:
-        host = (self.host or "").rstrip("/")
-        if host.startswith("http"):
-            host = "ws" + host[4:]  # http:// -> ws://, https:// -> wss://
-        return host + self.path
+        return endpoint_url(self.host or "", self.path)
 
     def report(self, name: str, rtt_us: int, length: int = 0) -> None:
-        """A measured success: µs into this process's histograms, and on to Locust."""
-        self._record(name, rtt_us)
-        self._to_locust(name, rtt_us, length, None)
-
-    def _report_to_locust_only(self, name: str, rtt_us: int, length: int = 0) -> None:
-        self._to_locust(name, rtt_us, length, None)
+        """A measured success: µs into this process's Recorder (Locust gets it in bulk)."""
+        self._record(name, rtt_us, length)
 
     def report_failure(self, name: str, elapsed_us: int, error: WsError) -> None:
-        """A failed exchange: Locust counts it, by the error's text; no latency is recorded."""
-        self._to_locust(name, elapsed_us, 0, error)
-
-    def _to_locust(self, name: str, us: int, length: int, error: WsError | None) -> None:
-        # The one place µs become Locust's ms: a float, not rounded (Locust buckets it itself).
+        """A failed exchange: Locust counts it at once, by the error's text; no latency."""
+        # The one other place µs become Locust's ms: a float, not rounded.
         self._fire(
             request_type=self.request_type,
             name=name,
-            response_time=us / 1000.0,
-            response_length=length,
+            response_time=elapsed_us / 1000.0,
+            response_length=0,
             exception=error,
             context=_NO_CONTEXT,
         )
@@ -112,7 +142,7 @@ class WebSocketUser(User):
             gevent.sleep(self._backoff_s * random.uniform(0.5, 1.0))
         settings = options.connect_settings(self.environment)
         try:
-            ws = open_connection(self.url, settings, self._report_phase)
+            ws = open_connection(self.url, settings, self._report_phase, self.unanswered)
         except WsError:
             self._back_off()  # slept at the start of the next attempt
             return None
@@ -121,12 +151,53 @@ class WebSocketUser(User):
         self.measurement.open_connections += 1
         return ws
 
+    def unanswered(self, name: str) -> None:
+        """A request still waiting when the run stopped this user (within its timeout)."""
+        self.measurement.recorder.count(f"unanswered at end: {name}")
+
     def _timeout_s(self) -> float:
         return float(options.option(self.environment, "ws_timeout_s", options.DEFAULT_TIMEOUT_S))
 
     def _back_off(self) -> None:
         limit_s = float(options.option(self.environment, "ws_reconnect_max_s", 5.0))
         self._backoff_s = min(max(2 * self._backoff_s, BACKOFF_MIN_S), limit_s)
+
+    def run_on_engine(self, ws: WsConnection, handler: Handler) -> Channel:
+        """Give `ws` to the engine with `handler` and wait until the connection ends.
+
+        The wait counts as Locust's own wait: stopping the test kills this greenlet at once
+        (the handler's `on_stop`, if it has one, then sees what was still in flight). After a
+        failure the connection is forgotten and the next connect() backs off first.
+        """
+        channel = self.engine.attach(ws, handler)
+        try:
+            handler.attached(channel)
+            channel.start()
+            self._park(channel.ended)
+        finally:
+            if not channel.closed:
+                stop = getattr(handler, "on_stop", None)
+                if stop is not None:
+                    stop()
+                channel.close()
+            self._forget(ws)
+        if channel.error is not None:
+            self._back_off()
+        return channel
+
+    def _park(self, ended: Event) -> None:
+        if self._state == LOCUST_STATE_STOPPING:
+            raise StopUser()
+        self._state = LOCUST_STATE_WAITING
+        ended.wait()
+        if self._state == LOCUST_STATE_STOPPING:
+            raise StopUser()
+        self._state = LOCUST_STATE_RUNNING
+
+    def _forget(self, ws: WsConnection) -> None:
+        if self.ws is ws:
+            self.ws = None
+            self.measurement.open_connections -= 1
 
     def fail(self, name: str, started_ns: int, exc: BaseException) -> WsError:
         """Report `exc` as a failure of `name` (begun at `started_ns`) and drop the connection.
@@ -148,15 +219,13 @@ class WebSocketUser(User):
         """Forget the connection without a close handshake (it failed, or is being churned)."""
         if self.ws is not None:
             self.ws.abort()
-            self.ws = None
-            self.measurement.open_connections -= 1
+            self._forget(self.ws)
 
     def close(self) -> None:
         """Close the connection politely (close frame 1000), without waiting for the answer."""
         if self.ws is not None:
             self.ws.close()
-            self.ws = None
-            self.measurement.open_connections -= 1
+            self._forget(self.ws)
 
     def on_stop(self) -> None:
         self.close()

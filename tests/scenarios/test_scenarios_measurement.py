@@ -12,7 +12,8 @@ from hdrh.histogram import HdrHistogram
 
 EXPECTED_TOTALS_HEADER = (
     "name,count,min_us,p50_us,p90_us,p99_us,p999_us,p9999_us,max_us,"
-    "generator_cpu_pct,generator_saturated"
+    "generator_cpu_pct,generator_saturated,generator_send_lag_p99_us,generator_wake_lag_p99_us,"
+    "generator_bound"
 )
 
 

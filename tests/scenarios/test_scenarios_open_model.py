@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import statistics
 import sys
 import time
@@ -12,7 +11,7 @@ import gevent
 import pytest
 from websockets.exceptions import ConnectionClosed
 
-from scenarios import alarm
+from scenarios.engine import engine
 
 STALL_S = 0.25
 STALL_EVERY = 150  # messages; at 200 msg/s about one stall per connection per second
@@ -39,18 +38,19 @@ def test_stalling_server_shows_in_corrected_p99_not_uncorrected(ws_server, run_l
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="timerfd is Linux only")
-def test_schedule_alarm_is_never_early_and_far_finer_than_gevent_sleep():
-    """sleep_until never returns early and typically wakes well under gevent's 1 ms tick."""
+def test_schedule_timer_is_never_early_and_far_finer_than_gevent_sleep():
+    """The engine's timer never fires early and typically wakes well under gevent's 1 ms tick."""
+    timer = engine().timer
 
     def lateness_us() -> list[float]:
         late = []
         for i in range(60):
             at_ns = time.monotonic_ns() + 2_000_000 + (i * 37_000) % 1_000_000
-            alarm.sleep_until(at_ns)
+            timer.sleep_until(at_ns)
             late.append((time.monotonic_ns() - at_ns) / 1000)
         return late
 
     late = gevent.spawn(lateness_us).get(timeout=30)
     assert min(late) >= 0
-    assert alarm._alarms[(os.getpid(), gevent.get_hub())] is not None  # the timerfd is in use
+    assert engine() is engine()  # one engine (and timerfd) per process and hub
     assert statistics.median(late) < 400, sorted(late)  # gevent.sleep: about 500-600 µs

@@ -1,0 +1,417 @@
+"""The generator's engine: every open connection's reads and every scheduled send of a process,
+run as callbacks inside gevent's hub, with no greenlet switch per message.
+
+Why (a profile of the greenlet-per-connection design at 1,000 connections x 10 msgs/s, one
+core saturated at about 10k msgs/s): gevent's switching took 29 % of the time, the per-send
+timerfd alarm 24 %, socket calls 27 % (two recv() per message, one of them EAGAIN before each
+wait). Per message that design woke a sender greenlet and a receiver greenlet, armed a timer
+and went through the hub twice.
+
+Here a user's greenlet still opens its connection (websocket-client does the upgrade) and then
+hands the socket to the engine and waits, parked, until the connection ends. The engine gives
+the socket one libev read watcher: its callback reads what is there (one recv), splits the
+frames and hands each message to the scenario's `Handler`, in the hub. Scheduled sends go
+through one `Timer` per process (a timerfd, precise to tens of µs where gevent's own timers are
+late by up to a millisecond): when it fires, every send that is due is made in one pass. A
+send the socket cannot take at once is queued and finished by a write watcher, so nothing in
+the hub ever blocks.
+
+Self-check: `Timer` runs a canary every CANARY_INTERVAL_NS and records how late it ran ("wake
+lag": the time the hub was busy elsewhere, or the kernel's wake-up); schedulers record how late
+each send left against its intended time ("send lag"). Both go to the Recorder's lag series.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import heapq
+import itertools
+import os
+import ssl
+import sys
+import time
+from collections import deque
+from collections.abc import Callable
+from typing import Protocol
+
+from gevent.event import Event
+from gevent.hub import get_hub
+
+from scenarios.connection import RECV_BYTES, WsConnection
+from scenarios.deadlines import watchdog
+from scenarios.failures import (
+    ConnectionClosed,
+    ConnectionLost,
+    ProtocolViolation,
+    WsError,
+    WsTimeout,
+    classify,
+)
+from scenarios.frames import (
+    FIN,
+    OP_BINARY,
+    OP_CLOSE,
+    OP_CONT,
+    OP_PING,
+    OP_PONG,
+    OP_TEXT,
+    client_frame,
+    close_payload,
+    parse_close,
+    split_frames,
+)
+from scenarios.selfcheck import WAKE_LAG
+
+# Schedules run on time.monotonic_ns (the timerfd's clock) while handshakes and closed-loop
+# round trips use time.perf_counter_ns: the same CLOCK_MONOTONIC on Linux.
+assert not sys.platform.startswith("linux") or (
+    time.get_clock_info("perf_counter").implementation
+    == time.get_clock_info("monotonic").implementation
+)
+
+CANARY_INTERVAL_NS = 10_000_000  # 100 samples a second: about 0.05 % of a core
+_EV_READ, _EV_WRITE = 1, 2
+_CLOCK_MONOTONIC = 1
+_TFD_TIMER_ABSTIME = 1
+_WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+
+
+class Handler(Protocol):
+    """What a scenario gives the engine for one connection (all but `attached` in the hub).
+
+    `attached(channel)` comes first, from the user's greenlet: keep the channel, start
+    schedules. A handler may also have `on_stop()`, called when the run stops its user while
+    the connection is open: requests still in flight are counted there.
+    """
+
+    def attached(self, channel: Channel) -> None:
+        """The engine has the connection; `channel.send` and the timer may be used from now."""
+
+    def on_message(self, payload: bytes, now_ns: int) -> None:
+        """A whole data message (text as UTF-8 bytes, not validated) read at `now_ns`."""
+
+    def on_end(self, error: WsError | None) -> None:
+        """The connection ended: `error` says why (None: the handler closed it itself)."""
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+class _Itimerspec(ctypes.Structure):
+    _fields_ = [("it_interval", _Timespec), ("it_value", _Timespec)]
+
+
+class Timer:
+    """Callbacks at CLOCK_MONOTONIC instants, run in the hub; one timerfd armed for the earliest.
+
+    `at(due_ns, fn)` calls `fn(due_ns, now_ns)` once due. Entries are lists so that `cancel`
+    can mark one dead in place (heap removal would cost a scan).
+    """
+
+    def __init__(self, lag: Callable[[str, int], None] | None = None) -> None:
+        self._libc = ctypes.CDLL(None, use_errno=True)
+        self._fd = self._libc.timerfd_create(_CLOCK_MONOTONIC, os.O_NONBLOCK | os.O_CLOEXEC)
+        if self._fd < 0:
+            raise OSError(ctypes.get_errno(), "timerfd_create")
+        self._settime = self._libc.timerfd_settime
+        self._spec = _Itimerspec()
+        self._spec_ref = ctypes.byref(self._spec)
+        self._heap: list[list] = []
+        self._order = itertools.count()
+        self._armed_ns = 0
+        self._watcher = get_hub().loop.io(self._fd, _EV_READ)
+        self._watcher.ref = False  # an idle timer must not keep the hub alive
+        self._watcher.start(self._on_expiry)
+        self._lag = lag
+        self._canary: list | None = None
+
+    def at(self, due_ns: int, fn: Callable[[int, int], None]) -> list:
+        entry = [due_ns, next(self._order), fn]
+        heap = self._heap
+        heapq.heappush(heap, entry)
+        if heap[0] is entry:
+            self._arm(due_ns)
+        return entry
+
+    @staticmethod
+    def cancel(entry: list | None) -> None:
+        if entry is not None:
+            entry[2] = None
+
+    def _arm(self, at_ns: int) -> None:
+        if at_ns == self._armed_ns:
+            return
+        self._armed_ns = at_ns
+        value = self._spec.it_value
+        value.tv_sec, value.tv_nsec = divmod(max(at_ns, 1), 1_000_000_000)
+        self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None)
+        self._watcher.ref = True
+
+    def _on_expiry(self) -> None:
+        with contextlib.suppress(BlockingIOError):
+            os.read(self._fd, 8)
+        self._armed_ns = 0
+        heap, pop = self._heap, heapq.heappop
+        now_ns = time.monotonic_ns()
+        # Only what was due when this pass began: a callback that schedules its next turn
+        # in the past (a send catching up) runs in the next pass, after the hub has read
+        # what arrived meanwhile. Otherwise a late generator would send forever and never
+        # read a reply (or let Locust stop it).
+        due = []
+        while heap and heap[0][0] <= now_ns:
+            entry = pop(heap)
+            if entry[2] is not None:
+                due.append(entry)
+        clock = time.monotonic_ns
+        for due_ns, _, fn in due:
+            if fn is not None:
+                fn(due_ns, clock())
+        while heap and heap[0][2] is None:
+            pop(heap)
+        if heap:
+            self._arm(heap[0][0])
+        else:
+            self._watcher.ref = False
+
+    def sleep_until(self, at_ns: int) -> None:
+        """Block the calling greenlet until `at_ns` (for code that still runs in a greenlet)."""
+        if at_ns <= time.monotonic_ns():
+            return
+        done = Event()
+        entry = self.at(at_ns, lambda _due, _now: done.set())
+        try:
+            done.wait()
+        finally:
+            self.cancel(entry)
+
+    # The canary: how late the hub runs a timer callback, all run long.
+
+    def start_canary(self) -> None:
+        if self._canary is None and self._lag is not None:
+            self._canary = self.at(time.monotonic_ns() + CANARY_INTERVAL_NS, self._on_canary)
+
+    def stop_canary(self) -> None:
+        self.cancel(self._canary)
+        self._canary = None
+
+    def _on_canary(self, due_ns: int, now_ns: int) -> None:
+        lag = self._lag
+        if lag is None or self._canary is None:
+            return
+        lag(WAKE_LAG, (now_ns - due_ns + 500) // 1000)
+        following = due_ns + CANARY_INTERVAL_NS
+        if following <= now_ns:  # the hub was blocked past whole intervals: one sample for it
+            following = now_ns + CANARY_INTERVAL_NS
+        self._canary = self.at(following, self._on_canary)
+
+
+class Channel:
+    """One connection inside the engine: its read watcher, frame splitting and send queue."""
+
+    __slots__ = (
+        "conn", "handler", "ended", "error", "closed", "deadline_ns", "on_pong",
+        "_recv", "_send", "_pending", "_buf", "_parts", "_reader", "_writer", "_out",
+    )  # fmt: skip
+
+    def __init__(self, conn: WsConnection, handler: Handler) -> None:
+        self.conn = conn
+        self.handler = handler
+        self.ended = Event()
+        self.error: WsError | None = None
+        self.closed = False
+        self.deadline_ns = 0  # perf_counter_ns; the watchdog expires the channel past it
+        self.on_pong: Callable[[int], None] | None = None
+        sock = conn.sock
+        sslobj = getattr(sock, "_sslobj", None)
+        if sslobj is not None:  # wss://: the TLS object reads and writes, never blocking
+            self._recv, self._send, self._pending = sslobj.read, sslobj.write, sslobj.pending
+        else:
+            raw = getattr(sock, "_sock", sock)  # gevent's socket wraps the OS-level one
+            self._recv, self._send, self._pending = raw.recv, raw.send, None
+        self._buf = conn.take_buffer()
+        self._parts: list[bytes] | None = None  # a fragmented message being reassembled
+        self._out: deque[bytes | memoryview] = deque()
+        loop = get_hub().loop
+        self._reader = loop.io(sock.fileno(), _EV_READ)
+        self._writer = loop.io(sock.fileno(), _EV_WRITE)
+        watchdog().forget(conn)
+        watchdog().watch(self)
+
+    def start(self) -> None:
+        self._reader.start(self._on_readable)
+        if self._buf:  # bytes that came with the upgrade response (a push server's first)
+            data, self._buf = self._buf, b""
+            self._consume(data, time.monotonic_ns())
+
+    # Reading
+
+    def _on_readable(self) -> None:
+        recv = self._recv
+        try:
+            data = recv(RECV_BYTES)
+            if self._pending is not None:
+                while self._pending():
+                    data += recv(RECV_BYTES)
+        except _WOULD_BLOCK:
+            return
+        except Exception as exc:  # reset, TLS error: the connection is gone
+            self._fail(classify(exc, "recv"))
+            return
+        if not data:
+            self._fail(ConnectionLost("connection lost without close frame"))
+            return
+        self._consume(data, time.monotonic_ns())
+
+    def _consume(self, data: bytes, now_ns: int) -> None:
+        buf = self._buf + data if self._buf else data
+        frames: list[tuple[int, bytes]] = []
+        try:
+            pos = split_frames(buf, 0, frames)
+        except ValueError:
+            self._fail(ProtocolViolation("protocol error: masked frame from server"))
+            return
+        self._buf = buf[pos:] if pos < len(buf) else b""
+        on_message = self.handler.on_message
+        try:
+            for first, payload in frames:
+                if first == 0x82 or first == 0x81:
+                    on_message(payload, now_ns)
+                else:
+                    self._other_frame(first, payload, now_ns)
+                if self.closed:
+                    return
+        except WsError as exc:
+            self._fail(exc)
+        except Exception as exc:  # a handler's bug must end this connection, not the hub
+            self._fail(classify(exc, "handling a message"))
+
+    def _other_frame(self, first: int, payload: bytes, now_ns: int) -> None:
+        """Control frames and fragments: rare, so kept off the fast path."""
+        if first & 0x70:
+            raise ProtocolViolation("protocol error: reserved bits set without an extension")
+        opcode = first & 0x0F
+        if opcode == OP_PING:
+            self.send(client_frame(FIN | OP_PONG, payload))
+        elif opcode == OP_PONG:
+            if self.on_pong is not None:
+                self.on_pong(now_ns)
+        elif opcode == OP_CLOSE:
+            code, reason = parse_close(payload)
+            echo = code if code not in (1005, 1006, 1015) else 1000
+            self.send(client_frame(FIN | OP_CLOSE, close_payload(echo)))
+            raise ConnectionClosed(code, reason)
+        elif opcode in (OP_TEXT, OP_BINARY) and not first & FIN:
+            if self._parts is not None:
+                raise ProtocolViolation("protocol error: new message inside a fragmented one")
+            self._parts = [payload]
+        elif opcode == OP_CONT and self._parts is not None:
+            self._parts.append(payload)
+            if first & FIN:
+                message, self._parts = b"".join(self._parts), None
+                self.handler.on_message(message, now_ns)
+        else:
+            raise ProtocolViolation(f"protocol error: unexpected opcode {opcode:#x}")
+
+    # Writing
+
+    def send(self, frame: bytes) -> None:
+        """Send one frame now, or queue it behind what the socket has not yet taken."""
+        if self._out:
+            self._out.append(frame)
+            return
+        try:
+            sent = self._send(frame)
+        except _WOULD_BLOCK:
+            sent = 0
+        except Exception as exc:
+            self._fail(classify(exc, "send"))
+            return
+        if sent < len(frame):
+            # A TLS write is all or nothing and retried with the same bytes; a plain one
+            # continues where it stopped.
+            rest = frame if self._pending is not None else memoryview(frame)[sent:]
+            self._out.append(rest)
+            self._writer.start(self._on_writable)
+
+    def _on_writable(self) -> None:
+        out = self._out
+        try:
+            while out:
+                chunk = out[0]
+                sent = self._send(chunk)
+                if sent < len(chunk):
+                    if self._pending is None:
+                        out[0] = memoryview(chunk)[sent:]
+                    return
+                out.popleft()
+        except _WOULD_BLOCK:
+            return
+        except Exception as exc:
+            self._fail(classify(exc, "send"))
+            return
+        self._writer.stop()
+
+    @property
+    def backlog(self) -> int:
+        """Frames waiting for the socket (TCP back-pressure)."""
+        return len(self._out)
+
+    # Ending
+
+    def expire(self) -> None:
+        """Called by the watchdog past `deadline_ns`."""
+        self._fail(WsTimeout(f"timeout: no reply within {self.conn.timeout_ns / 1e9:g} s"))
+
+    def _fail(self, error: WsError) -> None:
+        if self.closed:
+            return
+        self.error = error
+        self._release()
+        self.handler.on_end(error)
+        self.ended.set()
+
+    def close(self, code: int = 1000) -> None:
+        """Close politely (a close frame, without waiting for the answer) and release the socket."""
+        if self.closed:
+            return
+        if not self._out:
+            with contextlib.suppress(*_WOULD_BLOCK, OSError, ValueError):
+                self._send(client_frame(FIN | OP_CLOSE, close_payload(code)))
+        self._release()
+        self.handler.on_end(None)
+        self.ended.set()
+
+    def _release(self) -> None:
+        self.closed = True
+        self._reader.stop()
+        self._writer.stop()
+        self._out.clear()
+        watchdog().forget(self)
+        self.conn.abort()  # watchers first: libev must not watch a closed descriptor
+
+
+class Engine:
+    """The engine of one process (and gevent hub): its Timer and the recorder it reports to."""
+
+    def __init__(self, lag: Callable[[str, int], None] | None = None) -> None:
+        self.timer = Timer(lag)
+
+    def attach(self, conn: WsConnection, handler: Handler) -> Channel:
+        """Hand an open connection to the engine; call `start()` on the result to read."""
+        return Channel(conn, handler)
+
+
+_engines: dict[tuple[int, object], Engine] = {}
+
+
+def engine(lag: Callable[[str, int], None] | None = None) -> Engine:
+    """This process's engine (a forked Locust worker must not share its parent's timerfd)."""
+    key = (os.getpid(), get_hub())
+    found = _engines.get(key)
+    if found is None:
+        found = _engines[key] = Engine(lag)
+    elif lag is not None and found.timer._lag is None:
+        found.timer._lag = lag
+    return found

@@ -1,0 +1,134 @@
+"""The generator's self-check: was the load generator quick enough for the figures it reports?
+
+CPU alone does not tell (at 88 % of a core the p99 was already 2.4x a compiled client's), so
+the generator's own delay is measured directly, in every Locust process, all run long:
+
+    wake lag   how late a canary timer (every 10 ms) ran: the time the process's hub was busy
+               with other work, plus the kernel's wake-up. A reply that arrives meanwhile
+               waits as long before it is read and timed.
+    send lag   how late each scheduled send of an open-model scenario left against its
+               intended time (echo_rate, broadcast publishers). A send held back by the server
+               (no free --max-in-flight slot) is the server's delay, not counted here.
+
+Verdict: generator-bound when the larger delay's p99 is more than BOUND_FRACTION of the p99 of
+the latency the point reports (its main measurement), and above NOISE_FLOOR_US; or when fewer
+than MIN_SENDS_MADE of the scheduled sends were made; or when a process averaged
+SATURATED_PCT of a core (scenarios/cpu.py). Such a point is flagged, not hidden: its
+figures are about the generator.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from scenarios.cpu import Saturation
+
+BOUND_FRACTION = 0.25
+# Any client on this kernel pays the wake-up of a sleeping process (tens of µs); a delay below
+# this is not the generator being busy.
+NOISE_FLOOR_US = 100
+MIN_SENDS_MADE = 0.95
+WAKE_LAG = "wake lag"
+SEND_LAG = "send lag"
+SENDS_DUE = "sends due"
+SENDS_MADE = "sends made"
+
+
+@dataclass(frozen=True)
+class SelfCheck:
+    """The figures behind the verdict, all from the merged histograms and counters."""
+
+    wake_lag: Mapping[str, int]  # summary (count, p50_us, ..., max_us); empty: not measured
+    send_lag: Mapping[str, int]
+    latency_name: str  # the main measurement's headline row
+    latency_p99_us: int
+    sends_due: int
+    sends_made: int
+    saturation: Saturation
+
+    @property
+    def delay_p99_us(self) -> int:
+        return max(self.wake_lag.get("p99_us", 0), self.send_lag.get("p99_us", 0))
+
+    @property
+    def delay_limit_us(self) -> float:
+        return max(NOISE_FLOOR_US, BOUND_FRACTION * self.latency_p99_us)
+
+    def reasons(self) -> list[str]:
+        """Why the generator is the bottleneck (empty: it is not)."""
+        found = []
+        if self.delay_p99_us > self.delay_limit_us:
+            against = (
+                f"{self.delay_p99_us / self.latency_p99_us:.0%} of {self.latency_name} p99 "
+                f"{self.latency_p99_us:,} µs"
+                if self.latency_p99_us
+                else f"over {NOISE_FLOOR_US} µs"
+            )
+            found.append(f"generator delay p99 {self.delay_p99_us:,} µs is {against}")
+        if self.sends_due and self.sends_made < MIN_SENDS_MADE * self.sends_due:
+            found.append(
+                f"only {self.sends_made / self.sends_due:.0%} of the scheduled sends were made "
+                f"({self.sends_made:,} of {self.sends_due:,})"
+            )
+        if self.saturation.saturated:
+            found.append(
+                f"a Locust process averaged {self.saturation.busiest_run_pct:.0f}% of a core"
+            )
+        return found
+
+    @property
+    def bound(self) -> bool:
+        return bool(self.reasons())
+
+    def verdict(self) -> str:
+        """One line: the verdict and its numbers."""
+        reasons = self.reasons()
+        if reasons:
+            return (
+                "GENERATOR-BOUND: " + "; ".join(reasons)
+                + ": these figures measure the load generator, not the server"
+            )  # fmt: skip
+        parts = [f"delay p99 {self.delay_p99_us:,} µs"]
+        if self.latency_p99_us:
+            parts.append(f"against {self.latency_name} p99 {self.latency_p99_us:,} µs")
+        if self.sends_due:
+            parts.append(f"{self.sends_made / self.sends_due:.1%} of scheduled sends made")
+        parts.append(f"busiest process {self.saturation.busiest_run_pct:.0f}% of a core")
+        return "generator ok: " + ", ".join(parts)
+
+    def as_dict(self) -> dict[str, object]:
+        return {
+            "bound": self.bound,
+            "verdict": self.verdict(),
+            "reasons": self.reasons(),
+            "wake_lag_us": dict(self.wake_lag),
+            "send_lag_us": dict(self.send_lag),
+            "delay_p99_us": self.delay_p99_us,
+            "delay_limit_us": round(self.delay_limit_us),
+            "latency_name": self.latency_name,
+            "latency_p99_us": self.latency_p99_us,
+            "sends_due": self.sends_due,
+            "sends_made": self.sends_made,
+        }
+
+
+def headline(
+    main: Sequence[str], totals: Mapping[str, Mapping[str, int]]
+) -> tuple[str, int]:
+    """(name, p99 µs) of the main measurement's first row with samples, else the fullest row."""
+    for name in main:
+        row = totals.get(name)
+        if row and row.get("count"):
+            return name, int(row["p99_us"])
+    if not totals:
+        return "", 0
+    name = max(totals, key=lambda n: totals[n].get("count", 0))
+    return name, int(totals[name].get("p99_us", 0))
+
+
+def sends(counters: Mapping[str, int]) -> tuple[int, int]:
+    """(due, made) summed over every scenario's "<name> sends due/made" counters."""
+    due = sum(v for k, v in counters.items() if k.endswith(SENDS_DUE))
+    made = sum(v for k, v in counters.items() if k.endswith(SENDS_MADE))
+    return due, made
