@@ -74,12 +74,13 @@ class Settings:
     closed_rounds: int
     closed_s: int
     sink_rounds: int
+    retries: int  # capacity: more tries of a failed step
 
     @classmethod
     def of(cls, quick: bool) -> Settings:
         if quick:
-            return cls(4, 3, 4, 1, 1, 5, 1)
-        return cls(7, 6, 6, 2, 3, 10, 2)
+            return cls(4, 3, 4, 1, 1, 5, 1, 0)
+        return cls(7, 6, 5, 2, 3, 10, 2, 1)
 
 
 @dataclass
@@ -218,14 +219,31 @@ class Trial:
     cpu_pct: float
     server_cpu_pct: float
 
+    @property
+    def cpu_us_per_msg(self) -> float | None:
+        """Generator CPU per message sent and echoed: robust to a shared core, unlike rates."""
+        if not self.achieved_msgs_per_s or self.cpu_pct >= locust_step.SATURATED_PCT:
+            return None
+        return self.cpu_pct / 100 * 1e6 / self.achieved_msgs_per_s
 
-def search(trial: Callable[[float], Trial], start: float, steps: int) -> tuple[float, list[Trial]]:
-    """Coarse to fine: double (or halve) until the verdict flips, then bisect; best passed rate."""
+
+def search(trial: Callable[[float], Trial], start: float, steps: int,
+           retries: int = 0) -> tuple[float, list[Trial]]:
+    """Coarse to fine: double (or halve) until the verdict flips, then bisect; best passed rate.
+
+    A failed step is tried again up to `retries` times (on a shared core, another process's
+    burst can fail a step the generator sustains); a pass in any try is a pass.
+    """
     best, worst = 0.0, float("inf")
     rate, trials = start, []
     for _ in range(steps):
         result = trial(rate)
         trials.append(result)
+        for _ in range(retries):
+            if result.passed:
+                break
+            result = trial(rate)
+            trials.append(result)
         if result.passed:
             best = max(best, rate)
         else:
@@ -298,7 +316,7 @@ def reference_trial(bench: Bench, sink: pinned.Server, connections: int,
     lag_us = result["send_lag"]["p99_us"]
     if result["cpu_pct"] >= locust_step.SATURATED_PCT:
         why.append(f"CPU {result['cpu_pct']:.0f}%")
-    if locust_step.lag_too_big(lag_us):
+    if locust_step.lag_too_big(lag_us, result["corrected"]["p99_us"]):
         why.append(f"send lag p99 {lag_us:,} µs")
     if result["errors"]:
         why.append(f"{result['errors']} errors")
@@ -312,18 +330,18 @@ def pick_sink(bench: Bench) -> str:
     """The sink that costs the least server CPU per echo, of picows and raw (uvloop).
 
     Measured on the capacity workload itself (the reference client, 1,000 connections at
-    20,000 msgs/s, no batching): a blast of pipelined echoes would flatter whichever sink
+    10,000 msgs/s, no batching): a blast of pipelined echoes would flatter whichever sink
     coalesces writes, and one client core cannot saturate either sink anyway. Extrapolated
-    to a whole core: echoes/s / server CPU share.
+    to a whole core: echoes/s / server CPU share. Rounds alternate A B B A against drift.
     """
     per_core: dict[str, list[float]] = {"picows": [], "raw": []}
     rows = []
-    for _ in range(bench.settings.sink_rounds):
-        for name in per_core:
+    for round_no in range(bench.settings.sink_rounds):
+        for name in list(per_core)[:: -1 if round_no % 2 else 1]:
             with pinned.server(name, pinned.target_command(name), SERVER_CPU,
                                bench.log(f"sink-{name}")) as sink:
                 result = reference("rate", sink, bench.log("reference"), "--connections",
-                                   "1000", "--rate", "20", "--warmup-s", "1", "--duration-s", "3")
+                                   "1000", "--rate", "10", "--warmup-s", "1", "--duration-s", "3")
             echoes_per_s = result["corrected"]["count"] / result["duration_s"]
             server_pct = result["server_cpu_pct"]
             estimate = echoes_per_s / max(server_pct / 100, 0.01)
@@ -349,14 +367,17 @@ def section_capacity(bench: Bench) -> None:
     with pinned.server(sink_name, pinned.target_command(sink_name), SERVER_CPU,
                        bench.log(f"sink-{sink_name}")) as sink:
         for connections in bench.connections:
+            trials_of: dict[str, list[Trial]] = {}
             ours, trials = capacity_search(bench, sink, "ours", connections,
                                            CAPACITY_START[connections])
+            trials_of["ours"] = trials
             details[f"ours_{connections}"] = [asdict(t) for t in trials]
             if bench.profile and connections == 1_000:
                 rate = min((t.msgs_per_s for t in trials if not t.passed), default=ours * 1.5)
                 details["profile"] = profile_step(bench, sink, connections, rate)
             theirs, trials = capacity_search(bench, sink, "reference", connections,
                                              max(ours, CAPACITY_START[connections]))
+            trials_of["reference"] = trials
             details[f"reference_{connections}"] = [asdict(t) for t in trials]
             bench.figures.append(Figure(
                 "capacity", f"msgs/s at {connections:,} connections", "msgs/s",
@@ -364,6 +385,18 @@ def section_capacity(bench: Bench) -> None:
                 f"ours>={CAPACITY_TARGET[connections]:.0f}",
                 f"sink {sink_name}; >= {SENDS_MADE_MIN:.0%} sends made, self-check clean, "
                 "no failure",
+            ))  # fmt: skip
+            per_msg = {who: [t.cpu_us_per_msg for t in trials_of[who] if t.cpu_us_per_msg]
+                       for who in trials_of}
+            budget_us = 1e6 / CAPACITY_TARGET[connections]
+            bench.figures.append(Figure(
+                "capacity", f"  CPU µs per msg at {connections:,} (target ⇔ {budget_us:.0f})",
+                "µs", statistics.median(per_msg["ours"]) if per_msg["ours"] else None,
+                statistics.median(per_msg["reference"]) if per_msg["reference"] else None,
+                "picows client", f"ours<={budget_us:.0f}",
+                "generator CPU time per message over unsaturated steps (median): what a whole "
+                f"core would give, whatever else shares it; {CAPACITY_TARGET[connections]:,.0f}"
+                f" msgs/s on a core needs <= {budget_us:.0f} µs",
             ))  # fmt: skip
     bench.details["capacity"] = details
 
@@ -377,11 +410,12 @@ def capacity_search(bench: Bench, sink: pinned.Server, who: str, connections: in
         result = trial(bench, sink, connections, rate)
         bench.say(f"  {who:<9} {connections:>6,} conns {rate:>9,.0f} msgs/s: "
                   f"{'PASS' if result.passed else 'fail'}  made {result.made_fraction:4.0%}, "
-                  f"got {result.achieved_msgs_per_s:,.0f}/s, CPU {result.cpu_pct:3.0f}%, "
+                  f"got {result.achieved_msgs_per_s:,.0f}/s, CPU {result.cpu_pct:3.0f}%"
+                  f" ({result.cpu_us_per_msg or 0:.1f} µs/msg), "
                   f"server {result.server_cpu_pct:3.0f}%  {result.why}")
         return result
 
-    return search(run_trial, start, bench.settings.capacity_steps)
+    return search(run_trial, start, bench.settings.capacity_steps, bench.settings.retries)
 
 
 def profile_step(bench: Bench, sink: pinned.Server, connections: int, rate: float) -> dict:

@@ -2,11 +2,13 @@
 
 The scenario's own files are read (`--csv PREFIX`): PREFIX_latency_us_history.csv says when
 every connection was open; the 1 s window histograms of PREFIX_latency_us_histograms.json
-after that (the ramp's last window and the final, partial window dropped) are added into the
-steady-state figures. The generator's self-check is read from the same file's "generator"
-entry: the new engine's `bound`/`verdict`/`send_lag_us`/`wake_lag_us` when present; before it,
-the CPU of the steady windows against the CPU flag's 90 % (the run-wide `saturated` flag counts
-the ramp, whose connects are not what a step measures).
+after that (the ramp's last windows and the final, partial window dropped) are added into the
+steady-state figures. The generator's self-check is judged on the same steady windows, with
+the new engine's rule (scenarios/selfcheck.py) for every generator alike: bound when its delay
+p99 (the larger of send and wake lag, median over the windows; for the old engine, which has no
+self-check, corrected minus uncorrected p99) is over max(100 µs, 25 % of the corrected p99),
+or when it averaged 90 % of its core. The engine's own run-wide verdict counts the ramp, whose
+connects are not what a step measures; it is shown next to ours.
 """
 
 from __future__ import annotations
@@ -34,14 +36,19 @@ SETTLE_S = 2.0  # windows after the ramp that still carry it (skipped by read())
 UPGRADE = "ws upgrade"  # the request name of a WebSocket upgrade in Locust's tables
 
 
-LAG_LIMIT_US = 5_000
+# The new engine's rule (scenarios/selfcheck.py), applied by this benchmark to every generator
+# alike and to the steady windows only: bound when the generator's delay p99 is over
+# max(NOISE_FLOOR_US, BOUND_FRACTION x the corrected p99 it reports).
+BOUND_FRACTION = 0.25
+NOISE_FLOOR_US = 100
 
 
-def lag_too_big(lag_p99_us: int) -> bool:
-    """For generators without the new self-check (the old engine, the reference client): a
-    sender more than 5 ms late at p99 is not keeping its schedule (5 ms: the SLO of issue 16's
-    sweep example, a few loopback round trips)."""
-    return lag_p99_us > LAG_LIMIT_US
+def delay_limit_us(latency_p99_us: int) -> float:
+    return max(NOISE_FLOOR_US, BOUND_FRACTION * latency_p99_us)
+
+
+def lag_too_big(delay_p99_us: int, latency_p99_us: int) -> bool:
+    return delay_p99_us > delay_limit_us(latency_p99_us)
 
 
 @dataclass
@@ -52,12 +59,14 @@ class Step:
     steady_s: float
     latency: dict[str, dict[str, int]]  # name -> count, p50_us, p99_us, p999_us, max_us
     counters: dict[str, int]
-    generator: dict[str, Any]
+    generator: dict[str, Any]  # the engine's own verdict, over the whole run (ramp included)
     steady_cpu_pct: float
+    steady_delay_p99_us: int | None  # median over steady windows; None: no self-check
     failures: int
     failure_text: str
     exit_code: int | None
     prefix: Path
+    main_name: str = "echo corrected"
     server_cpu_pct: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -65,41 +74,40 @@ class Step:
         return self.latency.get(name, {}).get("count", 0) / self.steady_s if self.steady_s else 0.0
 
     @property
-    def send_lag_proxy_p99_us(self) -> int:
-        """Before the self-check: corrected minus uncorrected p99, how late the tail was sent."""
-        corrected = self.latency.get(self.corrected_name, {}).get("p99_us", 0)
-        uncorrected = self.latency.get(self.uncorrected_name, {}).get("p99_us", 0)
+    def delay_p99_us(self) -> int:
+        """The generator's delay p99 in the steady windows: the self-check's send/wake lag;
+        before it, corrected minus uncorrected p99 (how late the tail was sent)."""
+        if self.steady_delay_p99_us is not None:
+            return self.steady_delay_p99_us
+        corrected = self.latency.get(self.main_name, {}).get("p99_us", 0)
+        uncorrected_name = self.main_name.replace("corrected", "uncorrected")
+        uncorrected = self.latency.get(uncorrected_name, {}).get("p99_us", corrected)
         return max(0, corrected - uncorrected)
-
-    corrected_name = "echo corrected"
-    uncorrected_name = "echo uncorrected"
 
     @property
     def bound(self) -> bool:
-        """The generator's own verdict on itself: the new self-check; before it, CPU and lag."""
-        if "bound" in self.generator:
-            return bool(self.generator["bound"])
-        return self.steady_cpu_pct >= SATURATED_PCT or lag_too_big(self.send_lag_proxy_p99_us)
+        """The self-check's rule on the steady windows, or a steady CPU of 90 % or more."""
+        latency_p99_us = self.latency.get(self.main_name, {}).get("p99_us", 0)
+        return (self.steady_cpu_pct >= SATURATED_PCT
+                or lag_too_big(self.delay_p99_us, latency_p99_us))
 
     @property
     def verdict(self) -> str:
-        if "verdict" in self.generator:
-            return str(self.generator["verdict"])
-        flag = "BOUND" if self.bound else "ok"
-        return (f"{flag} (old engine, no self-check: CPU {self.steady_cpu_pct:.0f}% steady, "
-                f"corrected-uncorrected p99 {self.send_lag_proxy_p99_us:,} µs)")
-
-    def lag_p99_us(self, kind: str) -> int | None:
-        """p99 of the new self-check's send_lag_us / wake_lag_us, None before it exists."""
-        entry = self.generator.get(kind)
-        return int(entry["p99_us"]) if isinstance(entry, dict) and "p99_us" in entry else None
+        latency_p99_us = self.latency.get(self.main_name, {}).get("p99_us", 0)
+        kind = "self-check" if self.steady_delay_p99_us is not None else "old engine: c-u p99"
+        text = (f"{'BOUND' if self.bound else 'ok'} (steady: delay p99 {self.delay_p99_us:,} µs "
+                f"[{kind}], limit {delay_limit_us(latency_p99_us):,.0f} µs, CPU "
+                f"{self.steady_cpu_pct:.0f}%)")
+        if "bound" in self.generator:
+            text += f"; engine, whole run: {'BOUND' if self.generator['bound'] else 'ok'}"
+        return text
 
 
 def run(
     scenario: str, url: str, users: int, measure_s: float, prefix: Path, cpu: int,
     options: Sequence[str] = (), spawn_rate: float | None = None,
     server: pinned.Server | None = None, during: Callable[[int], None] | None = None,
-    ramp_timeout_s: float | None = None,
+    ramp_timeout_s: float | None = None, main_name: str = "echo corrected",
 ) -> Step:  # fmt: skip
     """`locust -f scenarios/<scenario>.py` headless with `users` on `cpu`, steady for `measure_s`.
 
@@ -134,7 +142,7 @@ def run(
                  max(0.0, started + ramp_s + SETTLE_S + measure_s + 1.5 - time.monotonic()))
     finally:
         pinned.stop(proc, timeout_s=STOP_GRACE_S)
-    step = read(prefix, users, proc.returncode)
+    step = read(prefix, users, proc.returncode, main_name)
     step.extra["ramp_s"] = round(ramp_s, 1)
     if server_cpu is not None:
         step.server_cpu_pct = server_cpu.pct()  # after the ramp, to the stop
@@ -153,7 +161,8 @@ def upgrades_done(prefix: Path) -> int:
     return 0
 
 
-def read(prefix: Path, users: int, exit_code: int | None = None) -> Step:
+def read(prefix: Path, users: int, exit_code: int | None = None,
+         main_name: str = "echo corrected") -> Step:
     """The steady-state figures of a finished run from its files."""
     histograms_path = Path(f"{prefix}_latency_us_histograms.json")
     if not histograms_path.exists():
@@ -161,7 +170,7 @@ def read(prefix: Path, users: int, exit_code: int | None = None) -> Step:
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
         raise RuntimeError(f"locust wrote no histograms (exit {exit_code}); log ends:\n{tail}")
     document = json.loads(histograms_path.read_text())
-    windows = _steady_windows(Path(f"{prefix}_latency_us_history.csv"), users)
+    windows, delays = _steady_windows(Path(f"{prefix}_latency_us_history.csv"), users)
     window_s = float(document.get("window_s", 1.0))
     merged: dict[str, HdrHistogram] = {}
     for window in document.get("windows", []):
@@ -181,10 +190,12 @@ def read(prefix: Path, users: int, exit_code: int | None = None) -> Step:
         counters=dict(document.get("counters", {})),
         generator=dict(document.get("generator", {})),
         steady_cpu_pct=statistics.fmean(windows.values()) if windows else 0.0,
+        steady_delay_p99_us=int(statistics.median(delays)) if delays else None,
         failures=failures,
         failure_text=text,
         exit_code=exit_code,
         prefix=prefix,
+        main_name=main_name,
     )
 
 
@@ -197,23 +208,29 @@ def summary(histogram: HdrHistogram) -> dict[str, int]:
     return row
 
 
-def _steady_windows(history: Path, users: int) -> dict[float, float]:
-    """Window start -> generator CPU %, for the windows after every connection was open."""
+def _steady_windows(history: Path, users: int) -> tuple[dict[float, float], list[int]]:
+    """Window start -> generator CPU % for the windows after every connection was open, and
+    their generator delay p99s (the larger of send and wake lag; empty before the self-check)."""
     cpu_by_window: dict[float, float] = {}
     open_by_window: dict[float, int] = {}
+    delay_by_window: dict[float, int] = {}
     with history.open(newline="") as f:
         for row in csv.DictReader(f):
             start = float(row["window_start_unix_s"])
             cpu_by_window[start] = float(row["generator_cpu_pct"] or 0)
             open_by_window[start] = max(open_by_window.get(start, 0),
                                         int(float(row["open_connections"] or 0)))
+            if "generator_wake_lag_p99_us" in row:
+                delay_by_window[start] = max(int(float(row["generator_wake_lag_p99_us"] or 0)),
+                                             int(float(row["generator_send_lag_p99_us"] or 0)))
     starts = sorted(cpu_by_window)
     full = [s for s in starts if open_by_window[s] >= users]
     if not full:
-        return {}
+        return {}, []
     # The first full windows still hold the ramp's end; the last one is cut by the stop.
     steady = [s for s in starts if s > full[0] + SETTLE_S - 1][:-1]
-    return {s: cpu_by_window[s] for s in steady}
+    return {s: cpu_by_window[s] for s in steady}, [delay_by_window[s] for s in steady
+                                                    if s in delay_by_window]
 
 
 def _failures(prefix: Path) -> tuple[int, str]:
