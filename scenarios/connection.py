@@ -252,7 +252,7 @@ class WsConnection:
         self.timed_out = False
         self.closed = False
         self._buf = initial
-        self._frames: deque[tuple[int, bytes]] = deque()
+        self._frames: deque[tuple[int, bytes]] | None = None  # made when first needed
         self._recv = sock.recv
         self._send = sock.send
         self._sendall = sock.sendall
@@ -261,6 +261,7 @@ class WsConnection:
         """The bytes read but not yet parsed (the engine takes over the socket with them)."""
         if self._frames:
             raise RuntimeError("frames already parsed cannot be handed over")
+        self._frames = None
         buf, self._buf = self._buf, b""
         return buf
 
@@ -288,6 +289,8 @@ class WsConnection:
     def _read_frame(self) -> tuple[int, bytes]:
         """(first byte, payload) of the next frame, whatever it is; reads as needed."""
         frames = self._frames
+        if frames is None:
+            frames = self._frames = deque()
         while not frames:
             found: list[tuple[int, bytes]] = []
             try:
@@ -385,7 +388,7 @@ class WsConnection:
             self.send_frame(client_frame(FIN | OP_CLOSE, close_payload(code)))
             while self._read_frame()[0] & 0x0F != OP_CLOSE:
                 pass
-            self._buf, self._frames = b"", deque()
+            self._buf, self._frames = b"", None
             while self._recv(RECV_BYTES):
                 pass
         finally:
