@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import ipaddress
 import itertools
+import json
 import math
 import re
 import resource
@@ -195,35 +196,28 @@ def check_options(points: Iterable[Point]) -> None:
     Locust run can use, checked by Locust's own parser with the locustfile loaded
     (`python -m scenarios.check`): the locustfiles define their options, nobody else.
 
-    One process per distinct (scenario, options), all at once: each costs an import of Locust
-    (about 0.6 s), which must not happen in the runner (it monkey-patches with gevent).
+    One process for every distinct (scenario, options): it imports Locust once (most of a
+    second), which must not happen in the runner (Locust monkey-patches with gevent).
     """
-    running = []
+    checks = [{"scenario": scenario, "options": list(options), "max_message_bytes": limit}
+              for (scenario, options), limit in option_checks(points).items()]  # fmt: skip
+    if not checks:
+        return
     try:
-        for (scenario, options), limit in option_checks(points).items():
-            cmd = [sys.executable, "-m", "scenarios.check"]
-            if limit is not None:
-                cmd += ["--max-message-bytes", str(limit)]
-            running.append(subprocess.Popen(
-                [*cmd, scenario, *options], stdin=subprocess.DEVNULL,
-                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-            ))  # fmt: skip
-        for proc in running:
-            _, err = proc.communicate(timeout=OPTIONS_CHECK_TIMEOUT_S)
-            if proc.returncode != 0:
-                lines = [line for line in err.splitlines() if line.strip()]
-                why = lines[-1].strip() if lines else f"exit status {proc.returncode}"
-                if proc.returncode != 2:  # it crashed: say so rather than blame the options
-                    why = f"cannot check the scenario options: {why}"
-                raise PlanError(why)
+        done = subprocess.run(
+            [sys.executable, "-m", "scenarios.check", "--batch"], input=json.dumps(checks),
+            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+            timeout=OPTIONS_CHECK_TIMEOUT_S,
+        )  # fmt: skip
     except subprocess.TimeoutExpired:
         raise PlanError(f"checking the scenario options took over "
                         f"{OPTIONS_CHECK_TIMEOUT_S:g} s") from None  # fmt: skip
-    finally:
-        for proc in running:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    if done.returncode != 0:
+        lines = [line.strip() for line in done.stderr.splitlines() if line.strip()]
+        why = lines[-1] if lines else f"exit status {done.returncode}"
+        if done.returncode != 2:  # it crashed: say so rather than blame the options
+            why = f"cannot check the scenario options: {why}"
+        raise PlanError(why)
 
 
 def parse_duration(text: str) -> float:

@@ -1,5 +1,6 @@
 """`python -m scenarios.check [--max-message-bytes N] SCENARIO [OPTION ...]`: refuse, before any
-load, the scenario options that cannot work.
+load, the scenario options that cannot work. `python -m scenarios.check --batch` reads a JSON
+list of {"scenario", "options", "max_message_bytes"} on stdin and checks each in turn.
 
 The options are parsed by Locust's own parser with the scenario's locustfile loaded, exactly as
 `locust -f scenarios/SCENARIO.py OPTION ...` would parse them, so the locustfiles stay the one
@@ -13,13 +14,20 @@ that parse it refuses what only a runner knows is wrong:
   would be closed with 1009, or every push subscription refused.
 
 Exit 0 and no output when the options are fine; otherwise exit 2 and one line on stderr,
-`SCENARIO: what is wrong`.
+`SCENARIO: what is wrong` (in a batch, the first such line).
+
+Its cost is importing Locust (most of a second). A batch pays it once: Locust is imported, then
+each check runs in a forked child, which loads its own locustfile, so each scenario's parser
+holds that scenario's options only (listeners are global, and add_once shares options).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
+import traceback
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,7 +89,47 @@ def check(scenario: str, options: Sequence[str], max_message_bytes: int | None =
                 )
 
 
+def _one(scenario: str, options: Sequence[str], max_message_bytes: int | None) -> int:
+    try:
+        check(scenario, options, max_message_bytes)
+    except OptionsError as exc:
+        print(f"{scenario}: {exc}", file=sys.stderr, flush=True)
+        return EXIT_BAD_INPUT
+    return 0
+
+
+def batch(checks: Sequence[dict[str, object]]) -> int:
+    """Each check in a child forked after Locust is imported; the first failure's status."""
+    # The cost, paid once before the forks: Locust, and the machinery every locustfile imports
+    # (which adds only the options they all share).
+    import locust.argument_parser  # noqa: F401
+
+    import scenarios.user  # noqa: F401
+
+    for item in checks:
+        pid = os.fork()
+        if pid == 0:  # the child: one locustfile, one parser
+            status = 1
+            try:
+                status = _one(str(item["scenario"]), [str(o) for o in item.get("options") or []],
+                              item.get("max_message_bytes"))  # type: ignore[arg-type]
+            except SystemExit as exc:  # e.g. --help: printed, as Locust would
+                status = exc.code if isinstance(exc.code, int) else 1
+            except BaseException:
+                traceback.print_exc()
+            finally:
+                sys.stderr.flush()
+                os._exit(status)
+        _, wait_status = os.waitpid(pid, 0)
+        status = os.waitstatus_to_exitcode(wait_status)
+        if status != 0:
+            return status
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    if list(argv if argv is not None else sys.argv[1:]) == ["--batch"]:
+        return batch(json.load(sys.stdin))
     cli = argparse.ArgumentParser(prog="python -m scenarios.check", description=__doc__,
                                   formatter_class=argparse.RawDescriptionHelpFormatter)
     cli.add_argument("--max-message-bytes", type=int,
@@ -89,12 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cli.add_argument("scenario")
     cli.add_argument("options", nargs=argparse.REMAINDER)
     args = cli.parse_args(argv)
-    try:
-        check(args.scenario, args.options, args.max_message_bytes)
-    except OptionsError as exc:
-        print(f"{args.scenario}: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    return 0
+    return _one(args.scenario, args.options, args.max_message_bytes)
 
 
 if __name__ == "__main__":
