@@ -149,6 +149,17 @@ def test_a_sweep_refuses_bad_options_of_its_toml_file(wsbench, tmp_path: Path) -
     assert_one_line_error(done, out, "echo", "--think-ms")
 
 
+def test_a_sweep_checks_each_scenarios_options_as_that_scenario(wsbench, tmp_path: Path) -> None:
+    """Per-scenario [options]: echo's are fine, push's bad one is refused naming push."""
+    config = tmp_path / "sweep.toml"
+    config.write_text('targets = ["raw"]\nscenarios = ["echo", "push"]\nusers = [1]\n'
+                      '[options]\necho = ["--think-ms", "5"]\n'
+                      'push = ["--push-rate", "0"]\n')  # fmt: skip
+    out = tmp_path / "out"
+    done = wsbench("sweep", "--config", config, "--out", out)
+    assert_one_line_error(done, out, "push: argument --push-rate: must be more than 0")
+
+
 def test_plain_locust_refuses_a_negative_think_time() -> None:
     """`locust -f scenarios/echo.py --think-ms -5` is Locust's usage error, exit 2."""
     done = subprocess.run([sys.executable, "-m", "locust", "-f", "scenarios/echo.py",
