@@ -186,10 +186,10 @@ def verdict(
         if rate <= max_error_rate:
             return None
         worst = _dominant(counts, names)
-        detail = _phrase(worst, counts, measurement) if worst else \
-            f"{failures:,} of {requests:,} {label} failed"  # fmt: skip
-        return (f"{rate:.1%} of {label} failed, over the {max_error_rate:.1%} allowed "
-                f"(--max-error-rate): {detail} at {url}")  # fmt: skip
+        most = f"; most often {worst.error} ({worst.occurrences:,})" if worst and worst.error \
+            else ""  # fmt: skip
+        return (f"{failures:,} of {requests:,} {label} failed ({rate:.1%}, over "
+                f"--max-error-rate {max_error_rate:g}){most} at {url}")  # fmt: skip
     worst = _dominant(counts, names) or _dominant(counts)
     if worst is not None:
         text = f"{_phrase(worst, counts, measurement)} at {url}"
