@@ -209,12 +209,13 @@ def reference(mode: str, server: pinned.Server, log: Path, *args: str) -> dict[s
 
 @dataclass
 class Trial:
-    """One capacity step: a total rate, whether it was sustained, and why not."""
+    """One capacity step: a total rate, whether it was kept, whether the self-check was clean."""
 
     msgs_per_s: float
     achieved_msgs_per_s: float
     made_fraction: float
-    passed: bool
+    passed: bool  # kept: >= 95 % of sends made, CPU under 90 %, no failure (drives the search)
+    clean: bool  # kept, and the self-check rule passed on the steady windows
     why: str
     cpu_pct: float
     server_cpu_pct: float
@@ -292,12 +293,13 @@ def our_trial(bench: Bench, sink: pinned.Server, connections: int, msgs_per_s: f
         why.append(f"not all {connections:,} connected in time ({step.failure_text or 'no error'})")
     elif fraction < SENDS_MADE_MIN:
         why.append(f"{fraction:.0%} of sends made")
-    if step.bound:
-        why.append(f"self-check: {step.verdict}")
+    if step.saturated:
+        why.append(f"CPU {step.steady_cpu_pct:.0f}%")
     if step.failures:
         why.append(f"{step.failures} failures ({step.failure_text})")
     return Trial(msgs_per_s, step.count_per_s("echo uncorrected"), fraction, not why,
-                 "; ".join(why) or step.verdict, step.steady_cpu_pct, step.server_cpu_pct)
+                 not why and not step.bound, "; ".join(why) or step.verdict,
+                 step.steady_cpu_pct, step.server_cpu_pct)
 
 
 def reference_trial(bench: Bench, sink: pinned.Server, connections: int,
@@ -313,16 +315,16 @@ def reference_trial(bench: Bench, sink: pinned.Server, connections: int,
     why = []
     if fraction < SENDS_MADE_MIN:
         why.append(f"{fraction:.0%} of sends made")
-    lag_us = result["send_lag"]["p99_us"]
     if result["cpu_pct"] >= locust_step.SATURATED_PCT:
         why.append(f"CPU {result['cpu_pct']:.0f}%")
-    if locust_step.lag_too_big(lag_us, result["corrected"]["p99_us"]):
-        why.append(f"send lag p99 {lag_us:,} µs")
     if result["errors"]:
         why.append(f"{result['errors']} errors")
+    lag_us, p99_us = result["send_lag"]["p99_us"], result["corrected"]["p99_us"]
+    clean = not why and not locust_step.lag_too_big(lag_us, p99_us)
     achieved = result["corrected"]["count"] / result["duration_s"]
-    return Trial(msgs_per_s, achieved, fraction, not why,
-                 "; ".join(why) or f"CPU {result['cpu_pct']:.0f}%, send lag p99 {lag_us:,} µs",
+    verdict = (f"{'ok' if clean else 'BOUND'} (send lag p99 {lag_us:,} µs, limit "
+               f"{locust_step.delay_limit_us(p99_us):,.0f} µs, CPU {result['cpu_pct']:.0f}%)")
+    return Trial(msgs_per_s, achieved, fraction, not why, clean, "; ".join(why) or verdict,
                  result["cpu_pct"], result["server_cpu_pct"])
 
 
@@ -373,18 +375,29 @@ def section_capacity(bench: Bench) -> None:
             trials_of["ours"] = trials
             details[f"ours_{connections}"] = [asdict(t) for t in trials]
             if bench.profile and connections == 1_000:
-                rate = min((t.msgs_per_s for t in trials if not t.passed), default=ours * 1.5)
+                # The busiest rate it still kept up with: where its CPU goes, not its idle time.
+                rate = max((t.msgs_per_s for t in trials if t.made_fraction >= SENDS_MADE_MIN),
+                           default=CAPACITY_START[connections])
                 details["profile"] = profile_step(bench, sink, connections, rate)
             theirs, trials = capacity_search(bench, sink, "reference", connections,
                                              max(ours, CAPACITY_START[connections]))
             trials_of["reference"] = trials
             details[f"reference_{connections}"] = [asdict(t) for t in trials]
+            clean = {who: max((t.msgs_per_s for t in trials_of[who] if t.clean), default=0.0)
+                     for who in trials_of}
             bench.figures.append(Figure(
-                "capacity", f"msgs/s at {connections:,} connections", "msgs/s",
+                "capacity", f"msgs/s at {connections:,} conns, self-check clean", "msgs/s",
+                clean["ours"] or None, clean["reference"] or None, "picows client",
+                f"ours>={CAPACITY_TARGET[connections]:.0f}",
+                f"sink {sink_name}; highest step with >= {SENDS_MADE_MIN:.0%} of sends made, "
+                "no failure, CPU < 90 %, delay p99 <= max(100 µs, 25 % of corrected p99)",
+            ))  # fmt: skip
+            bench.figures.append(Figure(
+                "capacity", f"msgs/s at {connections:,} conns, sends kept", "msgs/s",
                 ours or None, theirs or None, "picows client",
                 f"ours>={CAPACITY_TARGET[connections]:.0f}",
-                f"sink {sink_name}; >= {SENDS_MADE_MIN:.0%} sends made, self-check clean, "
-                "no failure",
+                f"the search's answer: >= {SENDS_MADE_MIN:.0%} of sends made, no failure, "
+                "CPU < 90 %, whatever the delay",
             ))  # fmt: skip
             per_msg = {who: [t.cpu_us_per_msg for t in trials_of[who] if t.cpu_us_per_msg]
                        for who in trials_of}
@@ -409,7 +422,8 @@ def capacity_search(bench: Bench, sink: pinned.Server, who: str, connections: in
     def run_trial(rate: float) -> Trial:
         result = trial(bench, sink, connections, rate)
         bench.say(f"  {who:<9} {connections:>6,} conns {rate:>9,.0f} msgs/s: "
-                  f"{'PASS' if result.passed else 'fail'}  made {result.made_fraction:4.0%}, "
+                  f"{'kept' if result.passed else 'lost'}/{'clean' if result.clean else 'BOUND'}"
+                  f"  made {result.made_fraction:4.0%}, "
                   f"got {result.achieved_msgs_per_s:,.0f}/s, CPU {result.cpu_pct:3.0f}%"
                   f" ({result.cpu_us_per_msg or 0:.1f} µs/msg), "
                   f"server {result.server_cpu_pct:3.0f}%  {result.why}")
@@ -433,7 +447,7 @@ def profile_step(bench: Bench, sink: pinned.Server, connections: int, rate: floa
 def _profile(pid: int, out: Path, seconds: float) -> None:
     raw = out.with_suffix(".collapsed")
     cmd = ["py-spy", "record", "--pid", str(pid), "--duration", str(max(int(seconds), 1)),
-           "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking"]
+           "--rate", "250", "--format", "raw", "--output", str(raw), "--nonblocking", "--gil"]
     py_spy = Path(sys.executable).with_name("py-spy")
     cmd[0] = str(py_spy) if py_spy.exists() else cmd[0]
     try:

@@ -85,11 +85,15 @@ class Step:
         return max(0, corrected - uncorrected)
 
     @property
+    def saturated(self) -> bool:
+        """A steady CPU of 90 % of the core or more (the old engine's only self-check)."""
+        return self.steady_cpu_pct >= SATURATED_PCT
+
+    @property
     def bound(self) -> bool:
-        """The self-check's rule on the steady windows, or a steady CPU of 90 % or more."""
+        """The self-check's rule on the steady windows, or saturated."""
         latency_p99_us = self.latency.get(self.main_name, {}).get("p99_us", 0)
-        return (self.steady_cpu_pct >= SATURATED_PCT
-                or lag_too_big(self.delay_p99_us, latency_p99_us))
+        return self.saturated or lag_too_big(self.delay_p99_us, latency_p99_us)
 
     @property
     def verdict(self) -> str:

@@ -283,6 +283,12 @@ def test_a_failing_error_rate_stops_the_sweep_series(wsbench, tmp_path: Path):
     assert 0.05 < first["summary"]["main_error_rate"] < 0.5
     assert first["point"]["max_error_rate"] == 0.01
     assert second["status"] == "skipped" and "SLO stop" in second["reason"]
+    rate_pct = f"{100 * first['summary']['main_error_rate']:.1f}"
+    assert re.search(rf"{first['point']['point_id']}\s+failed\s+\d+\s+\d+\s+{rate_pct}\s",
+                     done.stdout), done.stdout  # the table's err%: the main measurement's
+    page = (out / "report" / "report.html").read_text()  # a sweep ends with its report
+    assert first["reason"].split(" at ws://")[0].split("; ")[0] in page
+    assert f"{rate_pct} %" in page
 
 
 def test_the_slo_error_rate_uses_the_main_measurements_rate(wsbench, tmp_path: Path):
