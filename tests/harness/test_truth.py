@@ -24,6 +24,7 @@ import pytest
 from websockets.sync.server import Server, ServerConnection, serve
 
 from harness.execute import read_summary
+from harness.measured import DEFAULT_MEASUREMENT, Counts, Failure, read_measurement, verdict
 from harness.plan import PlanError, load_sweep_file, sweep_from_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -389,3 +390,36 @@ def test_a_sweep_file_sets_max_error_rate_for_every_point(tmp_path: Path):
     assert sweep.points()[0].as_dict()["max_error_rate"] == 0.2  # stored in point.json
     with pytest.raises(PlanError, match="max_error_rate must be between 0 and 1"):
         sweep_from_settings({**load_sweep_file(config), "max_error_rate": 1.5})
+
+
+URL = "ws://127.0.0.1:9/echo"
+
+
+def _counts(per_name: dict[str, tuple[int, int]], *failures: tuple[str, str, int]) -> Counts:
+    return Counts(per_name, [Failure(*f) for f in failures])
+
+
+@pytest.mark.parametrize(("scenario", "counts", "unanswered", "reason"), [
+    ("connect", _counts({"tcp connect": (40, 40)},
+                        ("tcp connect", "refused: ECONNREFUSED (Connection refused)", 40)),
+     {}, f"no upgrades measured: 40 of 40 TCP connects refused at {URL}"),
+    ("echo", _counts({"tcp connect": (10, 0)}), {"ws upgrade": 10},
+     f"no echo round trips measured: 10 upgrades still unanswered at the end ({URL})"),
+    ("echo", _counts({"tcp connect": (10, 0)}), {},  # stored before unanswered was counted
+     f"no echo round trips measured: 10 TCP connects succeeded, then nothing was answered or "
+     f"failed ({URL})"),
+    ("hold", _counts({"ws upgrade": (30, 0), "hold": (5, 5)},
+                     ("hold", "closed by server: 1001 (going away)", 5)), {},
+     f"5 of 35 connections held failed (14.3%, over --max-error-rate 0.01); most often "
+     f"closed by server: 1001 (going away) (5) at {URL}"),
+    ("echo", _counts({"tcp connect": (10, 2), "echo": (500, 0)},
+                     ("tcp connect", "refused: ECONNREFUSED (Connection refused)", 2)), {},
+     None),  # set-up failures do not dilute, or count in, the echo error rate
+])  # fmt: skip
+def test_the_reason_names_the_dominant_error_and_the_url(scenario, counts, unanswered, reason):
+    """The one-line reason, per kind of failure; failures outside the main measurement aside."""
+    measurement = read_measurement(
+        {"measurement": {"scenario": scenario, "main": DEFAULT_MEASUREMENT[scenario][0],
+                         "label": DEFAULT_MEASUREMENT[scenario][1], "url": URL,
+                         "unanswered_at_end": unanswered}}, scenario, URL)  # fmt: skip
+    assert verdict(measurement, counts, 0.01) == reason
