@@ -69,7 +69,10 @@ def _number(text: str | None) -> float | None:
 
 
 # Run-wide columns repeated on every row of the latency CSV: kept once, not per name.
-NOT_PER_NAME = ("name", "generator_cpu_pct", "generator_saturated")
+NOT_PER_NAME = (
+    "name", "generator_cpu_pct", "generator_saturated", "generator_send_lag_p99_us",
+    "generator_wake_lag_p99_us", "generator_bound",
+)  # fmt: skip
 
 
 def final_stats_path(point_dir: Path) -> Path:

@@ -175,7 +175,7 @@ class _Publishing(_Listening):
         self.made += 1
         self.next_ns = intended_ns + user.interval_ns
         if not self.channel.closed:
-            self.entry = self.timer.at(self.next_ns, self._due)
+            self.entry = self.timer.at(self.next_ns, self._due, user.interval_ns)
 
     def on_end(self, error: WsError | None) -> None:
         self.timer.cancel(self.entry)

@@ -18,7 +18,7 @@ from locust import events, task
 
 from scenarios.engine import Channel
 from scenarios.failures import ProtocolViolation, WsError
-from scenarios.frames import FIN, OP_BINARY, OP_TEXT, client_frame
+from scenarios.frames import FIN, OP_BINARY, OP_TEXT, client_frame, frame_pool
 from scenarios.options import add_once, non_negative_float, option, positive_int
 from scenarios.user import WebSocketUser
 
@@ -59,7 +59,7 @@ class _RoundTrips:
     """One connection's closed loop in the engine: send, await the echo, record, repeat."""
 
     __slots__ = ("user", "channel", "first", "payload", "size", "think_ns", "timer",
-                 "sent_ns", "entry", "_record")  # fmt: skip
+                 "sent_ns", "entry", "_record", "_frame")  # fmt: skip
 
     def __init__(self, user: EchoUser) -> None:
         self.user = user
@@ -72,6 +72,11 @@ class _RoundTrips:
         self.sent_ns = 0  # perf_counter_ns of the send awaiting its echo; 0: none
         self.entry: list | None = None
         self._record = user.measurement.recorder.record
+        pool = frame_pool(self.first, self.payload)
+        self._frame = pool.next if pool is not None else self._masked
+
+    def _masked(self) -> bytes:
+        return client_frame(self.first, self.payload)
 
     def attached(self, channel: Channel) -> None:
         self.channel = channel
@@ -81,7 +86,7 @@ class _RoundTrips:
         channel = self.channel
         self.sent_ns = sent_ns = time.perf_counter_ns()
         channel.deadline_ns = sent_ns + channel.conn.timeout_ns  # the watchdog's
-        channel.send(client_frame(self.first, self.payload))
+        channel.send(self._frame())
 
     def on_message(self, payload: bytes, now_ns: int) -> None:
         if not self.sent_ns or len(payload) != self.size:
@@ -90,7 +95,7 @@ class _RoundTrips:
         self.sent_ns = 0
         self.channel.deadline_ns = 0
         if self.think_ns:
-            self.entry = self.timer.at(now_ns + self.think_ns, self._send)
+            self.entry = self.timer.at(now_ns + self.think_ns, self._send, self.think_ns)
         else:
             self._send()
 

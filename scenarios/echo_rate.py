@@ -31,7 +31,7 @@ from locust import events, task
 
 from scenarios.engine import Channel
 from scenarios.failures import ProtocolViolation, WsError, WsTimeout
-from scenarios.frames import FIN, OP_BINARY, client_frame
+from scenarios.frames import FIN, OP_BINARY, client_frame, frame_pool
 from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
 from scenarios.output import UNANSWERED_PREFIX
 from scenarios.selfcheck import SEND_LAG, SENDS_DUE, SENDS_MADE
@@ -80,6 +80,7 @@ class _Schedule:
     __slots__ = (
         "user", "channel", "timer", "interval_ns", "payload", "size", "max_in_flight",
         "in_flight", "entry", "next_ns", "held", "made", "timeout_ns", "_record", "_lag",
+        "_frame",
     )  # fmt: skip
 
     def __init__(self, user: EchoRateUser) -> None:
@@ -98,6 +99,11 @@ class _Schedule:
         recorder = user.measurement.recorder
         self._record, self._lag = recorder.record, recorder.lag
         self.timeout_ns = 0
+        pool = frame_pool(FIN | OP_BINARY, self.payload)
+        self._frame = pool.next if pool is not None else self._masked
+
+    def _masked(self) -> bytes:
+        return client_frame(FIN | OP_BINARY, self.payload)
 
     def attached(self, channel: Channel) -> None:
         """A new connection: a new schedule, from a random phase."""
@@ -118,11 +124,11 @@ class _Schedule:
         if not self.in_flight:
             channel.deadline_ns = now_ns + self.timeout_ns
         self.in_flight.append((intended_ns, now_ns))
-        channel.send(client_frame(FIN | OP_BINARY, self.payload))
+        channel.send(self._frame())
         self.made += 1
         self.next_ns = intended_ns + self.interval_ns
         if not channel.closed:
-            self.entry = self.timer.at(self.next_ns, self._due)
+            self.entry = self.timer.at(self.next_ns, self._due, self.interval_ns)
 
     def on_message(self, payload: bytes, now_ns: int) -> None:
         in_flight = self.in_flight

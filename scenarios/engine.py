@@ -107,7 +107,11 @@ class Timer:
     """Callbacks at CLOCK_MONOTONIC instants, run in the hub; one timerfd armed for the earliest.
 
     `at(due_ns, fn)` calls `fn(due_ns, now_ns)` once due. Entries are lists so that `cancel`
-    can mark one dead in place (heap removal would cost a scan).
+    can mark one dead in place (heap removal would cost a scan). A schedule that repeats at a
+    fixed interval passes it as `lane`: each interval's entries are kept in a FIFO, which stays
+    in time order because each entry is its predecessor plus the same interval, so a send costs
+    an append and a popleft instead of a heap push and pop. An entry that would break a lane's
+    order (a schedule's first, from a random phase) goes to the heap.
     """
 
     def __init__(self, lag: Callable[[str, int], None] | None = None) -> None:
@@ -119,19 +123,29 @@ class Timer:
         self._spec = _Itimerspec()
         self._spec_ref = ctypes.byref(self._spec)
         self._heap: list[list] = []
+        self._lanes: dict[int, deque[list]] = {}
         self._order = itertools.count()
         self._armed_ns = 0
+        self._in_pass = False  # callbacks are running: arm once at the end, not per entry
         self._watcher = get_hub().loop.io(self._fd, _EV_READ)
         self._watcher.ref = False  # an idle timer must not keep the hub alive
         self._watcher.start(self._on_expiry)
         self._lag = lag
         self._canary: list | None = None
 
-    def at(self, due_ns: int, fn: Callable[[int, int], None]) -> list:
+    def at(self, due_ns: int, fn: Callable[[int, int], None], lane: int = 0) -> list:
         entry = [due_ns, next(self._order), fn]
-        heap = self._heap
-        heapq.heappush(heap, entry)
-        if heap[0] is entry:
+        if lane:
+            queue = self._lanes.get(lane)
+            if queue is None:
+                queue = self._lanes[lane] = deque()
+            if not queue or queue[-1][0] <= due_ns:
+                queue.append(entry)
+                if not self._in_pass and (not self._armed_ns or due_ns < self._armed_ns):
+                    self._arm(due_ns)
+                return entry
+        heapq.heappush(self._heap, entry)
+        if not self._in_pass and (not self._armed_ns or due_ns < self._armed_ns):
             self._arm(due_ns)
         return entry
 
@@ -141,8 +155,6 @@ class Timer:
             entry[2] = None
 
     def _arm(self, at_ns: int) -> None:
-        if at_ns == self._armed_ns:
-            return
         self._armed_ns = at_ns
         value = self._spec.it_value
         value.tv_sec, value.tv_nsec = divmod(max(at_ns, 1), 1_000_000_000)
@@ -164,14 +176,36 @@ class Timer:
             entry = pop(heap)
             if entry[2] is not None:
                 due.append(entry)
+        for queue in self._lanes.values():
+            while queue and queue[0][0] <= now_ns:
+                entry = queue.popleft()
+                if entry[2] is not None:
+                    due.append(entry)
+        if len(due) > 1:
+            due.sort()  # in time order, so that the lanes stay in order as they refill
         clock = time.monotonic_ns
-        for due_ns, _, fn in due:
-            if fn is not None:
-                fn(due_ns, clock())
+        self._in_pass = True
+        try:
+            for due_ns, _, fn in due:
+                if fn is not None:
+                    fn(due_ns, clock())
+        finally:
+            self._in_pass = False
+            self._rearm()
+
+    def _rearm(self) -> None:
+        heap = self._heap
         while heap and heap[0][2] is None:
-            pop(heap)
-        if heap:
-            self._arm(heap[0][0])
+            heapq.heappop(heap)
+        earliest = heap[0][0] if heap else 0
+        for queue in self._lanes.values():
+            while queue and queue[0][2] is None:
+                queue.popleft()
+            if queue and (not earliest or queue[0][0] < earliest):
+                earliest = queue[0][0]
+        if earliest:
+            if earliest != self._armed_ns:
+                self._arm(earliest)
         else:
             self._watcher.ref = False
 

@@ -10,6 +10,8 @@ import os
 import struct
 from collections.abc import Iterator
 
+import numpy as np
+
 OP_CONT = 0x0
 OP_TEXT = 0x1
 OP_BINARY = 0x2
@@ -58,6 +60,45 @@ def client_frame(first_byte: int, payload: bytes) -> bytes:
     return header + key + mask(payload, key)
 
 
+class FramePool:
+    """Masked frames of one fixed payload, made in batches: each with its own random key.
+
+    An open-model schedule sends the same payload again and again; masking it per message
+    costs about 2 µs, a batch of POOL_FRAMES costs about 0.4 µs a frame (numpy XOR over all
+    of them at once). The keys come from os.urandom as client_frame's do (RFC 6455 §5.3),
+    and every frame is used once.
+    """
+
+    POOL_FRAMES = 4096
+
+    def __init__(self, first_byte: int, payload: bytes) -> None:
+        n = len(payload)
+        if n >= 126:
+            raise ValueError("FramePool is for payloads under 126 bytes")
+        self._header = np.frombuffer(bytes((first_byte, MASK_BIT | n)), dtype=np.uint8)
+        self._payload = np.frombuffer(payload, dtype=np.uint8)
+        self._frame_bytes = 2 + 4 + n
+        self._frames: list[bytes] = []
+
+    def _refill(self) -> None:
+        count, n = self.POOL_FRAMES, len(self._payload)
+        keys = np.frombuffer(os.urandom(4 * count), dtype=np.uint8).reshape(count, 4)
+        repeated = np.tile(keys, (1, (n + 3) // 4))[:, :n]
+        block = np.concatenate(
+            [np.tile(self._header, (count, 1)), keys, repeated ^ self._payload], axis=1
+        ).tobytes()
+        size = self._frame_bytes
+        frames = [block[i : i + size] for i in range(0, len(block), size)]
+        frames.reverse()  # pop() from the end
+        self._frames = frames
+
+    def next(self) -> bytes:
+        """A frame never handed out before."""
+        if not self._frames:
+            self._refill()
+        return self._frames.pop()
+
+
 def close_payload(code: int, reason: str = "") -> bytes:
     return U16.pack(code) + reason.encode()[:123]
 
@@ -99,3 +140,18 @@ def split_frames(buf: bytes, pos: int, out: list[tuple[int, bytes]]) -> int:
         out.append((buf[pos], buf[start:end]))
         pos = end
     return pos
+
+
+_pools: dict[tuple[int, int, bytes], FramePool] = {}
+
+
+def frame_pool(first_byte: int, payload: bytes) -> FramePool | None:
+    """This process's pool for a payload (None when too long for one): a forked worker gets
+    its own, so no two processes ever send a frame with the same key."""
+    if len(payload) >= 126:
+        return None
+    key = (os.getpid(), first_byte, payload)
+    pool = _pools.get(key)
+    if pool is None:
+        pool = _pools[key] = FramePool(first_byte, payload)
+    return pool

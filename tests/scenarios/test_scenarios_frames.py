@@ -127,3 +127,17 @@ def test_pong_is_awaited_for_a_ping(pair):
     assert read_client_frame(server) == (0x89, b"p")
     server.sendall(server_frame(0x82, b"data") + server_frame(0x8A, b"p"))
     ws.recv_pong()
+
+
+def test_frame_pool_frames_unmask_to_the_payload_each_with_its_own_key():
+    """Pooled frames carry the payload under a fresh key each, like client_frame's."""
+    from scenarios.frames import FramePool, mask
+
+    pool = FramePool(0x82, b"hello, pool")
+    frames = [pool.next() for _ in range(FramePool.POOL_FRAMES + 10)]  # across a refill
+    assert len(set(frames)) == len(frames)
+    for frame in frames[:5] + frames[-5:]:
+        assert frame[0] == 0x82 and frame[1] == 0x80 | 11
+        key = frame[2:6]
+        assert mask(frame[6:], key) == b"hello, pool"
+    assert len({frame[2:6] for frame in frames}) > 0.99 * len(frames)
