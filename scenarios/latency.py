@@ -227,6 +227,11 @@ class Merger:
         for start_s in sorted(s for s in self._open if s < self._finished_before_s):
             self._closed[start_s] = self._open.pop(start_s)
 
+    def window_cpu_peaks(self) -> list[float]:
+        """The busiest process's CPU % in each window so far (open or closed)."""
+        windows = [*self._closed.values(), *self._open.values()]
+        return [max(w.cpu_pct.values()) for w in windows if w.cpu_pct]
+
     @property
     def totals(self) -> dict[str, HdrHistogram]:
         return histograms_of(dict(sorted(self.counts.items())))

@@ -29,7 +29,7 @@ from locust.env import Environment
 from locust.runners import STATE_INIT, STATE_STOPPED, MasterRunner, WorkerRunner
 from locust.stats import RequestStats, bucket_response_time
 
-from scenarios import output
+from scenarios import output, webui
 from scenarios.cpu import CpuSampler
 from scenarios.engine import engine
 from scenarios.latency import Merger, RawWindow, Recorder
@@ -245,4 +245,6 @@ def log_to_locust(stats: RequestStats, method: str, window: RawWindow) -> None:
 
 def on_init(environment: Environment, **_: object) -> None:
     """locust.events.init listener: every process gets its Measurement before the test."""
-    measurement_for(environment)
+    measurement = measurement_for(environment)
+    if measurement.merges:
+        webui.install(environment, measurement)

@@ -141,6 +141,30 @@ class RunResult:
         )
 
 
+def live_selfcheck(merger: Merger, measurement: Mapping[str, object]) -> SelfCheck:
+    """The self-check of a run still going, from what has been merged so far (web UI).
+
+    Cheaper than RunResult: totals only, and CPU from the windows (the run means arrive only
+    at the end)."""
+    main = list(measurement.get("main") or ())  # type: ignore[call-overload]
+    totals = {name: summarise(h) for name, h in merger.totals.items() if name in main}
+    name, p99_us = headline(main, totals)
+    peaks = merger.window_cpu_peaks()
+    busiest = sum(peaks) / len(peaks) if peaks else 0.0
+    saturation = judge({"run": busiest}, peaks)
+    lags = {n: summarise(h) for n, h in merger.lag_totals.items()}
+    due, made = sends(merger.counters)
+    return SelfCheck(
+        wake_lag=lags.get(WAKE_LAG, {}),
+        send_lag=lags.get(SEND_LAG, {}),
+        latency_name=name,
+        latency_p99_us=p99_us,
+        sends_due=due,
+        sends_made=made,
+        saturation=saturation,
+    )
+
+
 def describe_measurement(
     environment: Environment, counters: Mapping[str, int]
 ) -> dict[str, object]:

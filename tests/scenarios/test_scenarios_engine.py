@@ -4,16 +4,23 @@ left unanswered, and the generator self-check flagging a generator that cannot k
 from __future__ import annotations
 
 import contextlib
+import json
 import socket
+import subprocess
+import sys
 import threading
+import time
+import urllib.request
 from collections.abc import Iterator
 from http import HTTPStatus
+from pathlib import Path
 
 import pytest
 from websockets.exceptions import ConnectionClosed
 
 from scenarios.frames import FIN, OP_BINARY, OP_CONT, OP_PING, split_frames
 from scenarios.user import endpoint_url
+from scenarios.webui import TAB_KEY
 
 
 def test_endpoint_url_keeps_a_path_and_adds_the_scenario_path_to_a_bare_host():
@@ -153,3 +160,36 @@ def test_self_check_flags_an_overloaded_generator(echo_url, run_locust):
         generator["delay_p99_us"] > generator["delay_limit_us"]
     )
     assert "GENERATOR-BOUND" in run.output
+
+
+def test_web_ui_has_a_generator_tab_with_the_live_verdict(echo_url, tmp_path):
+    """With the web UI, /stats/requests carries the self-check rows and the page its tab."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    command = [
+        sys.executable, "-m", "locust", "-f", "scenarios/echo_rate.py", "--host", echo_url,
+        "--autostart", "-u", "5", "-r", "5", "-t", "6s", "--rate", "20",
+        "--web-host", "127.0.0.1", "--web-port", str(port), "--loglevel", "WARNING",
+    ]  # fmt: skip
+    repo = Path(__file__).resolve().parents[2]
+    proc = subprocess.Popen(command, cwd=repo, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)  # fmt: skip
+    try:
+        rows: list = []
+        deadline = time.monotonic() + 15
+        while time.monotonic() < deadline and not any(
+            r["check"] == "wake lag (canary every 10 ms)" and "p99" in r["value"] for r in rows
+        ):
+            time.sleep(0.5)
+            with contextlib.suppress(OSError):
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/stats/requests") as r:
+                    stats = json.load(r)
+                rows = next(e["data"] for e in stats["extended_stats"] if e["key"] == TAB_KEY)
+        verdict = next(r["value"] for r in rows if r["check"] == "verdict")
+        assert verdict.startswith(("generator ok", "GENERATOR-BOUND")), rows
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/") as r:
+            assert TAB_KEY in r.read().decode()
+    finally:
+        proc.terminate()
+        proc.wait(20)
