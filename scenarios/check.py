@@ -7,8 +7,8 @@ The options are parsed by Locust's own parser with the scenario's locustfile loa
 place options are defined (their types refuse bad values, see scenarios/options.py). On top of
 that parse it refuses what only a runner knows is wrong:
 
-- options that name a destination (-H/--host, --master-host): wsbench's own --target is where
-  the load goes, and that is what its loopback guard checks;
+- options that name a destination (-H/--host, --master-host, --master-bind-host): wsbench's
+  own --target is where the load goes, and that is what its loopback guard checks;
 - words that are not options (Locust would take them for User class names);
 - with --max-message-bytes (a reference target's limit), a message size over it: every message
   would be closed with 1009, or every push subscription refused.
@@ -40,6 +40,8 @@ DESTINATIONS = {
     "this machine; drop this option",
     "master_host": "the runner connects its own Locust processes; for workers on other "
     "machines use --expect-workers and `wsbench worker --master-host`",
+    "master_bind_host": "the runner binds its Locust master to loopback; for workers on "
+    "other machines use `wsbench run --expect-workers N --master-bind-host`",
 }
 # Options whose value is the size of each message a scenario sends or asks the server for.
 SIZE_OPTIONS = {"payload_bytes": "--payload-bytes", "push_size": "--push-size"}

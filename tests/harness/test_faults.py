@@ -183,12 +183,18 @@ def test_extras_naming_a_host_are_refused(wsbench, tmp_path: Path, free_port, ex
     assert_one_line_error(done, out, "the target is --target", "192.0.2.1")
 
 
-def test_master_host_in_run_extras_is_refused(wsbench, tmp_path: Path) -> None:
-    """--master-host (a destination for Locust's own traffic) is refused in `run`."""
+@pytest.mark.parametrize(
+    ("command", "option"), [("run", "--master-host"), ("sweep", "--master-bind-host")]
+)
+def test_locusts_own_destinations_in_extras_are_refused(
+    wsbench, tmp_path: Path, command: str, option: str
+) -> None:
+    """--master-host / --master-bind-host (where Locust's own traffic goes) are refused."""
     out = tmp_path / "out"
-    done = wsbench("run", "--target", "raw", "--scenario", "hold", "--users", "1",
-                   "--master-host", "192.0.2.1", "--out", out)  # fmt: skip
-    assert_one_line_error(done, out, "--master-host", "192.0.2.1")
+    where = ("--target", "raw", "--scenario", "hold") if command == "run" else (
+        "--targets", "raw", "--scenarios", "hold")  # fmt: skip
+    done = wsbench(command, *where, "--users", "1", option, "192.0.2.1", "--out", out)
+    assert_one_line_error(done, out, option, "192.0.2.1")
 
 
 def test_a_host_in_sweep_toml_options_is_refused(wsbench, tmp_path: Path) -> None:
