@@ -457,6 +457,23 @@ def test_nothing_outlives_a_sigkilled_runner_in_namespaces_by_a_second(
     assert "status killed" in (out / "report" / "report.html").read_text()
 
 
+def test_locusts_forked_workers_die_with_a_sigkilled_runner(wsbench_bg, tmp_path: Path) -> None:
+    """kill -9 of a runner with --processes 2: Locust's forked workers are gone 1 s later too."""
+    # They do not inherit PR_SET_PDEATHSIG; without their own they waited out the heartbeat.
+    bg = wsbench_bg("run", "--target", "raw", "--scenario", "connect", "--hold-ms", "20000",
+                    "--users", "2", "--processes", "2", "--duration", "20s",
+                    "--out", tmp_path / "out")  # fmt: skip
+    bg.wait_for("Locust's workers",
+                lambda: len([c for c in bg.children() if _running(c)]) >= 4)  # fmt: skip
+    time.sleep(1.0)
+    children = bg.children()
+    bg.proc.kill()
+    bg.wait(10)
+    time.sleep(1.0)
+    alive = [p for p in children if _running(p)]
+    assert not alive, [p.cmdline() for p in alive]
+
+
 def _listening_beyond_loopback(procs: list[psutil.Process]) -> list[tuple[str, int]]:
     found = []
     for proc in procs:
