@@ -3,7 +3,8 @@
 No pyplot and no global state: figures are built with `matplotlib.figure.Figure`, so charts
 can be drawn in any thread and never open a window. Every data line carries a gid,
 "<metric>:<line name>", so tests (and anyone) can find what was plotted. Points whose load
-generator was saturated are ringed in red on every chart that plots points.
+generator bounded the figures (its self-check's verdict) are ringed in red on every chart that
+plots points.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter, PercentF
 PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#e377c2",
            "#7f7f7f", "#bcbd22")  # fmt: skip
 SATURATED_COLOR = "#d62728"
-SATURATED_LABEL = "generator saturated (≥ 90 % CPU)"
+SATURATED_LABEL = "generator-bound (self-check)"
 PERCENTILE_STYLES = {"p50_us": (":", "p50"), "p99_us": ("-", "p99"), "p999_us": ("--", "p99.9")}
 PROFILE_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # line, marker
 CONNECTIONS = "connections (Locust users)"

@@ -218,7 +218,7 @@ def slug(name: str) -> str:
 
 
 TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "status", "reason",
-                "warnings", "main_name")  # fmt: skip
+                "warnings", "main_name", "generator_verdict")  # fmt: skip
 LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
 FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
 WINDOW_COLUMNS = ("point_id", "t_s", "window_s", "name", "count", "msgs_per_s", "p50_us",
@@ -605,15 +605,21 @@ def _server(
 
 
 def _generator(document: dict[str, Any], csv_rows: list[dict[str, str]]) -> dict[str, Any]:
+    """The generator self-check. `generator_saturated` is the flag every chart rings: the
+    self-check's verdict (`bound`) where the run has one, else (older runs) CPU >= 90 %."""
     verdict = document.get("generator") or {}
     if verdict:
+        bound = verdict.get("bound", verdict.get("saturated"))
         return {
             "generator_cpu_pct": number(verdict.get("busiest_run_pct")),
-            "generator_saturated": bool(verdict.get("saturated")),
+            "generator_saturated": bool(bound),
+            "generator_delay_p99_us": number(verdict.get("delay_p99_us")),
+            "generator_verdict": verdict.get("verdict") or "",
         }
     cpu = max((number(r.get("generator_cpu_pct")) or 0.0 for r in csv_rows), default=None)
     saturated = any(r.get("generator_saturated") in ("1", "True", "true") for r in csv_rows)
-    return {"generator_cpu_pct": cpu, "generator_saturated": saturated}
+    return {"generator_cpu_pct": cpu, "generator_saturated": saturated,
+            "generator_delay_p99_us": None, "generator_verdict": ""}  # fmt: skip
 
 
 def _point_columns(rows: list[dict[str, Any]], percentiles: tuple[float, ...]) -> list[str]:
@@ -628,7 +634,7 @@ def _point_columns(rows: list[dict[str, Any]], percentiles: tuple[float, ...]) -
           for p in CONNECT_PERCENTILES),
         "open_connections_max", "server_cpu_pct_mean", "server_cpu_pct_max",
         "server_rss_bytes_max", "server_rss_per_conn_bytes", "server_sockets_max",
-        "generator_cpu_pct", "generator_saturated",
+        "generator_cpu_pct", "generator_saturated", "generator_delay_p99_us", "generator_verdict",
     ]  # fmt: skip
     extra = sorted({k for row in rows for k in row} - set(fixed))
     return fixed + extra

@@ -78,7 +78,7 @@ class Page:
     summary: Table
     sections: list[Section]
     environment: Environment
-    no_warnings: str = "No warnings: every point ran, without failures or a saturated generator."
+    no_warnings: str = "No warnings: every point ran, without failures or a bound generator."
 
     def charts(self) -> list[Chart]:
         return [c for s in self.sections for c in s.charts]
@@ -135,7 +135,8 @@ def _scenario_section(run: Run, scenario: str) -> Section:
     add(Chart(f"{scenario}-latency",
               f"Latency percentiles of “{name}” as connections grow. Look for where p99 and "
               "p99.9 bend upward away from p50: that is where queueing starts. A red ring "
-              "means the load generator was saturated there, so the server was not the limit.",
+              "means the load generator's own delay bounded the figures there (its self-check), "
+              "so the server was not the limit.",
               charts.latency_chart(latency, f"{scenario}: “{name}” latency vs connections"),
               {"": latency}))  # fmt: skip
     throughput = _plotted(frame, "msgs_per_s", "bytes_per_s")
@@ -270,7 +271,7 @@ def _points_section(run: Run) -> Section:
             f"point-{pid}-timeseries",
             f"{pid} over time: load, {rate} and p99 per window (of “{p['main_name']}”), "
             "CPU and server RSS. Look for p99 spikes and whether they line up with CPU at "
-            "the top (red rings: generator ≥ 90 % of a core).",
+            "the top (red rings: generator-bound by its self-check).",
             charts.timeseries_chart(series, f"{pid}: over time", rate),
             {"": series}, group=pid,
         ))  # fmt: skip
@@ -285,17 +286,24 @@ def _points_section(run: Run) -> Section:
     return section
 
 
+def _generator_cell(p: pd.Series) -> str:
+    """The self-check in one cell: its delay p99 and CPU, BOUND when it bounded the figures."""
+    delay = p.get("generator_delay_p99_us")
+    parts = [] if delay is None or pd.isna(delay) else [f"delay p99 {fmt(delay)} µs"]
+    parts.append(f"CPU {fmt(p['generator_cpu_pct'])} %")
+    return ", ".join(parts) + (" BOUND" if p["generator_saturated"] else "")
+
+
 def summary_table(points: pd.DataFrame) -> Table:
     profiles = points["kernel_profile"].nunique() > 1
     header = ["point", *(["profile"] if profiles else []), "connections", "status", "msgs/s",
               "p50 µs", "p99 µs", "p99.9 µs", "failed", "server CPU %", "server RSS MiB",
-              "generator CPU %"]  # fmt: skip
+              "generator"]  # fmt: skip
     rows = []
     for _, p in points.iterrows():
         bad = p["status"] != tables.OK or (p["failures"] or 0) > 0
         css = "bad" if bad else "saturated" if p["generator_saturated"] else ""
-        generator = fmt(p["generator_cpu_pct"]) + (" SATURATED" if p["generator_saturated"]
-                                                   else "")  # fmt: skip
+        generator = _generator_cell(p)
         rate = p["main_error_rate"]  # the main measurement's, as the point's status is judged
         failed = None if pd.isna(rate) else 100 * rate
         rows.append((css, [

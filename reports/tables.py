@@ -215,12 +215,15 @@ def warnings(run: Run) -> list[str]:
         why = f" ({p['reason']})" if p["reason"] else ""
         found.append(f"{p['point_id']}: {p['status']}{why}")
     saturated = points[points["generator_saturated"]]
-    if not saturated.empty:
+    for _, p in saturated.iterrows():
+        verdict = p.get("generator_verdict") or ""
         found.append(
-            f"load generator saturated (≥ 90 % of a core) in {len(saturated)} point(s): "
-            f"{', '.join(saturated['point_id'])}; their figures measure the generator, "
-            "not the server (ringed in the charts)"
-        )
+            f"{p['point_id']}: {verdict}" if verdict and not pd.isna(verdict) else
+            f"{p['point_id']}: load generator saturated (≥ 90 % of a core): its figures "
+            "measure the generator, not the server"
+        )  # fmt: skip
+    if not saturated.empty:
+        found.append(f"{len(saturated)} point(s) generator-bound: ringed in the charts")
     failed = points[(points["failures"].fillna(0) > 0) & (points["status"] == OK)]
     for _, p in failed.iterrows():  # a failed point's reason (above) already names its errors
         main = "" if pd.isna(p["main_error_rate"]) else \
