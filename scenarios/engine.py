@@ -361,7 +361,7 @@ class Channel:
         except _WOULD_BLOCK:
             sent = 0
         except Exception as exc:
-            self._fail(classify(exc, "send"))
+            self._send_failed(exc)
             return
         if sent < len(frame):
             # A TLS write is all or nothing and retried with the same bytes; a plain one
@@ -389,9 +389,21 @@ class Channel:
         except _WOULD_BLOCK:
             return
         except Exception as exc:
-            self._fail(classify(exc, "send"))
+            self._send_failed(exc)
             return
         self._writer.stop()
+
+    def _send_failed(self, exc: BaseException) -> None:
+        """A send hit a reset: the server has usually said why first (a close frame, 1009 for
+        a message over its limit), and that is already here to read. Report that, not the reset.
+        """
+        with contextlib.suppress(*_WOULD_BLOCK, OSError):
+            while not self.closed:
+                data = self._recv(RECV_BYTES)
+                if not data:
+                    break
+                self._consume(data, time.monotonic_ns())
+        self._fail(classify(exc, "send"))  # nothing said why (no-op if the frame ended it)
 
     @property
     def backlog(self) -> int:

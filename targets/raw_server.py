@@ -51,7 +51,7 @@ class _Connection(asyncio.Protocol):
 
     __slots__ = (
         "server", "transport", "ws", "path", "room", "request_buf", "timer", "pusher",
-        "paused", "open",
+        "paused", "open", "lingering",
     )  # fmt: skip
 
     def __init__(self, server: _Server) -> None:
@@ -65,6 +65,7 @@ class _Connection(asyncio.Protocol):
         self.pusher: asyncio.Task[None] | None = None
         self.paused = False
         self.open = False  # a WebSocket that may still be offered messages
+        self.lingering = False  # failed it: reading only to let the close frame arrive
 
     # -- asyncio.Protocol --------------------------------------------------------------------
 
@@ -78,6 +79,8 @@ class _Connection(asyncio.Protocol):
         )
 
     def data_received(self, data: bytes) -> None:
+        if self.lingering:
+            return  # what a failed client still sends is dropped unread
         if self.ws is not None:
             self._ws_data(data)
         else:
@@ -211,7 +214,25 @@ class _Connection(asyncio.Protocol):
             transport.writelines(out)
         if ws.close_transport:
             self.open = False
-            transport.close()
+            if ws.failed is not None and not self.lingering:
+                self._linger()
+            elif not self.lingering:
+                transport.close()
+
+    def _linger(self) -> None:
+        """We failed the connection (1009, 1002...) and sent a close frame; the client may
+        still be sending (the rest of a message over the limit). Closing now, with its bytes
+        unread, makes the kernel answer with a reset that destroys the close frame before the
+        client reads it, so it would see a reset instead of the reason. Read and drop until
+        the client closes (EOF) or the close timeout passes, then close (RFC 6455 §7.1.1)."""
+        transport = self.transport
+        assert transport is not None
+        self.lingering = True
+        if self.timer is not None:
+            self.timer.cancel()
+        self.timer = self.server.loop.call_later(
+            self.server.ctx.limits.close_timeout_s, transport.close
+        )
 
     # -- hub.Peer: what broadcast and push offer -----------------------------------------------
 

@@ -127,7 +127,7 @@ def test_echoes_in_flight_at_the_end_are_counted_unanswered(ws_server, run_locus
     measurement = run.histograms["measurement"]
     assert measurement["main"] == ["echo corrected"]
     counters = run.histograms["counters"]
-    assert counters["echo sends made"] >= 20, counters
+    assert counters.get("echo sends made", 0) >= 20, run.describe()
     # Nothing was answered, nothing timed out (10 s): every send made is still awaited.
     assert measurement["unanswered_at_end"]["echo corrected"] == counters["echo sends made"]
     assert counters["echo sends due"] >= counters["echo sends made"]
@@ -138,7 +138,7 @@ def test_self_check_is_in_every_run_with_its_figures(echo_url, run_locust):
     run = run_locust("echo_rate", echo_url, "--rate", "20", users=5, duration="3s")
     assert run.returncode == 0, run.describe()
     generator = run.histograms["generator"]
-    assert generator["send_lag_us"]["count"] >= 200
+    assert generator["send_lag_us"]["count"] >= 100  # 5 x 20/s for ~3 s, less the ramp
     assert generator["wake_lag_us"]["count"] >= 100  # the canary, every 10 ms
     assert generator["sends_made"] >= 0.9 * generator["sends_due"] > 0
     assert generator["latency_name"] == "echo corrected"
