@@ -24,12 +24,13 @@ import time
 
 from locust import events, task
 
+from scenarios.connection import endpoint_url
 from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
 from scenarios.frames import FIN, OP_BINARY, client_frame
 from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
 from scenarios.selfcheck import SEND_LAG, SENDS_DUE, SENDS_MADE
-from scenarios.user import WebSocketUser, endpoint_url
+from scenarios.user import WebSocketUser
 from targets.protocol import BROADCAST_HEADER, BROADCAST_PATH, decode_broadcast, encode_broadcast
 
 BROADCAST = "broadcast"

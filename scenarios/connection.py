@@ -217,6 +217,20 @@ def open_connection(
     return connection
 
 
+def endpoint_url(host: str, path: str) -> str:
+    """The URL to connect to: `host` itself when it has a path, else `host` + `path`.
+
+    http(s):// is taken as ws(s)://, as Locust's web form suggests http://.
+    """
+    host = host or ""
+    if host.startswith("http"):
+        host = "ws" + host[4:]  # http:// -> ws://, https:// -> wss://
+    parts = urlsplit(host)
+    if parts.path not in ("", "/") or parts.query:
+        return host
+    return host.rstrip("/") + path
+
+
 def _upgrade(ws: websocket.WebSocket, url: str, options: dict[str, object]) -> None:
     ws.connect(url, redirect_limit=0, **options)
     status = ws.getstatus()

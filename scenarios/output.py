@@ -30,6 +30,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from hdrh.histogram import HdrHistogram
 from locust.env import Environment
 from locust.stats import RequestStats
 
@@ -106,20 +107,9 @@ class RunResult:
         totals = merger.total_rows()
         windows = merger.windows()
         saturation = judge(run_cpu_pct, (g.cpu_max_pct for _, _, g in windows))
-        main = measurement.get("main") or ()
-        name, p99_us = headline(list(main), totals)  # type: ignore[arg-type]
-        due, made = sends(merger.counters)
         lag_totals = merger.lag_totals
-        lags = {n: summarise(h) for n, h in lag_totals.items()}
-        check = SelfCheck(
-            wake_lag=lags.get(WAKE_LAG, {}),
-            send_lag=lags.get(SEND_LAG, {}),
-            latency_name=name,
-            latency_p99_us=p99_us,
-            sends_due=due,
-            sends_made=made,
-            saturation=saturation,
-        )
+        main = list(measurement.get("main") or ())  # type: ignore[call-overload]
+        check = _selfcheck(merger, main, totals, saturation, lag_totals)
         return cls(
             totals=totals,
             window_rows=[
@@ -148,11 +138,20 @@ def live_selfcheck(merger: Merger, measurement: Mapping[str, object]) -> SelfChe
     at the end)."""
     main = list(measurement.get("main") or ())  # type: ignore[call-overload]
     totals = {name: summarise(h) for name, h in merger.totals.items() if name in main}
-    name, p99_us = headline(main, totals)
     peaks = merger.window_cpu_peaks()
     busiest = sum(peaks) / len(peaks) if peaks else 0.0
-    saturation = judge({"run": busiest}, peaks)
-    lags = {n: summarise(h) for n, h in merger.lag_totals.items()}
+    return _selfcheck(merger, main, totals, judge({"run": busiest}, peaks), merger.lag_totals)
+
+
+def _selfcheck(
+    merger: Merger,
+    main: list[str],
+    totals: Mapping[str, Mapping[str, int]],
+    saturation: Saturation,
+    lag_totals: Mapping[str, HdrHistogram],
+) -> SelfCheck:
+    name, p99_us = headline(main, totals)
+    lags = {n: summarise(h) for n, h in lag_totals.items()}
     due, made = sends(merger.counters)
     return SelfCheck(
         wake_lag=lags.get(WAKE_LAG, {}),

@@ -20,10 +20,11 @@ from urllib.parse import urlencode
 
 from locust import events, task
 
+from scenarios.connection import endpoint_url
 from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
 from scenarios.options import add_once, at_least, non_negative_int, option, positive_float
-from scenarios.user import WebSocketUser, endpoint_url
+from scenarios.user import WebSocketUser
 from targets.protocol import DEFAULT_PUSH_SIZE, PUSH_HEADER, PUSH_PATH, decode_push
 
 PUSH = "push"

@@ -25,7 +25,6 @@ from __future__ import annotations
 import random
 import time
 from typing import ClassVar
-from urllib.parse import urlsplit
 
 import gevent
 import locust.runners
@@ -36,7 +35,7 @@ from locust.exception import StopUser
 from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
 from scenarios import options
-from scenarios.connection import WsConnection, open_connection
+from scenarios.connection import WsConnection, endpoint_url, open_connection
 from scenarios.engine import Channel, Handler, engine
 from scenarios.failures import WsError, WsTimeout, classify
 from scenarios.measurement import measurement_for, on_init
@@ -55,20 +54,6 @@ BACKOFF_MIN_S = 0.1
 # (Locust yields to the hub after every task): once per batch rather than once per message.
 BATCH_NS = 200_000_000
 _NO_CONTEXT: dict[str, object] = {}
-
-
-def endpoint_url(host: str, path: str) -> str:
-    """The URL to connect to: `host` itself when it has a path, else `host` + `path`.
-
-    http(s):// is taken as ws(s)://, as Locust's web form suggests http://.
-    """
-    host = host or ""
-    if host.startswith("http"):
-        host = "ws" + host[4:]  # http:// -> ws://, https:// -> wss://
-    parts = urlsplit(host)
-    if parts.path not in ("", "/") or parts.query:
-        return host
-    return host.rstrip("/") + path
 
 
 class WebSocketUser(User):

@@ -18,9 +18,11 @@ from pathlib import Path
 import pytest
 from websockets.exceptions import ConnectionClosed
 
+from scenarios.connection import endpoint_url
 from scenarios.frames import FIN, OP_BINARY, OP_CONT, OP_PING, split_frames
-from scenarios.user import endpoint_url
-from scenarios.webui import TAB_KEY
+
+# scenarios.webui's TAB_KEY: importing it would import Locust (and gevent's patching) here.
+TAB_KEY = "wsbench-generator"
 
 
 def test_endpoint_url_keeps_a_path_and_adds_the_scenario_path_to_a_bare_host():
