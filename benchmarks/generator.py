@@ -41,7 +41,7 @@ import time
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import psutil
 
@@ -50,6 +50,7 @@ from harness import provenance
 from harness.store import RunStore, new_run_id, utc_now
 
 SECTIONS = ("capacity", "fidelity", "closed", "memory")
+T = TypeVar("T")
 REPO = Path(__file__).resolve().parent.parent
 SERVER_CPU, GENERATOR_CPU = 0, 1
 SENDS_MADE_MIN = 0.95
@@ -202,6 +203,27 @@ def reference(mode: str, server: pinned.Server, log: Path, *args: str) -> dict[s
         tail = log.read_text(errors="replace")[-1500:] if log.exists() else ""
         raise RuntimeError(f"reference {mode} failed (exit {proc.returncode}):\n{tail}")
     return json.loads(lines[-1])
+
+
+def on_live(server: pinned.Server, bench: Bench, what: str, run: Callable[[], T]) -> T:
+    """`run()` against `server`; if the server died meanwhile, start it again and run once more.
+
+    (On a shared box another process may kill ours; a step that lost its server measured
+    nothing, and says so in details.server_restarts.)
+    """
+    server.revive()
+    try:
+        result = run()
+    except Exception:
+        if server.alive:
+            raise
+    else:
+        if server.alive:
+            return result
+    bench.say(f"  ({server.name} died during {what}: started again, {what} repeated)")
+    bench.details.setdefault("server_restarts", []).append(what)
+    server.revive()
+    return run()
 
 
 # ---------------------------------------------------------------------------- capacity
@@ -420,7 +442,8 @@ def capacity_search(bench: Bench, sink: pinned.Server, who: str, connections: in
     trial = our_trial if who == "ours" else reference_trial
 
     def run_trial(rate: float) -> Trial:
-        result = trial(bench, sink, connections, rate)
+        result = on_live(sink, bench, f"{who} at {rate:,.0f} msgs/s",
+                         lambda: trial(bench, sink, connections, rate))
         bench.say(f"  {who:<9} {connections:>6,} conns {rate:>9,.0f} msgs/s: "
                   f"{'kept' if result.passed else 'lost'}/{'clean' if result.clean else 'BOUND'}"
                   f"  made {result.made_fraction:4.0%}, "
@@ -483,38 +506,41 @@ def section_fidelity(bench: Bench) -> None:
     settings = bench.settings
     ours: dict[str, list[dict[str, int]]] = {"echo": [], "broadcast": []}
     refs: dict[str, list[dict[str, int]]] = {"echo": [], "broadcast": []}
+    broadcast_options = ["--rooms", "1", "--publishers", "1", "--publish-rate", "10",
+                         "--payload-bytes", "64"]
     with pinned.server("raw", pinned.target_command("raw"), SERVER_CPU, bench.log("raw")) as raw:
         for _ in range(settings.fidelity_rounds):
-            step = locust_step.run(
+            step = on_live(raw, bench, "echo_rate", lambda: locust_step.run(
                 "echo_rate", raw.url, 1_000, settings.measure_s,
                 bench.step_prefix("fidelity-echo-ours"), GENERATOR_CPU, ["--rate", "10"],
                 server=raw,
-            )  # fmt: skip
+            ))  # fmt: skip
             ours["echo"].append(step.latency.get("echo corrected", {}))
             _say_latency(bench, "ours", "echo corrected", step.latency.get("echo corrected"),
                          f"CPU {step.steady_cpu_pct:.0f}%, server {step.server_cpu_pct:.0f}%, "
                          f"{step.verdict}")
-            result = reference("rate", raw, bench.log("reference"), "--connections", "1000",
-                               "--rate", "10", "--duration-s", str(settings.reference_s))
+            result = on_live(raw, bench, "reference echo", lambda: reference(
+                "rate", raw, bench.log("reference"), "--connections", "1000", "--rate", "10",
+                "--duration-s", str(settings.reference_s)))
             refs["echo"].append(result["corrected"])
             _say_latency(bench, "reference", "echo corrected", result["corrected"],
-                         f"CPU {result['cpu_pct']:.0f}%")
-            step = locust_step.run(
+                         f"CPU {result['cpu_pct']:.0f}%, server {result['server_cpu_pct']:.0f}%, "
+                         f"send lag p99 {result['send_lag']['p99_us']:,} µs")
+            step = on_live(raw, bench, "broadcast", lambda: locust_step.run(
                 "broadcast", raw.url, 1_001, settings.measure_s,
-                bench.step_prefix("fidelity-broadcast-ours"), GENERATOR_CPU,
-                ["--rooms", "1", "--publishers", "1", "--publish-rate", "10",
-                 "--payload-bytes", "64"], server=raw,
-            )  # fmt: skip
+                bench.step_prefix("fidelity-broadcast-ours"), GENERATOR_CPU, broadcast_options,
+                server=raw, main_name="broadcast",
+            ))  # fmt: skip
             ours["broadcast"].append(step.latency.get("broadcast", {}))
             _say_latency(bench, "ours", "broadcast", step.latency.get("broadcast"),
                          f"CPU {step.steady_cpu_pct:.0f}%, server {step.server_cpu_pct:.0f}%, "
                          f"{step.verdict}")
-            result = reference("broadcast", raw, bench.log("reference"), "--connections",
-                               "1000", "--rate", "10", "--payload-bytes", "64",
-                               "--duration-s", str(settings.reference_s))
+            result = on_live(raw, bench, "reference broadcast", lambda: reference(
+                "broadcast", raw, bench.log("reference"), "--connections", "1000", "--rate",
+                "10", "--payload-bytes", "64", "--duration-s", str(settings.reference_s)))
             refs["broadcast"].append(result["broadcast"])
             _say_latency(bench, "reference", "broadcast", result["broadcast"],
-                         f"CPU {result['cpu_pct']:.0f}%")
+                         f"CPU {result['cpu_pct']:.0f}%, server {result['server_cpu_pct']:.0f}%")
     for kind, label in (("echo", "echo 1,000 x 10/s corrected"),
                         ("broadcast", "broadcast 1,000 subs x 10/s")):
         for column in ("p50_us", "p99_us"):
@@ -548,8 +574,8 @@ def section_closed(bench: Bench) -> None:
     per_cpu, per_s, recording, echo_cpu_us, naive_cpu_us = [], [], [], [], []
     with pinned.server("raw", pinned.target_command("raw"), SERVER_CPU, bench.log("raw")) as raw:
         for round_no in range(settings.closed_rounds):
-            naive, echo = closed_loop.run_together(("naive", "echo"), raw.url, raw.process,
-                                                   args, tmp)
+            naive, echo = on_live(raw, bench, "naive with echo", lambda: closed_loop.run_together(
+                ("naive", "echo"), raw.url, raw.process, args, tmp))
             per_cpu.append(naive.cpu_us_per_round_trip / echo.cpu_us_per_round_trip)
             per_s.append(echo.rate / naive.rate)
             echo_cpu_us.append(echo.cpu_us_per_round_trip)
@@ -559,8 +585,10 @@ def section_closed(bench: Bench) -> None:
                       f"rt/s ({echo.cpu_us_per_round_trip:.1f} CPU µs/rt), side by side; "
                       f"server {naive.server_cpu_pct:.0f}%")
             try:
-                with_hdr, without = closed_loop.run_together(("echo", "echo, no hdr"), raw.url,
-                                                             raw.process, args, tmp)
+                with_hdr, without = on_live(raw, bench, "echo with echo, no hdr",
+                                            lambda: closed_loop.run_together(
+                                                ("echo", "echo, no hdr"), raw.url, raw.process,
+                                                args, tmp))
             except SystemExit as exc:  # the new engine may not have --no-histograms
                 bench.say(f"  echo without histograms not run: {str(exc).splitlines()[0]}")
                 continue
@@ -636,8 +664,10 @@ def section_memory(bench: Bench) -> None:
     bench.say(f"\n== memory  ({pinned.load_average()})")
     with pinned.server("picows", pinned.target_command("picows"), SERVER_CPU,
                        bench.log("sink-picows")) as sink:
-        few_rss, few = held_rss_bytes(bench, sink, MEMORY_FEW)
-        many_rss, many = held_rss_bytes(bench, sink, MEMORY_CONNECTIONS)
+        few_rss, few = on_live(sink, bench, "hold few",
+                               lambda: held_rss_bytes(bench, sink, MEMORY_FEW))
+        many_rss, many = on_live(sink, bench, "hold many",
+                                 lambda: held_rss_bytes(bench, sink, MEMORY_CONNECTIONS))
     kib = (many_rss - few_rss) / max(many - few, 1) / 1024
     bench.say(f"  Locust RSS {few_rss / 2**20:.1f} MiB with {few} held, {many_rss / 2**20:.1f} MiB "
               f"with {many:,} held: {kib:.2f} KiB per connection")
@@ -677,6 +707,8 @@ def print_tables(bench: Bench, label: str) -> list[str]:
                                                   if f.reference_name and f.reference else ""))
     lines.append("")
     lines += [f.distance() for f in bench.figures if f.target]
+    for section, error in bench.details.get("errors", {}).items():
+        lines.append(f"{section}: FAILED, not measured: {error[:200]}")
     return lines
 
 
@@ -754,9 +786,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = "interrupted"
     try:
         for section in sections:
-            RUNNERS[section](bench)
+            try:
+                RUNNERS[section](bench)
+            except Exception as exc:  # one section's failure must not lose the others
+                bench.say(f"  section {section} FAILED: {type(exc).__name__}: "
+                          f"{str(exc).splitlines()[0] if str(exc) else ''}")
+                bench.details.setdefault("errors", {})[section] = repr(exc)[-2000:]
             bench.save()
-        status = "done"
+        status = "failed" if bench.details.get("errors") else "done"
     finally:
         bench.save()
         lines = print_tables(bench, label)

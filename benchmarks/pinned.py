@@ -70,25 +70,59 @@ def stop(proc: subprocess.Popen[str], timeout_s: float = STOP_TIMEOUT_S) -> int 
 
 @dataclass
 class Server:
-    """A running sink: its URL (ws://HOST:PORT, no path) and its process, for CPU readings."""
+    """A running sink: its URL (ws://HOST:PORT, no path) and its process, for CPU readings.
+
+    `revive()` starts it again if it died (on a shared box something may kill it): the URL
+    and process then change, so read them at each use.
+    """
 
     name: str
-    url: str
-    process: psutil.Process
+    cmd: Sequence[str]
+    cpu: int
+    log_path: Path
+    url: str = ""
+    process: psutil.Process | None = None  # type: ignore[assignment]
+    proc: subprocess.Popen[str] | None = None
+    restarts: int = 0
+
+    def start(self) -> None:
+        self.proc = spawn(self.cmd, self.cpu, self.log_path, stdout_pipe=True)
+        line = _ready_line(self.proc)
+        match = re.fullmatch(r"ready (ws://\S+)", line.strip())
+        if not match:
+            stop(self.proc)
+            raise RuntimeError(f"{self.name} did not start: {line!r} (see {self.log_path})")
+        self.url, self.process = match[1], psutil.Process(self.proc.pid)
+
+    @property
+    def alive(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+    def revive(self) -> bool:
+        """Start it again if it is gone; True if it had to be."""
+        if self.alive:
+            return False
+        code = self.proc.returncode if self.proc is not None else None
+        with self.log_path.open("a") as log:
+            log.write(f"bench: {self.name} had exited ({code}); started again\n")
+        self.restarts += 1
+        self.start()
+        return True
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            stop(self.proc)
 
 
 @contextlib.contextmanager
 def server(name: str, cmd: Sequence[str], cpu: int, log_path: Path) -> Iterator[Server]:
     """Start a server that prints `ready ws://HOST:PORT`; yield it once ready; stop it after."""
-    proc = spawn(cmd, cpu, log_path, stdout_pipe=True)
+    running = Server(name, list(cmd), cpu, log_path)
     try:
-        line = _ready_line(proc)
-        match = re.fullmatch(r"ready (ws://\S+)", line.strip())
-        if not match:
-            raise RuntimeError(f"{name} did not start: {line!r} (see {log_path})")
-        yield Server(name, match[1], psutil.Process(proc.pid))
+        running.start()
+        yield running
     finally:
-        stop(proc)
+        running.stop()
 
 
 def _ready_line(proc: subprocess.Popen[str]) -> str:
