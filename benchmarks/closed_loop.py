@@ -170,8 +170,13 @@ def recording_us_per_sample(samples_per_window: int, windows: int = 5) -> float:
         record = recorder.record
         for value in values:
             record("echo", value)
-        histograms, counters = recorder.take()
-        merger.add("local", float(window), encode_all(histograms), counters, 0.0, 0)
+        if hasattr(recorder, "take_raw") and hasattr(merger, "add_counts"):
+            # The new engine ships exact counts in-process (histograms only for the master).
+            raw = recorder.take_raw()
+            merger.add_counts("local", float(window), raw.counts, raw.counters, 0.0, 0)
+        else:
+            histograms, counters = recorder.take()
+            merger.add("local", float(window), encode_all(histograms), counters, 0.0, 0)
         merger.finish_windows(float(window))
     merger.finish_windows()
     merger.total_rows()
