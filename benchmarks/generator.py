@@ -314,12 +314,13 @@ def our_trial(bench: Bench, sink: pinned.Server, connections: int, msgs_per_s: f
         fraction = echoes / scheduled if scheduled else 0.0
     why = []
     if not step.steady_s:
-        why.append(f"not all {connections:,} connected in time ({step.failure_text or 'no error'})")
+        why.append(f"no steady state: not all {connections:,} connected in time, or no "
+                   f"results ({step.failure_text or 'no error'})")
     elif fraction < SENDS_MADE_MIN:
         why.append(f"{fraction:.0%} of sends made")
     if step.saturated:
         why.append(f"CPU {step.steady_cpu_pct:.0f}%")
-    if step.failures:
+    if step.failures and step.steady_s:
         why.append(f"{step.failures} failures ({step.failure_text})")
     return Trial(msgs_per_s, step.count_per_s("echo uncorrected"), fraction, not why,
                  not why and not step.bound, "; ".join(why) or step.verdict,

@@ -146,7 +146,12 @@ def run(
                  max(0.0, started + ramp_s + SETTLE_S + measure_s + 1.5 - time.monotonic()))
     finally:
         pinned.stop(proc, timeout_s=STOP_GRACE_S)
-    step = read(prefix, users, proc.returncode, main_name)
+    try:
+        step = read(prefix, users, proc.returncode, main_name)
+    except RuntimeError as exc:  # overloaded past its stop: a step that measured nothing
+        step = Step(users, 0.0, {}, {}, {}, 0.0, None, 0,
+                    f"Locust wrote no results (exit {proc.returncode}): {str(exc)[:200]}",
+                    proc.returncode, prefix, main_name)
     step.extra["ramp_s"] = round(ramp_s, 1)
     if server_cpu is not None:
         step.server_cpu_pct = server_cpu.pct()  # after the ramp, to the stop
@@ -231,8 +236,10 @@ def _steady_windows(history: Path, users: int) -> tuple[dict[float, float], list
     full = [s for s in starts if open_by_window[s] >= users]
     if not full:
         return {}, []
-    # The first full windows still hold the ramp's end; the last one is cut by the stop.
-    steady = [s for s in starts if s > full[0] + SETTLE_S - 1][:-1]
+    # The first full windows still hold the ramp's end; windows with users gone are the stop's
+    # (stopping users stalls the rest), and the last full one may be cut by it.
+    steady = [s for s in starts if s > full[0] + SETTLE_S - 1 and open_by_window[s] >= users]
+    steady = steady[:-1]
     return {s: cpu_by_window[s] for s in steady}, [delay_by_window[s] for s in steady
                                                     if s in delay_by_window]
 
