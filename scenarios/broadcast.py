@@ -180,7 +180,7 @@ class _Publishing(_Listening):
 
     def on_end(self, error: WsError | None) -> None:
         self.timer.cancel(self.entry)
-        now_ns = time.monotonic_ns()
+        now_ns = self.publisher.engine.schedule_now_ns()
         interval = self.publisher.interval_ns
         missed = (now_ns - self.next_ns) // interval + 1 if self.next_ns <= now_ns else 0
         self._count(SENDS_DUE_COUNTER, self.made + missed)

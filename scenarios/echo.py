@@ -94,6 +94,8 @@ class _RoundTrips:
         self._record(ECHO, (now_ns - self.sent_ns + 500) // 1000, self.size)
         self.sent_ns = 0
         self.channel.deadline_ns = 0
+        if self.user.engine.stopped_ns:
+            return  # the run is stopping: no next round trip
         if self.think_ns:
             self.entry = self.timer.at(now_ns + self.think_ns, self._send, self.think_ns)
         else:

@@ -138,7 +138,7 @@ class _Schedule:
         self.channel.deadline_ns = in_flight[0][1] + self.timeout_ns if in_flight else 0
         self._record(CORRECTED, (now_ns - intended_ns + 500) // 1000, self.size)
         self._record(UNCORRECTED, (now_ns - sent_ns + 500) // 1000, self.size)
-        if self.held:
+        if self.held and not self.user.engine.stopped_ns:
             self.held = False
             self._send(self.next_ns, time.monotonic_ns())
 
@@ -163,8 +163,8 @@ class _Schedule:
         self.in_flight.clear()
 
     def _count_schedule(self) -> None:
-        """Sends due on this connection's schedule until now, against those made."""
-        now_ns = time.monotonic_ns()
+        """Sends due on this connection's schedule until now (or the stop), against those made."""
+        now_ns = self.user.engine.schedule_now_ns()
         missed = (now_ns - self.next_ns) // self.interval_ns + 1 if self.next_ns <= now_ns else 0
         count = self.user.measurement.recorder.count
         count(SENDS_DUE_COUNTER, self.made + missed)

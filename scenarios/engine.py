@@ -135,8 +135,11 @@ class Timer:
         self._watcher.start(self._on_expiry)
         self._lag = lag
         self._canary: list | None = None
+        self.closed = False  # the run is stopping: nothing new is scheduled (see clear)
 
     def at(self, due_ns: int, fn: Callable[[int, int], None], lane: int = 0) -> list:
+        if self.closed:
+            return [due_ns, 0, None]  # never runs: a stopping run sends nothing new
         entry = [due_ns, next(self._order), fn]
         if lane:
             queue = self._lanes.get(lane)
@@ -219,9 +222,26 @@ class Timer:
         self._settime(self._fd, _TFD_TIMER_ABSTIME, self._spec_ref, None)
         self._watcher.ref = False
 
+    def clear(self) -> None:
+        """Drop every pending callback and take no new ones until `reopen` (the run is
+        stopping: no more scheduled sends, whoever asks)."""
+        self.closed = True
+        for entry in self._heap:
+            entry[2] = None
+        for queue in self._lanes.values():
+            for entry in queue:
+                entry[2] = None
+        self._heap.clear()
+        self._lanes.clear()
+        self._canary = None
+        self._disarm()
+
+    def reopen(self) -> None:
+        self.closed = False
+
     def sleep_until(self, at_ns: int) -> None:
         """Block the calling greenlet until `at_ns` (for code that still runs in a greenlet)."""
-        if at_ns <= time.monotonic_ns():
+        if at_ns <= time.monotonic_ns() or self.closed:
             return
         done = Event()
         entry = self.at(at_ns, lambda _due, _now: done.set())
@@ -468,6 +488,22 @@ class Engine:
 
     def __init__(self, lag: Callable[[str, int], None] | None = None) -> None:
         self.timer = Timer(lag)
+        self.stopped_ns = 0  # monotonic ns when the run began stopping; 0 while it runs
+
+    def stop_sending(self) -> None:
+        """The run is stopping: make no more scheduled sends, so that an overloaded
+        generator can stop its users in time; schedules count what was due until now."""
+        self.stopped_ns = time.monotonic_ns()
+        self.timer.clear()
+
+    def resume(self) -> None:
+        """A new run (the web UI starts again): schedules count from their own start."""
+        self.stopped_ns = 0
+        self.timer.reopen()
+
+    def schedule_now_ns(self) -> int:
+        """Until when a schedule's sends were due: now, or when the run began stopping."""
+        return self.stopped_ns or time.monotonic_ns()
 
     def attach(self, conn: WsConnection, handler: Handler) -> Channel:
         """Hand an open connection to the engine; call `start()` on the result to read."""

@@ -67,15 +67,20 @@ class Recorder:
     own delays (`lag`: send lag, event-loop wake-up lag), which are not requests.
     """
 
-    __slots__ = ("_window", "_bytes", "_counters", "_lags")
+    __slots__ = ("_window", "_bytes", "_counters", "_lags", "recording")
 
     def __init__(self) -> None:
+        # False once the run is stopping: replies that users being torn down still read are
+        # about the stop, not the run (the stop window's p99 was 100+ ms at 1,000 users).
+        self.recording = True
         self._window: dict[str, defaultdict[int, int]] = {}
         self._bytes: defaultdict[str, int] = defaultdict(int)
         self._counters: defaultdict[str, int] = defaultdict(int)
         self._lags: dict[str, defaultdict[int, int]] = {}
 
     def record(self, name: str, value_us: int, length: int = 0) -> None:
+        if not self.recording:
+            return
         counts = self._window.get(name)
         if counts is None:
             counts = self._window[name] = defaultdict(int)
@@ -85,6 +90,8 @@ class Recorder:
 
     def lag(self, name: str, value_us: int) -> None:
         """A generator delay sample (µs): how late a send left, how late the loop woke."""
+        if not self.recording:
+            return
         counts = self._lags.get(name)
         if counts is None:
             counts = self._lags[name] = defaultdict(int)

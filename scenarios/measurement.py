@@ -71,11 +71,13 @@ class Measurement:
         options = self.environment.parsed_options
         self.window_s = float(getattr(options, "latency_window_s", None) or DEFAULT_WINDOW_S)
         self.recorder.take()  # users hold its record method: empty it, do not replace it
+        self.recorder.recording = True
         self.merger = Merger()
         self.run_cpu_pct = {}
         self.cpu.start()
         if self.records and self._flusher is None:
-            engine(self.recorder.lag).timer.start_canary()
+            engine(self.recorder.lag).resume()
+            engine().timer.start_canary()
             self._flusher = gevent.spawn(self._flush_at_boundaries)
             self._freeze_long_lived()
 
@@ -92,6 +94,12 @@ class Measurement:
         if self.open_connections > self._frozen_connections:
             gc.freeze()
             self._frozen_connections = self.open_connections
+
+    def stopping(self) -> None:
+        """Locust begins stopping the users: what happens from now on is the stop, not the
+        run. No more scheduled sends, no more latency samples (counters still count)."""
+        self.recorder.recording = False
+        engine().stop_sending()
 
     def stop(self) -> None:
         """Ship what is left (the last, partial window) with this process's run CPU."""
@@ -211,6 +219,7 @@ def _hook(environment: Environment, measurement: Measurement) -> None:
         )
     events.test_start.add_listener(lambda **_: measurement.start())
     if measurement.records:
+        events.test_stopping.add_listener(lambda **_: measurement.stopping())
         events.test_stop.add_listener(lambda **_: measurement.stop())
     if measurement.merges:
         events.quitting.add_listener(lambda **_: measurement.finish())
