@@ -115,7 +115,7 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
              help="Length of the windows of the latency history (PREFIX_latency_us_history.csv)")
     add_once(parser, "--no-histograms", action="store_true", default=False,
              include_in_web_ui=False,
-             help="Benchmarking only: skip the µs histograms (python -m scenarios.bench "
+             help="Benchmarking only: skip the µs histograms (python -m benchmarks.generator "
              "measures what recording costs); Locust's own statistics remain")
 
 
