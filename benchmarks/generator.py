@@ -774,7 +774,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     # SIGTERM unwinds like Ctrl-C: servers and Locust stopped, the run stored as interrupted.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     label = args.label or _tree_label()
-    store = RunStore.create(args.results_dir / new_run_id("bench-generator"), "bench-generator")
+    # Absolute: each Locust step runs in its own folder and gets --csv paths under this one.
+    results_dir = args.results_dir.resolve()
+    store = RunStore.create(results_dir / new_run_id("bench-generator"), "bench-generator")
     counts = tuple(int(n) for n in args.connections.split(","))
     if not set(counts) <= set(CAPACITY_CONNECTIONS):
         print(f"bench: --connections takes {CAPACITY_CONNECTIONS}", file=sys.stderr)
