@@ -44,6 +44,7 @@ from scenarios.latency import (
     WindowGauges,
     WindowRow,
     encode_all,
+    histograms_of,
     summarise,
 )
 from scenarios.selfcheck import SEND_LAG, WAKE_LAG, SelfCheck, headline, sends
@@ -104,7 +105,8 @@ class RunResult:
         measurement: Mapping[str, object] | None = None,
     ) -> RunResult:
         measurement = dict(measurement or {})
-        totals = merger.total_rows()
+        histograms = merger.totals  # built once: summarised and encoded below
+        totals = {name: summarise(h) for name, h in histograms.items()}
         windows = merger.windows()
         saturation = judge(run_cpu_pct, (g.cpu_max_pct for _, _, g in windows))
         lag_totals = merger.lag_totals
@@ -118,7 +120,7 @@ class RunResult:
                 for name, h in histograms.items()
             ],
             window_gauges=[gauges for _, _, gauges in windows],
-            encoded_totals=encode_all(merger.totals),
+            encoded_totals=encode_all(histograms),
             encoded_windows={start_s: encode_all(h) for start_s, h, _ in windows},
             counts_by_process={k: dict(v) for k, v in merger.counts_by_source.items()},
             counters=dict(sorted(merger.counters.items())),
@@ -137,7 +139,8 @@ def live_selfcheck(merger: Merger, measurement: Mapping[str, object]) -> SelfChe
     Cheaper than RunResult: totals only, and CPU from the windows (the run means arrive only
     at the end)."""
     main = list(measurement.get("main") or ())  # type: ignore[call-overload]
-    totals = {name: summarise(h) for name, h in merger.totals.items() if name in main}
+    main_counts = {name: c for name, c in merger.counts.items() if name in main}
+    totals = {name: summarise(h) for name, h in histograms_of(main_counts).items()}
     peaks = merger.window_cpu_peaks()
     busiest = sum(peaks) / len(peaks) if peaks else 0.0
     return _selfcheck(merger, main, totals, judge({"run": busiest}, peaks), merger.lag_totals)

@@ -39,6 +39,7 @@ from scenarios.connection import WsConnection, endpoint_url, open_connection
 from scenarios.engine import Channel, Handler, engine
 from scenarios.failures import WsError, WsTimeout, classify
 from scenarios.measurement import measurement_for, on_init
+from scenarios.output import UNANSWERED_PREFIX
 
 events.init.add_listener(on_init)
 
@@ -138,7 +139,7 @@ class WebSocketUser(User):
 
     def unanswered(self, name: str) -> None:
         """A request still waiting when the run stopped this user (within its timeout)."""
-        self.measurement.recorder.count(f"unanswered at end: {name}")
+        self.measurement.recorder.count(f"{UNANSWERED_PREFIX}{name}")
 
     def _timeout_s(self) -> float:
         return float(options.option(self.environment, "ws_timeout_s", options.DEFAULT_TIMEOUT_S))
