@@ -26,6 +26,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from common.errors import BadInput, WsbenchError
 from harness import plan, procs, provenance
 from harness.execute import (
     Outcome,
@@ -36,12 +37,10 @@ from harness.execute import (
     run_sweep,
 )
 from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
-from harness.store import KILLED, RunStore, StoreError, runner_fields, utc_now
+from harness.store import KILLED, RunStore, runner_fields, utc_now
 from kernel import hostsysctl
-from kernel.netns import KernelError
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent / "harness" / "sweeps" / "default.toml"
-EXIT_BAD_INPUT = 2
 EXIT_INTERRUPTED = 130
 
 
@@ -216,21 +215,6 @@ def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -
     return meta
 
 
-def _create_store(out: Path | None, kind: str) -> RunStore:
-    try:
-        return RunStore.create(out, kind)
-    except StoreError as exc:
-        raise PlanError(str(exc)) from None
-
-
-def _claim(store: RunStore) -> dict[str, Any] | None:
-    """The folder's meta.json, marked "killed" if its runner was (see RunStore.claim)."""
-    try:
-        return store.claim()
-    except StoreError as exc:
-        raise PlanError(str(exc)) from None
-
-
 def _check_targets(targets: Sequence[str], allow_remote: bool) -> None:
     if not allow_remote:
         for target in targets:
@@ -258,10 +242,10 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     _check_kernel(points)
     plan.check_options(points)
     if args.out is not None and (args.out / "meta.json").exists():
-        found = _claim(RunStore(args.out)) or {}
+        found = RunStore(args.out).claim() or {}
         raise PlanError(f"{args.out} already holds a run (status {found.get('status')}); "
                         "choose another --out")  # fmt: skip
-    store = _create_store(args.out, "run")
+    store = RunStore.create(args.out, "run")
     _start_meta(store, "run", points)
     outcomes = []
     status = "interrupted"
@@ -311,8 +295,8 @@ def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
 def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     sweep = sweep_from(args, extras)
     points = sweep.points()
-    store = _create_store(args.out, "sweep")
-    previous = _claim(store)
+    store = RunStore.create(args.out, "sweep")
+    previous = store.claim()
     planned = [p.as_dict() for p in points]
     slo = dataclasses.asdict(sweep.slo)
     if previous is not None:
@@ -434,34 +418,25 @@ def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
 def write_report(run_dir: Path) -> Path | None:
     """The HTML report of a run folder; a report that cannot be made is said, not fatal."""
     from reports.cli import write_report as write  # pandas and matplotlib: only when needed
-    from reports.errors import ReportError
 
     try:
         return write(run_dir)
-    except ReportError as exc:
+    except BadInput as exc:  # a report's bad input (ReportError, a stored file not readable)
         print(f"wsbench: no report: {exc}", file=sys.stderr)
         return None
 
 
 def cmd_report(args: argparse.Namespace, extras: list[str]) -> int:
     from reports.cli import write_report as write
-    from reports.errors import ReportError
 
-    try:
-        say(f"report: {write(args.run_dir, args.out)}")
-    except ReportError as exc:
-        raise PlanError(str(exc)) from None
+    say(f"report: {write(args.run_dir, args.out)}")
     return 0
 
 
 def cmd_compare(args: argparse.Namespace, extras: list[str]) -> int:
     from reports.cli import write_comparison_of
-    from reports.errors import ReportError
 
-    try:
-        page, result = write_comparison_of(args.run_a, args.run_b, args.out, args.threshold_pct)
-    except ReportError as exc:
-        raise PlanError(str(exc)) from None
+    page, result = write_comparison_of(args.run_a, args.run_b, args.out, args.threshold_pct)
     say(f"comparison: {page}")
     say(result.in_common)
     if not result.compared:
@@ -533,15 +508,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command in RECOVERING:
             _recover_host_sysctls()
         return command(args, extras)
-    except (hostsysctl.HostSysctlError, KernelError) as exc:
+    except WsbenchError as exc:  # every package's one-line errors, each with its exit status
         print(f"wsbench: {exc}", file=sys.stderr)
-        return 1
-    except PlanError as exc:
-        print(f"wsbench: {exc}", file=sys.stderr)
-        return EXIT_BAD_INPUT
-    except procs.RunError as exc:
-        print(f"wsbench: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_status
     except KeyboardInterrupt:
         resume = " (re-run the same sweep to resume)" if args.command == "sweep" else ""
         print(f"wsbench: interrupted; children stopped, completed points kept{resume}",

@@ -60,7 +60,7 @@ SOURCE_IPS_OPTION = "--ws-source-ips"
 DEFAULT_MAX_ERROR_RATE = 0.01
 
 
-class PlanError(ValueError):
+class PlanError(BadInput, ValueError):
     """Bad input: reported as one line and exit status 2."""
 
 

@@ -1,4 +1,6 @@
-"""A run folder -> tidy pandas frames; the only module that knows the stored files and columns.
+"""A run folder -> tidy pandas frames: what the stored files' columns mean for a report.
+
+The files' names and records are common/schema.py's; this module turns them into frames.
 
     RUN/meta.json                          schema_version, plan, provenance
     RUN/points/POINT/point.json            parameters, status, reason, summary, warnings
@@ -19,14 +21,12 @@
 Every file but meta.json may be missing: a crashed or unfinished point loads as such (status
 "incomplete", or "missing" when planned and never started) instead of failing the report. A point
 whose file is not whole (a point.json cut short) loads as status "corrupt", its reason naming the
-file; a run whose runner was killed reads as status "killed" (harness.store.as_found).
+file; a run whose runner was killed reads as status "killed" (common.schema.as_found).
 Latency percentiles come from the stored histograms, so any percentile can be asked for.
 """
 
 from __future__ import annotations
 
-import csv
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -35,24 +35,26 @@ from typing import Any
 
 import pandas as pd
 
-from harness.store import KILLED, as_found
+from common import schema
+from common.schema import (
+    FAILURES_CSV,
+    FINAL_FAILURES_JSON,
+    FINAL_STATS_JSON,
+    HISTOGRAMS_JSON,
+    HISTORY_CSV,
+    KERNEL_COUNTERS_JSON,
+    LATENCY_CSV,
+    POINTS_DIR,
+    RESOURCES_CSV,
+    STATS_CSV,
+    STATS_HISTORY_CSV,
+    BadFileError,
+    PointStatus,
+    RunStatus,
+)
+from common.schema import read_meta as read_meta
 from reports import histograms
-from reports.errors import BadFileError, NotARunError, SchemaVersionError
 
-SCHEMA_VERSIONS = (1,)
-META = "meta.json"
-POINTS_DIR = "points"
-POINT = "point.json"
-FINAL_STATS_JSON = "locust_final.json"
-STATS_CSV = "locust_stats.csv"
-STATS_HISTORY_CSV = "locust_stats_history.csv"
-FAILURES_CSV = "locust_failures.csv"
-FINAL_FAILURES_JSON = "locust_final_failures.json"
-LATENCY_CSV = "locust_latency_us.csv"
-HISTORY_CSV = "locust_latency_us_history.csv"
-HISTOGRAMS_JSON = "locust_latency_us_histograms.json"
-RESOURCES_CSV = "resources.csv"
-KERNEL_COUNTERS_JSON = "kernel_counters.json"
 KERNEL_NOT_SIDES = ("snapshots", "file_nr")  # kernel_counters.json keys that are not sides
 HOST_PROFILE = "host"
 
@@ -85,9 +87,9 @@ NSTAT_PREFIXES = ("TcpExt", "IpExt", "Tcp", "Ip", "Udp")  # nstat's names: TcpEx
 DEFAULT_PERCENTILES = (50.0, 90.0, 99.0, 99.9, 100.0)
 CONNECT_PERCENTILES = (50.0, 99.0)
 
-MISSING = "missing"  # planned, never started
-INCOMPLETE = "incomplete"  # started, no point.json (crashed or still running)
-CORRUPT = "corrupt"  # a file of the point is not readable or not in its format
+MISSING = PointStatus.MISSING
+INCOMPLETE = PointStatus.INCOMPLETE
+CORRUPT = PointStatus.CORRUPT
 
 
 def is_drop_counter(name: str) -> bool:
@@ -136,9 +138,9 @@ def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     meta = read_meta(run_dir)
     run_id = str(meta.get("run_id") or run_dir.name)
     planned = {p["point_id"]: p for p in meta.get("plan") or [] if "point_id" in p}
-    found = sorted(p.name for p in (run_dir / POINTS_DIR).glob("*") if p.is_dir())
+    found = [p.name for p in schema.point_dirs(run_dir)]
     order = list(planned) + [p for p in found if p not in planned]
-    killed = meta.get("status") == KILLED
+    killed = meta.get("status") == RunStatus.KILLED
     loaded = [_load_or_mark(run_dir / POINTS_DIR / pid, pid, planned.get(pid), percentiles, killed)
               for pid in order]  # fmt: skip
     rows = [p.row for p in loaded]
@@ -163,42 +165,6 @@ def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
         kernel=_concat([p.kernel for p in loaded], KERNEL_COLUMNS),
         encoded={p.point_id: p.encoded for p in loaded},
     )
-
-
-def read_meta(run_dir: Path) -> dict[str, Any]:
-    if not run_dir.is_dir():
-        raise NotARunError(f"{run_dir} is not a folder")
-    path = run_dir / META
-    if not path.is_file():
-        raise NotARunError(f"{run_dir} is not a wsbench run folder (no {META})")
-    meta = _read_json(path)
-    if not isinstance(meta, dict):
-        raise BadFileError(f"{path} does not hold a JSON object")
-    check_schema(meta, path)
-    return as_found(meta)
-
-
-def check_schema(document: dict[str, Any], path: Path) -> None:
-    version = document.get("schema_version")
-    if version not in SCHEMA_VERSIONS:
-        readable = ", ".join(str(v) for v in SCHEMA_VERSIONS)
-        raise SchemaVersionError(
-            f"{path} has result schema version {version!r}; this wsbench reads {readable}"
-        )
-
-
-def _read_json(path: Path) -> Any:
-    try:
-        return json.loads(path.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise BadFileError(f"{path} is not readable JSON: {exc}") from None
-
-
-def _read_csv(path: Path) -> list[dict[str, str]]:
-    if not path.is_file():
-        return []
-    with path.open(newline="") as f:
-        return list(csv.DictReader(f))
 
 
 def number(text: Any) -> float | None:
@@ -247,23 +213,21 @@ class _Point:
 def _load_point(
     pdir: Path, point_id: str, planned: dict[str, Any] | None, percentiles: tuple[float, ...]
 ) -> _Point:
-    result: dict[str, Any] = {}
-    if (pdir / POINT).is_file():
-        result = _read_json(pdir / POINT)
-        check_schema(result, pdir / POINT)
+    result: dict[str, Any] = dict(schema.read_point(pdir) or {})
     params = {**(planned or {}), **(result.get("point") or {})}
     status = result.get("status") or (INCOMPLETE if pdir.is_dir() else MISSING)
-    document = _read_json(pdir / HISTOGRAMS_JSON) if (pdir / HISTOGRAMS_JSON).is_file() else {}
+    histograms_path = pdir / HISTOGRAMS_JSON
+    document = schema.read_object(histograms_path) if histograms_path.is_file() else {}
     if document and document.get("unit") != "us":
         raise BadFileError(f"{pdir / HISTOGRAMS_JSON}: unit {document.get('unit')!r}, not 'us'")
     encoded = dict(document.get("totals") or {})
-    latency = _latency(point_id, encoded, _read_csv(pdir / LATENCY_CSV), percentiles)
+    latency = _latency(point_id, encoded, schema.read_csv(pdir / LATENCY_CSV), percentiles)
     stats = request_stats(pdir)
     failures = _failures(point_id, _failure_rows(pdir))
     t0 = _start_unix_s(pdir)
-    windows = _windows(point_id, _read_csv(pdir / HISTORY_CSV), t0)
-    users = _users(point_id, _read_csv(pdir / STATS_HISTORY_CSV), t0)
-    resources = _resources(point_id, _read_csv(pdir / RESOURCES_CSV))
+    windows = _windows(point_id, schema.read_csv(pdir / HISTORY_CSV), t0)
+    users = _users(point_id, schema.read_csv(pdir / STATS_HISTORY_CSV), t0)
+    resources = _resources(point_id, schema.read_csv(pdir / RESOURCES_CSV))
     counters = pd.DataFrame(
         [(point_id, k, v) for k, v in (document.get("counters") or {}).items()],
         columns=list(COUNTER_COLUMNS),
@@ -279,7 +243,7 @@ def _load_point(
     row["open_connections_max"] = _max(windows["open_connections"])
     idle = number(((result.get("summary") or {}).get("target") or {}).get("rss_bytes_idle"))
     row.update(_server(resources, row["users"], idle))
-    row.update(_generator(document, _read_csv(pdir / LATENCY_CSV)))
+    row.update(_generator(document, schema.read_csv(pdir / LATENCY_CSV)))
     row.update({slug(c): v for c, v in zip(counters["counter"], counters["value"], strict=True)})
     for side, name, delta in zip(kernel["side"], kernel["counter"], kernel["delta"], strict=True):
         row[f"kernel_{side}_{name}"] = delta
@@ -373,10 +337,8 @@ def _failure_rows(pdir: Path) -> list[dict[str, str]]:
     """Failures by name and error: the end-of-run JSON, else Locust's CSV (rows alike)."""
     path = pdir / FINAL_FAILURES_JSON
     if not path.is_file():
-        return _read_csv(pdir / FAILURES_CSV)
-    entries = _read_json(path)
-    if not isinstance(entries, list):
-        raise BadFileError(f"{path} does not hold a JSON list")
+        return schema.read_csv(pdir / FAILURES_CSV)
+    entries = schema.read_list(path)
     return [{"Name": str(e.get("name")), "Error": str(e.get("error")),
              "Occurrences": str(e.get("occurrences"))} for e in entries]  # fmt: skip
 
@@ -394,9 +356,9 @@ def _failures(point_id: str, rows: list[dict[str, str]]) -> pd.DataFrame:
 
 def _start_unix_s(pdir: Path) -> float | None:
     """Locust's start (its first history row), the time zero of a point's time series."""
-    for r in _read_csv(pdir / STATS_HISTORY_CSV):
+    for r in schema.read_csv(pdir / STATS_HISTORY_CSV):
         return number(r.get("Timestamp"))
-    for r in _read_csv(pdir / HISTORY_CSV):
+    for r in schema.read_csv(pdir / HISTORY_CSV):
         return number(r.get("window_start_unix_s"))
     return None
 
@@ -449,9 +411,7 @@ def _kernel(point_id: str, path: Path) -> pd.DataFrame:
 
     "snapshots" and "file_nr" (the full readings the deltas came from) are not sides.
     """
-    data = _read_json(path) if path.is_file() else {}
-    if not isinstance(data, dict):
-        raise BadFileError(f"{path} does not hold a JSON object")
+    data = schema.read_object(path) if path.is_file() else {}
     out = []
     for side, deltas in data.items():
         if side in KERNEL_NOT_SIDES or not isinstance(deltas, dict):
@@ -497,10 +457,8 @@ def request_stats(pdir: Path) -> dict[str, dict[str, float | None]]:
     """
     path = pdir / FINAL_STATS_JSON
     if not path.is_file():
-        return _csv_stats(_read_csv(pdir / STATS_CSV))
-    entries = _read_json(path)
-    if not isinstance(entries, list):
-        raise BadFileError(f"{path} does not hold a JSON list")
+        return _csv_stats(schema.read_csv(pdir / STATS_CSV))
+    entries = schema.read_list(path)
     starts = [number(e.get("start_time")) for e in entries]
     ends = [number(e.get("last_request_timestamp")) for e in entries]
     starts, ends = [s for s in starts if s], [e for e in ends if e]

@@ -12,8 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from common import schema
+from common.schema import SCHEMA_VERSION, runner_fields, write_json
 from harness import store
-from harness.store import SCHEMA_VERSION, RunStore, StoreError, runner_fields, write_json
+from harness.store import RunStore, StoreError
 
 
 def test_write_json_leaves_only_the_file_it_wrote(tmp_path: Path) -> None:
@@ -194,7 +196,7 @@ def test_as_found_marks_a_running_run_whose_runner_is_gone_killed(
     if change.get("runner_pid") == "gone":
         change = {"runner_pid": _gone_pid()}
     meta = _running_meta(**change)
-    found = store.as_found(meta)
+    found = schema.as_found(meta)
     assert found["status"] == status
     assert {k: v for k, v in found.items() if k not in ("status", "killed_noticed")} == {
         k: v for k, v in meta.items() if k != "status"
