@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import BadInput, WsbenchError
+from common.schema import RunStatus, runner_fields, utc_now
 from harness import plan, procs, provenance
 from harness.execute import (
     Outcome,
@@ -37,7 +38,7 @@ from harness.execute import (
     run_sweep,
 )
 from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
-from harness.store import KILLED, RunStore, runner_fields, utc_now
+from harness.store import RunStore
 from kernel import hostsysctl
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent / "harness" / "sweeps" / "default.toml"
@@ -205,7 +206,7 @@ def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -
         "cwd": os.getcwd(),
         "started": utc_now(),
         "ended": None,
-        "status": "running",
+        "status": RunStatus.RUNNING,
         "plan": [p.as_dict() for p in points],
         **runner_fields(),  # so that a reader can tell a killed run from a running one
         **extra,
@@ -248,7 +249,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     store = RunStore.create(args.out, "run")
     _start_meta(store, "run", points)
     outcomes = []
-    status = "interrupted"
+    status = RunStatus.INTERRUPTED
     try:
         for point in points:
             say(f"wsbench run: {point.point_id} -> {store.root}")
@@ -257,7 +258,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             say(describe(outcome))
             for warning in outcome.warnings:
                 say(f"warning: {warning}")
-        status = "complete"
+        status = RunStatus.COMPLETE
     finally:
         store.update_meta(ended=utc_now(), status=status)
     print_table(outcomes)
@@ -302,17 +303,17 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     if previous is not None:
         if _planned_before(previous.get("plan")) != planned or previous.get("slo") != slo:
             raise PlanError(f"{store.root} holds a different sweep; choose another --out")
-        if previous.get("status") == KILLED:
+        if previous.get("status") == RunStatus.KILLED:
             say(f"wsbench sweep: its last runner (pid {previous.get('runner_pid')}) was killed")
         say(f"wsbench sweep: resuming {store.root}")
-        store.update_meta(status="running", resumed=utc_now(), **runner_fields())
+        store.update_meta(status=RunStatus.RUNNING, resumed=utc_now(), **runner_fields())
     else:
         _start_meta(store, "sweep", points, slo=slo)
     say(f"wsbench sweep: {len(points)} points -> {store.root}")
-    status = "interrupted"
+    status = RunStatus.INTERRUPTED
     try:
         outcomes = run_sweep(sweep, store, say, points)
-        status = "complete"
+        status = RunStatus.COMPLETE
     finally:
         store.update_meta(ended=utc_now(), status=status)
     print_table(outcomes)

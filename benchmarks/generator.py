@@ -46,8 +46,9 @@ from typing import Any, TypeVar
 import psutil
 
 from benchmarks import closed_loop, locust_step, pinned
+from common.schema import utc_now
 from harness import provenance
-from harness.store import RunStore, new_run_id, utc_now
+from harness.store import RunStore, new_run_id
 
 SECTIONS = ("capacity", "fidelity", "closed", "memory")
 T = TypeVar("T")

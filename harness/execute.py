@@ -15,6 +15,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.schema import (
+    FINAL_STATS_JSON,
+    KERNEL_COUNTERS_JSON,
+    KERNEL_JSON,
+    LATENCY_CSV,
+    LOCUST_PREFIX,
+    utc_now,
+    write_json,
+)
 from harness import measured, procs, sampling
 from harness.plan import (
     SLO,
@@ -27,12 +36,9 @@ from harness.plan import (
     profile_of,
     sized,
 )
-from harness.store import LOCUST_PREFIX, RunStore, utc_now, write_json
+from harness.store import RunStore
 from kernel import counters, netns
 from kernel.hostsysctl import HostSysctlError
-
-KERNEL_COUNTERS_JSON = "kernel_counters.json"
-KERNEL_JSON = "kernel.json"
 
 POLL_S = 0.2
 # Locust gets this long beyond its run time (spawning, stopping users, writing CSVs).
@@ -77,7 +83,7 @@ NOT_PER_NAME = (
 
 def final_stats_path(point_dir: Path) -> Path:
     """Locust's per-name totals, written by the scenarios once, at the end of the run."""
-    return point_dir / f"{LOCUST_PREFIX}_final.json"
+    return point_dir / FINAL_STATS_JSON
 
 
 def read_summary(
@@ -99,7 +105,7 @@ def read_summary(
         "main": main,
         "main_error_rate": main["error_rate"],
     }
-    latency_csv = point_dir / f"{LOCUST_PREFIX}_latency_us.csv"
+    latency_csv = point_dir / LATENCY_CSV
     names: dict[str, dict[str, float | None]] = {}
     saturated = False
     generator_cpu = None

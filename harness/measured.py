@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from harness.store import LOCUST_PREFIX
+from common.schema import FINAL_FAILURES_JSON, FINAL_STATS_JSON, HISTOGRAMS_JSON
 
 TCP_CONNECT = "tcp connect"
 WS_UPGRADE = "ws upgrade"
@@ -92,8 +92,7 @@ class Counts:
 def histograms_document(point_dir: Path) -> dict[str, Any]:
     """The scenarios' PREFIX_latency_us_histograms.json, {} when absent or unreadable."""
     try:
-        document = json.loads((point_dir / f"{LOCUST_PREFIX}_latency_us_histograms.json")
-                              .read_text())  # fmt: skip
+        document = json.loads((point_dir / HISTOGRAMS_JSON).read_text())
     except (OSError, ValueError):
         return {}
     return document if isinstance(document, dict) else {}
@@ -125,7 +124,7 @@ def default_url(host: str, scenario: str) -> str:
 def read_counts(point_dir: Path) -> Counts | None:
     """Locust's final per-name totals and failures by error; None when the run has none."""
     try:
-        entries = json.loads((point_dir / f"{LOCUST_PREFIX}_final.json").read_text())
+        entries = json.loads((point_dir / FINAL_STATS_JSON).read_text())
         per_name: dict[str, tuple[int, int]] = {}
         for e in entries:
             requests, failures = per_name.get(str(e["name"]), (0, 0))
@@ -134,7 +133,7 @@ def read_counts(point_dir: Path) -> Counts | None:
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
-        rows = json.loads((point_dir / f"{LOCUST_PREFIX}_final_failures.json").read_text())
+        rows = json.loads((point_dir / FINAL_FAILURES_JSON).read_text())
         failures = [Failure(str(r["name"]), error_message(str(r["error"])), int(r["occurrences"]))
                     for r in rows]  # fmt: skip
     except (OSError, ValueError, KeyError, TypeError):

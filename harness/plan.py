@@ -25,6 +25,7 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common.errors import BadInput
 from kernel.inside import read as read_sysctl
 from kernel.netns import KernelError, check_privileges, client_address
 from kernel.profile import (
