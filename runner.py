@@ -22,7 +22,7 @@ import signal
 import socket
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -89,13 +89,22 @@ def build_parser() -> argparse.ArgumentParser:
         f"({', '.join(sorted(plan.TARGETS))}) or any ws:// / wss:// URL.",
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
-    # Commands that pass what they do not know to the scenario take no abbreviations: else
-    # Locust's --host would be read as --host-sysctls, and its URL passed on as a stray word.
-    exact = {"allow_abbrev": False}
+    for add in (_add_run, _add_sweep, _add_ui, _add_other_commands):
+        add(sub)
+    return parser
 
+
+# Commands that pass what they do not know to the scenario take no abbreviations: else
+# Locust's --host would be read as --host-sysctls, and its URL passed on as a stray word.
+EXACT = {"allow_abbrev": False}
+Subparsers = argparse._SubParsersAction  # argparse names no public type for it
+
+
+def _add_run(sub: Subparsers) -> None:
+    """`wsbench run`: one point (and the distributed master options)."""
     run = sub.add_parser("run", help="one target x one scenario x one load point",
                          description="Run one point. Options this command does not know are "
-                         "passed to the scenario (e.g. --payload-bytes 64).", **exact)  # fmt: skip
+                         "passed to the scenario (e.g. --payload-bytes 64).", **EXACT)  # fmt: skip
     run.add_argument("--target", required=True, help="reference target name or ws:// URL")
     run.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
     run.add_argument("--users", type=int, required=True, help="concurrent Locust users")
@@ -111,8 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                      help="with --expect-workers: port workers connect to (default 5557)")
     _add_point_options(run)
 
+
+def _add_sweep(sub: Subparsers) -> None:
+    """`wsbench sweep`: a matrix of points, from a TOML file and lists."""
     sweep = sub.add_parser("sweep", help="targets x scenarios x connection counts (resumable)",
-                           **exact,
+                           **EXACT,
                            description="Run a matrix of points. Re-running with the same --out "
                            "skips points already complete. Options this command does not know "
                            "are passed to every scenario.")  # fmt: skip
@@ -129,7 +141,10 @@ def build_parser() -> argparse.ArgumentParser:
     _add_point_options(sweep)
     sweep.set_defaults(duration=None, processes=None, target_processes=None)
 
-    ui = sub.add_parser("ui", help="a target plus Locust's web UI", **exact)
+
+def _add_ui(sub: Subparsers) -> None:
+    """`wsbench ui`: a target and Locust's web UI."""
+    ui = sub.add_parser("ui", help="a target plus Locust's web UI", **EXACT)
     ui.add_argument("--target", required=True, help="reference target name or ws:// URL")
     ui.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
     ui.add_argument("--users", type=int, default=10, help="users prefilled in the form")
@@ -144,6 +159,9 @@ def build_parser() -> argparse.ArgumentParser:
     ui.add_argument("--target-processes", type=int, default=1)
     _add_remote_option(ui)
 
+
+def _add_other_commands(sub: Subparsers) -> None:
+    """`wsbench worker`, `report`, `compare` and `kernel`."""
     worker = sub.add_parser("worker", help="a Locust worker for a master on another machine")
     worker.add_argument("--master-host", required=True)
     worker.add_argument("--master-port", type=int, default=5557)
@@ -174,7 +192,6 @@ def build_parser() -> argparse.ArgumentParser:
     show = ksub.add_parser("show", help="a profile, its difference from this host, and the "
                            "sysctl -w lines that apply it on a real server")  # fmt: skip
     show.add_argument("name", metavar="NAME")
-    return parser
 
 
 def _check_no_extras(args: argparse.Namespace, extras: list[str]) -> None:
@@ -194,7 +211,7 @@ def _check_kernel(points: Sequence[Point]) -> None:
     """Every point's kernel profile loads and can run here, and its limits can be met: said
     before the first point runs, not mid-sweep."""
     for point in points:
-        plan.check_kernel(point)
+        plan.check_kernel(point.topology)
         plan.sized(point)
 
 
@@ -214,6 +231,17 @@ def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -
     }
     store.write_meta(meta)
     return meta
+
+
+@contextlib.contextmanager
+def _run_status(store: RunStore) -> Iterator[None]:
+    """meta.json's end: "complete" when the block finished, "interrupted" when it did not."""
+    status = RunStatus.INTERRUPTED
+    try:
+        yield
+        status = RunStatus.COMPLETE
+    finally:
+        store.update_meta(ended=utc_now(), status=status)
 
 
 def _check_targets(targets: Sequence[str], allow_remote: bool) -> None:
@@ -249,8 +277,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     store = RunStore.create(args.out, "run")
     _start_meta(store, "run", points)
     outcomes = []
-    status = RunStatus.INTERRUPTED
-    try:
+    with _run_status(store):
         for point in points:
             say(f"wsbench run: {point.point_id} -> {store.root}")
             outcome = run_point(point, store, say)
@@ -258,9 +285,6 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             say(describe(outcome))
             for warning in outcome.warnings:
                 say(f"warning: {warning}")
-        status = RunStatus.COMPLETE
-    finally:
-        store.update_meta(ended=utc_now(), status=status)
     print_table(outcomes)
     say(f"results: {store.root}")
     failed = [o for o in outcomes if o.status != "ok"]
@@ -310,12 +334,8 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     else:
         _start_meta(store, "sweep", points, slo=slo)
     say(f"wsbench sweep: {len(points)} points -> {store.root}")
-    status = RunStatus.INTERRUPTED
-    try:
+    with _run_status(store):
         outcomes = run_sweep(sweep, store, say, points)
-        status = RunStatus.COMPLETE
-    finally:
-        store.update_meta(ended=utc_now(), status=status)
     print_table(outcomes)
     failed = [o for o in outcomes if o.status == "failed"]
     say(f"results: {store.root} ({len(outcomes)} points run, {len(failed)} failed)")
@@ -391,7 +411,7 @@ def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
         raise PlanError(f"cannot serve the web UI on {args.web_host}:{args.web_port}: "
                         f"{exc.strerror or exc}; choose another --web-port") from None  # fmt: skip
     log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-    target = procs.start_target(point, log_dir / f"wsbench-ui-target-{os.getpid()}.log")
+    target = procs.start_target(point.topology, log_dir / f"wsbench-ui-target-{os.getpid()}.log")
     locust = None
     try:
         cmd = procs.locust_command(point, target.url, Path(), headless=False)

@@ -7,6 +7,7 @@ resumed sweep runs it again) and keeps every point already written.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import shutil
 import time
@@ -15,30 +16,22 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.errors import WsbenchError
 from common.schema import (
     FINAL_STATS_JSON,
-    KERNEL_COUNTERS_JSON,
     KERNEL_JSON,
     LATENCY_CSV,
-    LOCUST_PREFIX,
+    LOCUST_LOG,
+    PointResult,
+    PointStatus,
+    Summary,
     utc_now,
     write_json,
 )
-from harness import measured, procs, sampling
-from harness.plan import (
-    SLO,
-    PlanError,
-    Point,
-    Sweep,
-    fd_limit,
-    load_hosts,
-    nofile_of,
-    profile_of,
-    sized,
-)
+from harness import measured, procs, sampling, topology
+from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, sized
 from harness.store import RunStore
 from kernel import counters, netns
-from kernel.hostsysctl import HostSysctlError
 
 POLL_S = 0.2
 # Locust gets this long beyond its run time (spawning, stopping users, writing CSVs).
@@ -50,13 +43,13 @@ Say = Callable[[str], None]
 @dataclass
 class Outcome:
     point: Point
-    status: str  # ok | failed | interrupted | skipped
+    status: PointStatus
     reason: str = ""
-    summary: dict[str, Any] = field(default_factory=dict)
+    summary: Summary = field(default_factory=lambda: Summary())
     warnings: list[str] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)  # how the point was sized, and why
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> PointResult:
         return {
             "point": self.point.as_dict(),
             "status": self.status,
@@ -88,7 +81,7 @@ def final_stats_path(point_dir: Path) -> Path:
 
 def read_summary(
     point_dir: Path, scenario: str, host: str, measured_s: float | None
-) -> dict[str, Any]:
+) -> Summary:
     """The figures a summary table needs: Locust's final totals (every name, and the main
     measurement's), the µs latency per name and the generator's verdict.
 
@@ -97,7 +90,7 @@ def read_summary(
     """
     counts, document, measurement = _read_measured(point_dir, scenario, host)
     main = measured.main_figures(measurement, counts, measured_s)
-    summary: dict[str, Any] = {
+    summary: Summary = {
         "requests": counts.requests() if counts else None,
         "failures": counts.failed() if counts else None,
         "requests_per_s": main["successes_per_s"] if counts else None,
@@ -134,15 +127,15 @@ def _read_measured(
 
 def judge(outcome: Outcome, point_dir: Path, host: str) -> None:
     """Fail an ok point whose main measurement has no success or too many errors."""
-    if outcome.status != "ok":
+    if outcome.status != PointStatus.OK:
         return
-    counts, _, measurement = _read_measured(point_dir, outcome.point.scenario, host)
-    reason = measured.verdict(measurement, counts, outcome.point.max_error_rate)
+    counts, _, measurement = _read_measured(point_dir, outcome.point.workload.scenario, host)
+    reason = measured.verdict(measurement, counts, outcome.point.workload.max_error_rate)
     if reason is not None:
-        outcome.status, outcome.reason = "failed", reason
+        outcome.status, outcome.reason = PointStatus.FAILED, reason
 
 
-def error_rate(summary: dict[str, Any]) -> float | None:
+def error_rate(summary: Summary) -> float | None:
     """The main measurement's error rate; for points stored without it, over every name."""
     if "main_error_rate" in summary:
         rate = summary["main_error_rate"]
@@ -153,7 +146,7 @@ def error_rate(summary: dict[str, Any]) -> float | None:
     return failures / requests
 
 
-def main_latency(summary: dict[str, Any]) -> tuple[str, dict[str, float | None]]:
+def main_latency(summary: Summary) -> tuple[str, dict[str, float | None]]:
     """The main measurement's headline name and its µs figures ("", {} if it has none).
 
     Points stored before the scenarios declared it: the request name with the most samples.
@@ -170,7 +163,7 @@ def main_latency(summary: dict[str, Any]) -> tuple[str, dict[str, float | None]]
 
 def slo_breach(slo: SLO, outcome: Outcome) -> str | None:
     """Why this point breaks the SLO, or None."""
-    if outcome.status != "ok":
+    if outcome.status != PointStatus.OK:
         return f"point {outcome.status}"
     if slo.error_rate is not None:
         rate = error_rate(outcome.summary)  # the main measurement's, as the point's status
@@ -199,128 +192,56 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
     shutil.rmtree(pdir)
     pdir.mkdir(parents=True)
     started = utc_now()
-    outcome = Outcome(point, "failed")
-    sampler = sampling.Sampler(pdir / "resources.csv")
-    bed: netns.Testbed | None = None
-    target: procs.Target | None = None
-    locusts: list[Any] = []  # Locust (or its master) first, then workers on other client hosts
-    cmd: list[str] | None = None
-    target_idle_rss: int | None = None
-    locust_started: float | None = None  # monotonic s: the measured time is Locust's own
-    locust_ended: float | None = None
-    sides: dict[str, Path] = {"host": counters.NET_DIR}
-    before: dict[str, counters.Snapshot] = {}
+    run = topology.PointRun(point, pdir, say)
+    outcome = Outcome(point, PointStatus.FAILED)
     try:
-        profile = profile_of(point)
-        if profile is not None:
-            bed = netns.Testbed(
-                profile, point.client_hosts, point.client_addresses, point.host_sysctls, say
-            ).open()
-            for line in netns.describe(bed):
-                say(f"  {line}")
-            sides = {side: ns.net_dir for side, ns in bed.namespaces().items()}
-            for side, net_dir in sides.items():
-                sampler.watch_sockstat(side, net_dir)
-            _record_kernel(point, bed, store, pdir)
-        before = _snapshots(sides)
-        target = procs.start_target(
-            point, pdir / "target.log", enter=bed.server.enter() if bed and bed.server else (),
-            host=netns.SERVER_ADDRESS if bed else None,
-        )  # fmt: skip
-        if target.proc is not None:
-            sampler.watch("target", target.proc.pid)
-            # Before any load: what the server costs with no connections, so memory per
-            # connection can be told apart from the process's fixed size.
-            target_idle_rss = sampler.rss_bytes("target")
-        master = netns.client_address(0, 0) if point.client_hosts > 1 else None
-        cmd = procs.locust_command(
-            point, target.url, pdir / LOCUST_PREFIX, ca_file=target.ca_file, master_host=master
-        )
-        locusts = _start_locust(point, bed, cmd, master, pdir)
-        locust_started = time.monotonic()
-        for proc in locusts:
-            sampler.watch("locust", proc.pid)
-        sampler.start()
-        outcome = _watch(point, target, locusts[0], pdir)
-        locust_ended = time.monotonic()
-    except (procs.RunError, netns.KernelError, HostSysctlError, PlanError, OSError) as exc:
-        outcome = Outcome(point, "failed", str(exc))
+        outcome = _run(run, store)
+    except (WsbenchError, OSError) as exc:
+        outcome = Outcome(point, PointStatus.FAILED, str(exc))
     except KeyboardInterrupt:
-        outcome = Outcome(point, "interrupted", "interrupted by the user (Ctrl-C)")
+        outcome = Outcome(point, PointStatus.INTERRUPTED, "interrupted by the user (Ctrl-C)")
         raise
     finally:
-        target_status, samples, record = None, [], None
-        try:
-            for proc in locusts:  # the master first: it tells its workers to stop
-                procs.stop(proc)
-            target_status = target.stop() if target is not None else None
-            samples = sampler.stop()
-            record = _store_counters(sides, before, pdir)
-        except OSError as exc:
-            outcome.warnings.append(f"kernel counters not stored: {exc}")
-        finally:
-            # Whatever failed above, the namespaces go and host sysctls are restored.
-            outcome.warnings += _close_testbed(bed)
-        host = target.url if target is not None else point.target
-        outcome.summary.update(read_summary(pdir, point.scenario, host,
-                                            _measured_s(point, locust_started, locust_ended)))
-        judge(outcome, pdir, host)
-        outcome.summary["target"] = {
-            **sampling.summarise(samples, "target"), "rss_bytes_idle": target_idle_rss,
-        }
-        outcome.summary["locust"] = sampling.summarise(samples, "locust")
-        outcome.summary["target_exit_status"] = target_status
-        outcome.summary["kernel"] = {
-            "profile": point.kernel_profile,
-            "counters": counters.side_deltas(record) if record else None,
-            "explain": counters.explain(record) if record else [],
-        }
-        outcome.notes = notes
-        outcome.warnings += _warnings(outcome) + _missing_workers(pdir)
-        store.write_point(
-            point.point_id,
-            {**outcome.as_dict(), "started": started, "ended": utc_now(),
-             "command": cmd},  # fmt: skip
-        )
+        _conclude(outcome, run, notes)
+        store.write_point(point.point_id, {**outcome.as_dict(), "started": started,
+                                           "ended": utc_now(), "command": run.command})  # fmt: skip
     return outcome
 
 
-def _measured_s(point: Point, started: float | None, ended: float | None) -> float | None:
-    """The point's run time, or less when Locust was stopped early (its target died)."""
-    if started is None:
-        return None
-    return min(point.duration_s, (ended or time.monotonic()) - started)
+def _run(run: topology.PointRun, store: RunStore) -> Outcome:
+    """The topology's parts started in order, the load watched, the parts stopped in reverse."""
+    with contextlib.ExitStack() as parts:
+        bed = parts.enter_context(topology.testbed(run))
+        if bed is not None:
+            _record_kernel(run.point, bed, store, run.pdir)
+        parts.enter_context(topology.kernel_counters(run))
+        sampler = parts.enter_context(topology.resource_sampling(run))
+        target = parts.enter_context(topology.target(run, sampler))
+        locusts = parts.enter_context(topology.locust(run, target, sampler))
+        outcome = _watch(run.point, target, locusts[0], run.pdir)
+        run.locust_ended = time.monotonic()
+        return outcome
 
 
-def _close_testbed(bed: netns.Testbed | None) -> list[str]:
-    """Remove the point's namespaces (and restore host sysctls); what went wrong, as warnings."""
-    if bed is None:
-        return []
-    try:
-        left = bed.close()
-    except (HostSysctlError, OSError) as exc:
-        return [f"clean-up failed: {exc}"]
-    return [f"processes left in the namespaces were killed: {left}"] if left else []
-
-
-def _start_locust(
-    point: Point, bed: netns.Testbed | None, cmd: list[str], master: str | None, pdir: Path
-) -> list[Any]:
-    """Locust in client host 0; with several client hosts, a worker group on each other one."""
-    nofile = nofile_of(point)
-    enter = bed.clients[0].enter() if bed else []
-    started = [procs.spawn([*enter, *cmd], pdir / "locust.log", nofile=nofile)]
-    if bed is None or master is None:
-        return started
-    hosts = load_hosts(point)
-    for host in hosts:
-        worker = procs.worker_command(
-            point.scenario, master, point.master_port, point.processes // len(hosts),
-            point.options,
-        )  # fmt: skip
-        log = pdir / f"locust-worker{host}.log"
-        started.append(procs.spawn([*bed.clients[host].enter(), *worker], log, nofile=nofile))
-    return started
+def _conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None:
+    """The point's summary from its stored files and what its parts found; its final status."""
+    point = run.point
+    outcome.summary.update(read_summary(run.pdir, point.workload.scenario, run.host,
+                                        run.measured_s()))  # fmt: skip
+    judge(outcome, run.pdir, run.host)
+    record = run.counter_record
+    outcome.summary["target"] = {
+        **sampling.summarise(run.samples, "target"), "rss_bytes_idle": run.target_idle_rss,
+    }
+    outcome.summary["locust"] = sampling.summarise(run.samples, "locust")
+    outcome.summary["target_exit_status"] = run.target_status
+    outcome.summary["kernel"] = {
+        "profile": point.topology.kernel_profile,
+        "counters": counters.side_deltas(record) if record else None,
+        "explain": counters.explain(record) if record else [],
+    }
+    outcome.notes = notes
+    outcome.warnings += run.warnings + _warnings(outcome) + _missing_workers(run.pdir)
 
 
 def _record_kernel(point: Point, bed: netns.Testbed, store: RunStore, pdir: Path) -> None:
@@ -328,42 +249,20 @@ def _record_kernel(point: Point, bed: netns.Testbed, store: RunStore, pdir: Path
     info = {
         **bed.profile.as_dict(),
         "in_force": bed.in_force,
-        "client_hosts": point.client_hosts,
-        "client_addresses": point.client_addresses,
-        "nofile": nofile_of(point) or fd_limit(),
+        "client_hosts": point.topology.client_hosts,
+        "client_addresses": point.topology.client_addresses,
+        "nofile": nofile_of(point.topology) or fd_limit(),
     }
     write_json(pdir / KERNEL_JSON, info)
     profiles = (store.read_meta() or {}).get("kernel_profiles") or {}
-    profiles[point.kernel_profile] = info
+    profiles[point.topology.kernel_profile] = info
     store.update_meta(kernel_profiles=profiles)
-
-
-def _snapshots(sides: dict[str, Path]) -> dict[str, counters.Snapshot]:
-    found = {}
-    for side, net_dir in sides.items():
-        try:
-            found[side] = counters.read_snapshot(net_dir)
-        except counters.CounterError:
-            continue  # a point does not fail for want of counters; they are just not stored
-    return found
-
-
-def _store_counters(
-    sides: dict[str, Path], before: dict[str, counters.Snapshot], pdir: Path
-) -> dict[str, Any] | None:
-    after = _snapshots({side: sides[side] for side in before})
-    pairs = {side: (before[side], after[side]) for side in before if side in after}
-    if not pairs:
-        return None
-    record = counters.point_record(pairs)
-    write_json(pdir / KERNEL_COUNTERS_JSON, record)
-    return record
 
 
 def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outcome:
     """Wait for Locust to finish its run; fail the point early if the target dies."""
-    waits = procs.WORKERS_WAIT_S if point.expect_workers or point.client_hosts > 1 else 0.0
-    deadline = time.monotonic() + point.duration_s + LOCUST_GRACE_S + waits
+    waits = procs.WORKERS_WAIT_S if point.topology.has_master else 0.0
+    deadline = time.monotonic() + point.workload.duration_s + LOCUST_GRACE_S + waits
     while True:
         code = locust.poll()
         if code is not None:
@@ -372,17 +271,18 @@ def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outco
         if dead is not None:
             why = procs.last_line(target.log_path) if target.log_path else ""
             return Outcome(
-                point, "failed",
+                point, PointStatus.FAILED,
                 f"target exited with status {dead} during the run" + (f": {why}" if why else ""),
             )  # fmt: skip
         if time.monotonic() > deadline:
-            return Outcome(point, "failed", "Locust did not finish within its run time + 30 s")
+            why = f"Locust did not finish within its run time + {LOCUST_GRACE_S:g} s"
+            return Outcome(point, PointStatus.FAILED, why)
         time.sleep(POLL_S)
     if not final_stats_path(pdir).exists():
-        why = procs.last_line(pdir / "locust.log")
-        return Outcome(point, "failed", f"Locust exited with status {code}: {why}")
+        why = procs.last_line(pdir / LOCUST_LOG)
+        return Outcome(point, PointStatus.FAILED, f"Locust exited with status {code}: {why}")
     # Locust exits 1 when any request failed; that is a measured outcome, not a crash.
-    return Outcome(point, "ok")
+    return Outcome(point, PointStatus.OK)
 
 
 def _missing_workers(pdir: Path) -> list[str]:
@@ -409,11 +309,11 @@ def _warnings(outcome: Outcome) -> list[str]:
             f"load generator saturated (a Locust process at {summary.get('generator_cpu_pct')}% "
             "of a core): these figures measure the generator, not the server"))  # fmt: skip
     main = summary.get("main") or {}
-    if main.get("failures") and outcome.status == "ok":  # a failed point's reason says it
+    if main.get("failures") and outcome.status == PointStatus.OK:  # a failed point's reason says it
         found.append(f"{main['failures']:,} of {main['requests']:,} {main['label']} failed "
                      f"({main['error_rate']:.1%})")  # fmt: skip
     others = (summary.get("failures") or 0) - (main.get("failures") or 0)
-    if others > 0 and outcome.status == "ok":
+    if others > 0 and outcome.status == PointStatus.OK:
         found.append(f"{others:,} failed requests outside the main measurement "
                      "(set-up phases such as connects and upgrades; see locust.log)")
     # Requests in flight at the end (one per closed-loop user) are normal: no warning.
@@ -437,19 +337,19 @@ def run_sweep(
         previous = store.point_result(point.point_id)
         if store.is_final(point.point_id) and previous is not None:
             say(f"{tag}: already {previous['status']}, skipped")
-            if sweep.slo and previous["status"] == "ok":
-                done = Outcome(point, "ok", summary=previous.get("summary") or {})
+            if sweep.slo and previous["status"] == PointStatus.OK:
+                done = Outcome(point, PointStatus.OK, summary=previous.get("summary") or {})
                 _note_breach(sweep.slo, done, stopped, key)
-            elif previous["status"] == "skipped":
+            elif previous["status"] == PointStatus.SKIPPED:
                 stopped.setdefault(key, previous.get("reason", ""))
             continue
         if key in stopped:
-            outcome = Outcome(point, "skipped", stopped[key])
+            outcome = Outcome(point, PointStatus.SKIPPED, stopped[key])
             store.write_point(point.point_id, {**outcome.as_dict(), "ended": utc_now()})
             say(f"{tag}: skipped ({stopped[key]})")
             outcomes.append(outcome)
             continue
-        say(f"{tag}: {point.users} users for {point.duration_s:g} s")
+        say(f"{tag}: {point.workload.users} users for {point.workload.duration_s:g} s")
         outcome = run_point(point, store, say)
         outcomes.append(outcome)
         say(f"  -> {describe(outcome)}")
@@ -463,12 +363,12 @@ def _note_breach(
 ) -> None:
     breach = slo_breach(slo, outcome)
     if breach and key not in stopped:
-        stopped[key] = f"SLO stop: {breach} at {outcome.point.users} users"
+        stopped[key] = f"SLO stop: {breach} at {outcome.point.workload.users} users"
 
 
 def describe(outcome: Outcome) -> str:
     """One line: the reason of a point that is not ok, else its main measurement's figures."""
-    if outcome.status != "ok":
+    if outcome.status != PointStatus.OK:
         return f"{outcome.status}: {outcome.reason}"
     s = outcome.summary
     main = s.get("main") or {}

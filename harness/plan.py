@@ -21,8 +21,9 @@ import subprocess
 import sys
 import tomllib
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 from common.errors import BadInput
@@ -77,29 +78,37 @@ class SLO:
 
 
 @dataclass(frozen=True)
-class Point:
-    target: str  # a reference target name, or a ws:// / wss:// URL
+class Workload:
+    """What the users do: the scenario, how many users, how fast they start, for how long."""
+
     scenario: str
     users: int
     spawn_rate: float
     duration_s: float
-    processes: int = 1  # Locust processes
+    options: tuple[str, ...] = ()  # scenario options, passed to Locust as they are
+    # failures / requests of the main measurement above which the point is failed, 0..1
+    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+
+
+@dataclass(frozen=True)
+class Topology:
+    """Where the target and the load generators run, with how many processes and addresses."""
+
+    target: str  # a reference target name, or a ws:// / wss:// URL
     target_processes: int = 1
+    target_port: int = 0
+    tls: bool = False
+    processes: int = 1  # Locust processes
     kernel_profile: str = HOST_PROFILE
+    host_sysctls: bool = False  # the profile's host-wide sysctls may be applied (and restored)
     # Client "hosts" (namespaces) with a kernel profile: one runs Locust, or with several, the
     # first runs the master and the others its workers.
     client_hosts: int = 1
     client_addresses: int = 0  # source addresses per client host; 0: sized from the port range
-    host_sysctls: bool = False  # the profile's host-wide sysctls may be applied (and restored)
-    target_port: int = 0
-    tls: bool = False
     # Distributed: this run is a Locust master waiting for this many `wsbench worker`s.
     expect_workers: int = 0
     master_bind_host: str = "127.0.0.1"
     master_port: int = 5557
-    options: tuple[str, ...] = ()  # scenario options, passed to Locust as they are
-    # failures / requests of the main measurement above which the point is failed, 0..1
-    max_error_rate: float = DEFAULT_MAX_ERROR_RATE
 
     @property
     def external(self) -> bool:
@@ -110,18 +119,52 @@ class Point:
         return self.kernel_profile != HOST_PROFILE
 
     @property
+    def has_master(self) -> bool:
+        """Locust runs as a master whose workers are other processes it waits for: remote
+        `wsbench worker`s, or the worker groups on client hosts 1..N-1."""
+        return bool(self.expect_workers) or self.client_hosts > 1
+
+    @property
+    def workers_expected(self) -> int:
+        return self.expect_workers or self.processes
+
+    def load_hosts(self) -> list[int]:
+        """The client hosts whose Locust processes open connections (not a master's host)."""
+        return list(range(1, self.client_hosts)) if self.client_hosts > 1 else [0]
+
+
+@dataclass(frozen=True)
+class Point:
+    """One run of a workload on a topology."""
+
+    workload: Workload
+    topology: Topology
+
+    @property
     def point_id(self) -> str:
-        target = self.target
-        if self.external:
-            parts = urlsplit(self.target)
+        target = self.topology.target
+        if self.topology.external:
+            parts = urlsplit(target)
             target = _slug(f"{parts.scheme}_{parts.netloc}{parts.path}")
-        return f"{target}-{self.scenario}-u{self.users}-{_slug(self.kernel_profile)}"
+        return (f"{target}-{self.workload.scenario}-u{self.workload.users}-"
+                f"{_slug(self.topology.kernel_profile)}")  # fmt: skip
+
+    def with_workload(self, **changes: Any) -> Point:
+        return replace(self, workload=replace(self.workload, **changes))
+
+    def with_topology(self, **changes: Any) -> Point:
+        return replace(self, topology=replace(self.topology, **changes))
 
     def as_dict(self) -> dict[str, object]:
-        data = asdict(self)
-        data["options"] = list(self.options)
+        """The stored parameters (schema.PointParams): one flat record, as point.json holds it."""
+        data: dict[str, object] = {**asdict(self.topology), **asdict(self.workload)}
+        data["options"] = list(self.workload.options)
         data["point_id"] = self.point_id
         return data
+
+
+WORKLOAD_FIELDS = frozenset(f.name for f in fields(Workload))
+TOPOLOGY_FIELDS = frozenset(f.name for f in fields(Topology))
 
 
 def _slug(text: str) -> str:
@@ -185,8 +228,8 @@ def option_checks(points: Iterable[Point]) -> dict[tuple[str, tuple[str, ...]], 
     whose limits are its own: there a point measures the refusals)."""
     checks: dict[tuple[str, tuple[str, ...]], int | None] = {}
     for point in points:
-        key = (point.scenario, point.options)
-        limit = None if point.external else DEFAULT_MAX_MESSAGE_BYTES
+        key = (point.workload.scenario, point.workload.options)
+        limit = None if point.topology.external else DEFAULT_MAX_MESSAGE_BYTES
         if key not in checks or checks[key] is None:
             checks[key] = limit
     return checks
@@ -261,12 +304,12 @@ def processes_needed(connections: int, limit: int | None = None) -> int:
     return need
 
 
-def profile_of(point: Point) -> Profile | None:
-    """The point's kernel profile, or None for the host's own settings."""
-    if not point.namespaced:
+def profile_of(topology: Topology) -> Profile | None:
+    """The topology's kernel profile, or None for the host's own settings."""
+    if not topology.namespaced:
         return None
     try:
-        return _profile(point.kernel_profile)
+        return _profile(topology.kernel_profile)
     except ProfileError as exc:
         raise PlanError(str(exc)) from None
 
@@ -277,27 +320,27 @@ def _profile(name: str) -> Profile:
     return load_profile(name)
 
 
-def check_kernel(point: Point) -> None:
-    """PlanError unless the point's kernel profile can run as asked, here, by this user."""
-    profile = profile_of(point)
-    if not 1 <= point.client_hosts <= MAX_CLIENT_HOSTS:
-        raise PlanError(f"client hosts must be 1..{MAX_CLIENT_HOSTS}, got {point.client_hosts}")
+def check_kernel(topology: Topology) -> None:
+    """PlanError unless the topology's kernel profile can run as asked, here, by this user."""
+    profile = profile_of(topology)
+    if not 1 <= topology.client_hosts <= MAX_CLIENT_HOSTS:
+        raise PlanError(f"client hosts must be 1..{MAX_CLIENT_HOSTS}, got {topology.client_hosts}")
     if profile is None:
-        if point.client_hosts != 1:
+        if topology.client_hosts != 1:
             raise PlanError("--client-hosts needs a kernel profile: client hosts are network "
                             "namespaces (try --kernel-profile default)")  # fmt: skip
         return
-    if point.external:
+    if topology.external:
         raise PlanError(
             f"a kernel profile runs a reference target in its own network namespace; "
-            f"{point.target} is outside it, so use --kernel-profile {HOST_PROFILE}"
+            f"{topology.target} is outside it, so use --kernel-profile {HOST_PROFILE}"
         )
-    if point.expect_workers:
+    if topology.expect_workers:
         raise PlanError(
             "--expect-workers waits for workers on other machines, which cannot reach a "
             "namespace; use --client-hosts N for workers in namespaces"
         )
-    if profile.host and not point.host_sysctls:
+    if profile.host and not topology.host_sysctls:
         raise PlanError(
             f"kernel profile {profile.name} sets host-wide sysctls "
             f"({', '.join(profile.host)}), which are global on Linux, not per namespace; "
@@ -314,9 +357,9 @@ def check_kernel(point: Point) -> None:
         raise PlanError(str(exc)) from None
 
 
-def nofile_of(point: Point) -> int | None:
-    """The open-file limit the point's processes get: a profile's number, else the hard limit."""
-    profile = profile_of(point)
+def nofile_of(topology: Topology) -> int | None:
+    """The open-file limit the topology's processes get: a profile's number, else the hard limit."""
+    profile = profile_of(topology)
     if profile is not None and isinstance(profile.nofile, int):
         return profile.nofile
     return None
@@ -340,44 +383,42 @@ def sized(point: Point, limit: int | None = None) -> tuple[Point, list[str]]:
     to one server address and port. Returns the point and one line per change saying why.
     """
     notes: list[str] = []
-    profile = profile_of(point)
-    limit = limit or nofile_of(point) or fd_limit()
-    need = processes_needed(point.users, limit)
-    if need > point.processes and not point.expect_workers:
+    users, scenario, topology = point.workload.users, point.workload.scenario, point.topology
+    profile = profile_of(topology)
+    limit = limit or nofile_of(topology) or fd_limit()
+    need = processes_needed(users, limit)
+    if need > topology.processes and not topology.expect_workers:
         notes.append(
-            f"{point.users} users need {need} Locust processes: one process may hold "
+            f"{users} users need {need} Locust processes: one process may hold "
             f"{limit - FD_HEADROOM} sockets under the open-file limit of {limit}"
         )
-        point = replace(point, processes=need)
-    if not point.external and need > point.target_processes:
+        point = point.with_topology(processes=need)
+    if not topology.external and need > topology.target_processes:
         notes.append(
             f"the target gets {need} processes (SO_REUSEPORT) for the same reason"
-            + ("; broadcast rooms are per process" if point.scenario == "broadcast" else "")
+            + ("; broadcast rooms are per process" if scenario == "broadcast" else "")
         )
-        point = replace(point, target_processes=need)
-    if point.client_hosts > 1:
-        hosts = point.client_hosts - 1
-        per_host = math.ceil(point.processes / hosts)
+        point = point.with_topology(target_processes=need)
+    if point.topology.client_hosts > 1:
+        hosts = point.topology.client_hosts - 1
+        per_host = math.ceil(point.topology.processes / hosts)
         notes.append(f"client host 0 runs the Locust master; hosts 1..{hosts} run "
                      f"{per_host} worker process(es) each")  # fmt: skip
-        point = replace(point, processes=per_host * hosts)
+        point = point.with_topology(processes=per_host * hosts)
     return _with_source_addresses(point, profile, notes)
 
-
-def load_hosts(point: Point) -> list[int]:
-    """The client hosts whose Locust processes open connections (not a master's host)."""
-    return list(range(1, point.client_hosts)) if point.client_hosts > 1 else [0]
 
 
 def _with_source_addresses(
     point: Point, profile: Profile | None, notes: list[str]
 ) -> tuple[Point, list[str]]:
-    if point.external:
+    topology = point.topology
+    if topology.external:
         return point, notes  # its routes are not ours to know: --ws-source-ips is the user's
     low, high = port_range_of(profile)
     per_address = max(1, int((high - low + 1) * PORT_RANGE_USE))
-    hosts = load_hosts(point)
-    per_host = math.ceil(point.users / len(hosts))
+    hosts = topology.load_hosts()
+    per_host = math.ceil(point.workload.users / len(hosts))
     need = math.ceil(per_host / per_address)
     fixed = profile.client_addresses if profile else None
     if fixed is not None:
@@ -394,7 +435,7 @@ def _with_source_addresses(
                 f"{per_host} connections from one client need {need} source addresses under "
                 f"ip_local_port_range {low} {high}; widen the range or add --client-hosts"
             )
-        base = max(point.client_addresses, 1)
+        base = max(topology.client_addresses, 1)
         count = max(base, need)
         if need > base:
             notes.append(
@@ -403,17 +444,17 @@ def _with_source_addresses(
                 f"port (ip_local_port_range {low} {high})"
             )
     if count == 1 and len(hosts) == 1:
-        return (replace(point, client_addresses=1) if profile else point), notes
-    point = replace(point, client_addresses=count)
-    if any(o.split("=")[0] == SOURCE_IPS_OPTION for o in point.options):
+        return (point.with_topology(client_addresses=1) if profile else point), notes
+    point = point.with_topology(client_addresses=count)
+    if any(o.split("=")[0] == SOURCE_IPS_OPTION for o in point.workload.options):
         notes.append(f"{SOURCE_IPS_OPTION} was given, so it is used as it is")
         return point, notes
     if profile is not None:
         addresses = [client_address(h, n) for h in hosts for n in range(count)]
     else:  # the host's loopback: all of 127.0.0.0/8 is local, no set-up needed
         addresses = [f"127.0.0.{n + 1}" for n in range(count)]
-    options = (*point.options, SOURCE_IPS_OPTION, ",".join(addresses))
-    return replace(point, options=options), notes
+    options = (*point.workload.options, SOURCE_IPS_OPTION, ",".join(addresses))
+    return point.with_workload(options=options), notes
 
 
 def make_point(
@@ -433,11 +474,19 @@ def make_point(
     rate = float(spawn_rate) if spawn_rate is not None else float(min(users, 1000))
     if rate <= 0:
         raise PlanError(f"spawn rate must be positive, got {rate:g}")
-    point = Point(target, scenario, users, rate, duration_s, **extra)  # type: ignore[arg-type]
-    if point.processes < 1 or point.target_processes < 1:
+    unknown = set(extra) - WORKLOAD_FIELDS - TOPOLOGY_FIELDS
+    if unknown:
+        raise TypeError(f"make_point() got unexpected keyword arguments {sorted(unknown)}")
+    workload = Workload(scenario, users, rate, duration_s, **_only(extra, WORKLOAD_FIELDS))
+    topology = Topology(target, **_only(extra, TOPOLOGY_FIELDS))
+    if topology.processes < 1 or topology.target_processes < 1:
         raise PlanError("process counts must be at least 1")
-    check_rate(point.max_error_rate, "max error rate")
-    return point
+    check_rate(workload.max_error_rate, "max error rate")
+    return Point(workload, topology)
+
+
+def _only(extra: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
+    return {k: v for k, v in extra.items() if k in names}
 
 
 def check_rate(value: float | None, key: str) -> None:
@@ -479,7 +528,7 @@ class Sweep:
         ]
 
     def series_key(self, point: Point) -> tuple[str, str, str]:
-        return (point.target, point.scenario, point.kernel_profile)
+        return (point.topology.target, point.workload.scenario, point.topology.kernel_profile)
 
 
 def split_list(value: object, key: str = "list") -> list[str]:

@@ -25,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from harness.plan import Point, locustfile, nofile_of
+from common.errors import WsbenchError
+from harness.plan import Point, Topology, locustfile, nofile_of
 from targets.server import die_with_parent
 
 READY_TIMEOUT_S = 30.0
@@ -34,7 +35,7 @@ STOP_TIMEOUT_S = 10.0
 REACH_TIMEOUT_S = 3.0
 
 
-class RunError(Exception):
+class RunError(WsbenchError):
     """A run could not start or went wrong; the message is one line for the user."""
 
 
@@ -117,14 +118,16 @@ class Target:
         return stop(self.proc)
 
 
-def target_command(point: Point, ca_file: Path | None = None, host: str | None = None) -> list[str]:
+def target_command(
+    topology: Topology, ca_file: Path | None = None, host: str | None = None
+) -> list[str]:
     cmd = [
-        sys.executable, "-m", "targets", point.target,
-        "--port", str(point.target_port), "--processes", str(point.target_processes),
+        sys.executable, "-m", "targets", topology.target,
+        "--port", str(topology.target_port), "--processes", str(topology.target_processes),
     ]  # fmt: skip
     if host is not None:
         cmd += ["--host", host]
-    if point.tls:
+    if topology.tls:
         cmd.append("--tls")
         if ca_file is not None:
             cmd += ["--ca-file", str(ca_file)]
@@ -144,7 +147,7 @@ def check_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
 
 
 def start_target(
-    point: Point, log_path: Path, timeout_s: float = READY_TIMEOUT_S, *,
+    topology: Topology, log_path: Path, timeout_s: float = READY_TIMEOUT_S, *,
     enter: Sequence[str] = (), host: str | None = None,
 ) -> Target:  # fmt: skip
     """Start a reference target and wait for its ready line, or check an external URL.
@@ -152,12 +155,12 @@ def start_target(
     `enter` is a command prefix that runs it elsewhere (a network namespace), `host` the
     address it listens on there.
     """
-    if point.external:
-        check_reachable(point.target)
-        return Target(point.target, None, None)
-    ca_file = log_path.with_name("ca.pem") if point.tls else None
-    cmd = [*enter, *target_command(point, ca_file, host)]
-    proc = spawn(cmd, log_path, stdout=subprocess.PIPE, nofile=nofile_of(point))
+    if topology.external:
+        check_reachable(topology.target)
+        return Target(topology.target, None, None)
+    ca_file = log_path.with_name("ca.pem") if topology.tls else None
+    cmd = [*enter, *target_command(topology, ca_file, host)]
+    proc = spawn(cmd, log_path, stdout=subprocess.PIPE, nofile=nofile_of(topology))
     assert proc.stdout is not None
     deadline = time.monotonic() + timeout_s
     try:
@@ -166,7 +169,7 @@ def start_target(
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
-                    raise RunError(f"target {point.target} not ready after {timeout_s:g} s")
+                    raise RunError(f"target {topology.target} not ready after {timeout_s:g} s")
                 if sel.select(left):
                     line = proc.stdout.readline().decode(errors="replace").strip()
                     if line.startswith("ready "):
@@ -174,7 +177,7 @@ def start_target(
                     if not line:  # EOF: it exited
                         proc.wait(5)
                         why = last_line(log_path) or f"exit status {proc.returncode}"
-                        raise RunError(f"target {point.target} did not start: {why}")
+                        raise RunError(f"target {topology.target} did not start: {why}")
     except BaseException:
         stop(proc)
         raise
@@ -185,31 +188,31 @@ def locust_command(
     ca_file: Path | None = None, master_host: str | None = None,
 ) -> list[str]:
     """Locust for the point; with several client hosts, the master that `master_host` binds."""
+    workload, topology = point.workload, point.topology
     cmd = [
-        sys.executable, "-m", "locust", "-f", str(locustfile(point.scenario)), "--host", host,
-        "--users", str(point.users), "--spawn-rate", f"{point.spawn_rate:g}",
+        sys.executable, "-m", "locust", "-f", str(locustfile(workload.scenario)), "--host", host,
+        "--users", str(workload.users), "--spawn-rate", f"{workload.spawn_rate:g}",
         # INFO: a worker the master calls missing (and whose users it hands over) is logged so.
         "--loglevel", "INFO",
         # In the web UI this prefills the run-time field: a swarm stops by itself there too.
-        "--run-time", f"{math.ceil(point.duration_s)}s",
+        "--run-time", f"{math.ceil(workload.duration_s)}s",
     ]  # fmt: skip
     if ca_file is not None:
         cmd += ["--ws-ca-file", str(ca_file)]
     if headless:
         cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5"]
-    if point.expect_workers or point.client_hosts > 1:
-        expect = point.expect_workers or point.processes
-        cmd += ["--master", "--expect-workers", str(expect),
+    if topology.has_master:
+        cmd += ["--master", "--expect-workers", str(topology.workers_expected),
                 "--expect-workers-max-wait", str(int(WORKERS_WAIT_S)),
-                "--master-bind-host", master_host or point.master_bind_host,
-                "--master-bind-port", str(point.master_port)]  # fmt: skip
-    elif point.processes > 1:
+                "--master-bind-host", master_host or topology.master_bind_host,
+                "--master-bind-port", str(topology.master_port)]  # fmt: skip
+    elif topology.processes > 1:
         # Master and forked workers talk over a port of our choosing on loopback: Locust's
         # default (*:5557) is reachable from the network and collides with another run.
         port = free_port()
-        cmd += ["--processes", str(point.processes), "--master-bind-host", "127.0.0.1",
+        cmd += ["--processes", str(topology.processes), "--master-bind-host", "127.0.0.1",
                 "--master-bind-port", str(port), "--master-port", str(port)]  # fmt: skip
-    return cmd + list(point.options)
+    return cmd + list(workload.options)
 
 
 def worker_command(

@@ -27,6 +27,7 @@ from typing import Any
 
 import psutil
 
+from common.errors import WsbenchError
 from kernel.inside import PROC_SYS, fold, sysctl_path
 
 DEFAULT_STATE_DIR = Path("/run/wsbench")
@@ -35,7 +36,7 @@ STATE_FILE = "host-sysctls.json"
 Say = Callable[[str], None]
 
 
-class HostSysctlError(Exception):
+class HostSysctlError(WsbenchError):
     """A host sysctl could not be read, set or restored; the message is one line for the user."""
 
 

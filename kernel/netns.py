@@ -30,6 +30,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from common.errors import WsbenchError
 from kernel.profile import Profile
 from targets.server import die_with_parent
 
@@ -51,7 +52,7 @@ TOOLS = (("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux"
 Say = Callable[[str], None]
 
 
-class KernelError(Exception):
+class KernelError(WsbenchError):
     """A test bed could not be built or used; the message is one line for the user."""
 
 

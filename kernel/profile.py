@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.errors import BadInput
+
 PROFILE_DIR = Path(__file__).resolve().parent / "profiles"
 HOST_PROFILE = "host"  # not a file: the host's own settings, no namespaces
 SIDES = ("server", "client")
@@ -44,7 +46,7 @@ _KEY = re.compile(r"[a-z0-9_]+(\.[a-z0-9_-]+)+")
 _TOP_KEYS = {"description", "extends", "server", "client", "host", "rlimits", "topology"}
 
 
-class ProfileError(ValueError):
+class ProfileError(BadInput, ValueError):
     """A profile that does not exist or does not make sense; the message is one line."""
 
 

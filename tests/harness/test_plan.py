@@ -64,9 +64,9 @@ def test_parse_duration_refuses_anything_else_naming_the_input(text: str) -> Non
 
 def test_make_point_defaults_spawn_rate_to_all_users_at_once_up_to_1000() -> None:
     """Without --spawn-rate every user starts in the first second, capped at 1000/s."""
-    assert make_point("raw", "echo", 10).spawn_rate == 10.0
-    assert make_point("raw", "echo", 5000).spawn_rate == 1000.0
-    assert make_point("raw", "echo", 5000, spawn_rate=50).spawn_rate == 50.0
+    assert make_point("raw", "echo", 10).workload.spawn_rate == 10.0
+    assert make_point("raw", "echo", 5000).workload.spawn_rate == 1000.0
+    assert make_point("raw", "echo", 5000, spawn_rate=50).workload.spawn_rate == 50.0
 
 
 @pytest.mark.parametrize(
@@ -148,7 +148,7 @@ def test_point_ids_of_different_urls_differ(first: str, second: str) -> None:
 def test_sized_splits_users_over_locust_and_target_processes_and_says_why() -> None:
     """600 users at a limit of 800 get 2 Locust and 2 target processes, with the numbers why."""
     point, notes = sized(make_point("raw", "echo", 600), limit=800)
-    assert (point.processes, point.target_processes) == (2, 2)
+    assert (point.topology.processes, point.topology.target_processes) == (2, 2)
     assert len(notes) == 2
     assert "2 Locust processes" in notes[0]
     assert "800" in notes[0] and str(800 - FD_HEADROOM) in notes[0]
@@ -166,7 +166,7 @@ def test_sized_leaves_a_point_that_fits_alone() -> None:
 def test_sized_does_not_add_target_processes_to_an_external_server() -> None:
     """An external URL's process count is not ours to change; only Locust is split."""
     point, notes = sized(make_point("ws://127.0.0.1:9", "echo", 600), limit=800)
-    assert (point.processes, point.target_processes) == (2, 1)
+    assert (point.topology.processes, point.topology.target_processes) == (2, 1)
     assert len(notes) == 1
 
 
@@ -177,8 +177,8 @@ def test_sized_never_gives_a_process_more_sockets_than_its_limit(limit: int) -> 
         if math.ceil(users / (limit - FD_HEADROOM)) > MAX_PROCESSES:
             continue  # refused: see the next test
         point, _ = sized(make_point("raw", "hold", users), limit=limit)
-        assert point.processes * (limit - FD_HEADROOM) >= users
-        assert point.target_processes == point.processes
+        assert point.topology.processes * (limit - FD_HEADROOM) >= users
+        assert point.topology.target_processes == point.topology.processes
 
 
 def test_sized_refuses_a_split_into_more_than_max_processes() -> None:
@@ -210,14 +210,14 @@ def test_sweep_points_grow_connections_within_each_series() -> None:
         (t, s, "host") for t in ("raw", "aiohttp") for s in ("echo", "connect") for _ in range(3)
     ]
     for start in range(0, len(points), 3):
-        assert [p.users for p in points[start : start + 3]] == [10, 100, 1000]
-    assert {p.duration_s for p in points} == {5.0}
+        assert [p.workload.users for p in points[start : start + 3]] == [10, 100, 1000]
+    assert {p.workload.duration_s for p in points} == {5.0}
 
 
 def test_sweep_points_pass_each_scenario_its_own_options() -> None:
     """Scenario options in a sweep reach only that scenario's points."""
     sweep = Sweep(("raw",), ("echo", "hold"), (1,), options={"hold": ("--ping-interval-s", "1")})
-    assert {p.scenario: p.options for p in sweep.points()} == {
+    assert {p.workload.scenario: p.workload.options for p in sweep.points()} == {
         "echo": (),
         "hold": ("--ping-interval-s", "1"),
     }
@@ -228,7 +228,7 @@ def test_sweep_points_are_unique_when_a_count_is_listed_twice() -> None:
     points = Sweep(("raw",), ("echo",), (10, 100, 10)).points()
     ids = [p.point_id for p in points]
     assert len(ids) == len(set(ids))
-    assert [p.users for p in points] == [10, 100]
+    assert [p.workload.users for p in points] == [10, 100]
 
 
 # Sweep files
@@ -268,9 +268,9 @@ def test_the_shipped_default_matrix_is_a_valid_sweep() -> None:
     )
     points = runner.sweep_from(args, extras).points()
     assert len(points) == 27
-    assert {p.target for p in points} == {"aiohttp", "websockets", "raw"}
-    assert {p.scenario for p in points} == {"echo", "connect", "broadcast"}
-    assert all(p.duration_s > 0 and p.spawn_rate > 0 for p in points)
+    assert {p.topology.target for p in points} == {"aiohttp", "websockets", "raw"}
+    assert {p.workload.scenario for p in points} == {"echo", "connect", "broadcast"}
+    assert all(p.workload.duration_s > 0 and p.workload.spawn_rate > 0 for p in points)
 
 
 def _sweep_file(tmp_path: Path, port: int, line: str) -> Path:

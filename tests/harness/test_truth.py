@@ -386,7 +386,7 @@ def test_a_sweep_file_sets_max_error_rate_for_every_point(tmp_path: Path):
     config.write_text('targets = ["raw"]\nscenarios = ["echo"]\nusers = [1, 2]\n'
                       "max_error_rate = 0.2\n")  # fmt: skip
     sweep = sweep_from_settings(load_sweep_file(config))
-    assert [p.max_error_rate for p in sweep.points()] == [0.2, 0.2]
+    assert [p.workload.max_error_rate for p in sweep.points()] == [0.2, 0.2]
     assert sweep.points()[0].as_dict()["max_error_rate"] == 0.2  # stored in point.json
     with pytest.raises(PlanError, match="max_error_rate must be between 0 and 1"):
         sweep_from_settings({**load_sweep_file(config), "max_error_rate": 1.5})

@@ -1,0 +1,207 @@
+"""The parts of a point's topology, each a context manager that starts it and always stops it.
+
+    testbed    network namespaces with the kernel profile (and host sysctls), or nothing
+    counters   kernel counters read on every side before the load and after it
+    sampling   1 Hz CPU, RSS and socket samples of the processes below
+    target     the reference target (in the server namespace), or a check of an external URL
+    locust     Locust in client host 0 and, with several client hosts, its workers
+
+`execute.run_point` enters them in this order in one ExitStack, so they stop in the reverse
+one: Locust first (it writes its CSVs), then the target, then the counters are read, and the
+namespaces go last. What a part learns while it runs or stops (samples, counter deltas, the
+target's exit status, clean-up problems) it leaves on the `PointRun` it was given: a failure
+in a clean-up is a warning on the point, never the loss of what was measured.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import subprocess
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from common.schema import (
+    KERNEL_COUNTERS_JSON,
+    LOCUST_LOG,
+    LOCUST_PREFIX,
+    RESOURCES_CSV,
+    TARGET_LOG,
+    write_json,
+)
+from harness import procs, sampling
+from harness.plan import Point, nofile_of, profile_of
+from kernel import counters, netns
+from kernel.hostsysctl import HostSysctlError
+
+Say = Callable[[str], None]
+
+
+@dataclass
+class PointRun:
+    """What one point's parts found out: read by `execute` to write the point's summary."""
+
+    point: Point
+    pdir: Path
+    say: Say
+    warnings: list[str] = field(default_factory=list)
+    bed: netns.Testbed | None = None
+    sides: dict[str, Path] = field(default_factory=lambda: {"host": counters.NET_DIR})
+    counter_record: dict[str, Any] | None = None
+    samples: list[sampling.Sample] = field(default_factory=list)
+    target: procs.Target | None = None
+    target_idle_rss: int | None = None
+    target_status: int | None = None
+    command: list[str] | None = None  # Locust's (or its master's) command line
+    locust_started: float | None = None  # monotonic s: the measured time is Locust's own
+    locust_ended: float | None = None
+
+    @property
+    def host(self) -> str:
+        """The URL Locust was given (the target's), or the point's target as planned."""
+        return self.target.url if self.target is not None else self.point.topology.target
+
+    def measured_s(self) -> float | None:
+        """The point's run time, or less when Locust was stopped early (its target died)."""
+        if self.locust_started is None:
+            return None
+        ended = self.locust_ended or time.monotonic()
+        return min(self.point.workload.duration_s, ended - self.locust_started)
+
+
+@contextlib.contextmanager
+def testbed(run: PointRun) -> Iterator[netns.Testbed | None]:
+    """The point's namespaces with its kernel profile, removed (host sysctls restored) at exit;
+    None on the host's own settings."""
+    topology = run.point.topology
+    profile = profile_of(topology)
+    if profile is None:
+        yield None
+        return
+    bed = netns.Testbed(profile, topology.client_hosts, topology.client_addresses,
+                        topology.host_sysctls, run.say).open()  # fmt: skip
+    run.bed = bed
+    run.sides = {side: ns.net_dir for side, ns in bed.namespaces().items()}
+    try:
+        for line in netns.describe(bed):
+            run.say(f"  {line}")
+        yield bed
+    finally:
+        try:
+            left = bed.close()
+        except (HostSysctlError, OSError) as exc:
+            run.warnings.append(f"clean-up failed: {exc}")
+        else:
+            if left:
+                run.warnings.append(f"processes left in the namespaces were killed: {left}")
+
+
+@contextlib.contextmanager
+def kernel_counters(run: PointRun) -> Iterator[None]:
+    """Counters on every side before the load; after it, their changes in kernel_counters.json."""
+    before = _snapshots(run.sides)
+    try:
+        yield
+    finally:
+        try:
+            run.counter_record = _store_counters(run.sides, before, run.pdir)
+        except OSError as exc:
+            run.warnings.append(f"kernel counters not stored: {exc}")
+
+
+@contextlib.contextmanager
+def resource_sampling(run: PointRun) -> Iterator[sampling.Sampler]:
+    """A sampler of the processes the parts after it register, stopped (samples kept) at exit."""
+    sampler = sampling.Sampler(run.pdir / RESOURCES_CSV)
+    if run.bed is not None:  # on the host, the processes' own sockets are what is counted
+        for side, net_dir in run.sides.items():
+            sampler.watch_sockstat(side, net_dir)
+    try:
+        yield sampler
+    finally:
+        run.samples = sampler.stop()
+
+
+@contextlib.contextmanager
+def target(run: PointRun, sampler: sampling.Sampler) -> Iterator[procs.Target]:
+    """The reference target, ready, in the server namespace when there is one; stopped at exit."""
+    bed = run.bed
+    enter = bed.server.enter() if bed and bed.server else ()
+    host = netns.SERVER_ADDRESS if bed else None
+    started = procs.start_target(run.point.topology, run.pdir / TARGET_LOG, enter=enter, host=host)
+    run.target = started
+    try:
+        if started.proc is not None:
+            sampler.watch("target", started.proc.pid)
+            # Before any load: what the server costs with no connections, so memory per
+            # connection can be told apart from the process's fixed size.
+            run.target_idle_rss = sampler.rss_bytes("target")
+        yield started
+    finally:
+        run.target_status = started.stop()
+
+
+@contextlib.contextmanager
+def locust(
+    run: PointRun, target_: procs.Target, sampler: sampling.Sampler
+) -> Iterator[list[subprocess.Popen[bytes]]]:
+    """Locust in client host 0; with several client hosts, a worker group on each other one.
+    The master first in the list: at exit it is stopped first, and tells its workers to stop."""
+    point, bed = run.point, run.bed
+    master = netns.client_address(0, 0) if point.topology.client_hosts > 1 else None
+    run.command = procs.locust_command(point, target_.url, run.pdir / LOCUST_PREFIX,
+                                       ca_file=target_.ca_file, master_host=master)  # fmt: skip
+    started: list[subprocess.Popen[bytes]] = []
+    try:
+        nofile = nofile_of(point.topology)
+        enter = bed.clients[0].enter() if bed else []
+        started.append(procs.spawn([*enter, *run.command], run.pdir / LOCUST_LOG, nofile=nofile))
+        if bed is not None and master is not None:
+            started += _workers(point, bed, master, run.pdir, nofile)
+        run.locust_started = time.monotonic()
+        for proc in started:
+            sampler.watch("locust", proc.pid)
+        sampler.start()
+        yield started
+    finally:
+        for proc in started:
+            procs.stop(proc)
+
+
+def _workers(
+    point: Point, bed: netns.Testbed, master: str, pdir: Path, nofile: int | None
+) -> list[subprocess.Popen[bytes]]:
+    hosts = point.topology.load_hosts()
+    workers = []
+    for host in hosts:
+        cmd = procs.worker_command(
+            point.workload.scenario, master, point.topology.master_port,
+            point.topology.processes // len(hosts), point.workload.options,
+        )  # fmt: skip
+        log = pdir / f"locust-worker{host}.log"
+        workers.append(procs.spawn([*bed.clients[host].enter(), *cmd], log, nofile=nofile))
+    return workers
+
+
+def _snapshots(sides: dict[str, Path]) -> dict[str, counters.Snapshot]:
+    found = {}
+    for side, net_dir in sides.items():
+        try:
+            found[side] = counters.read_snapshot(net_dir)
+        except counters.CounterError:
+            continue  # a point does not fail for want of counters; they are just not stored
+    return found
+
+
+def _store_counters(
+    sides: dict[str, Path], before: dict[str, counters.Snapshot], pdir: Path
+) -> dict[str, Any] | None:
+    after = _snapshots({side: sides[side] for side in before})
+    pairs = {side: (before[side], after[side]) for side in before if side in after}
+    if not pairs:
+        return None
+    record = counters.point_record(pairs)
+    write_json(pdir / KERNEL_COUNTERS_JSON, record)
+    return record
