@@ -136,17 +136,6 @@ def point_spectrum(run: Run, point_id: str) -> pd.DataFrame:
     return pd.concat(frames, ignore_index=True)
 
 
-TIMESERIES_METRICS = (
-    "users",
-    "open_connections",
-    "msgs_per_s",
-    "p99_us",
-    "server_cpu_pct",
-    "server_rss_mib",
-    "generator_cpu_pct",
-)
-
-
 def timeseries(run: Run, point_id: str) -> pd.DataFrame:
     """One point over time, long format (t_s, metric, value); t_s from Locust's start.
 

@@ -1,6 +1,6 @@
 """The wsbench application protocol: the one definition targets and scenarios share.
 
-Paths (DESIGN.md):
+Paths (this module is their definition; README.md "Reference targets" describes them):
 
     /echo                          every data frame is sent back unchanged (text stays text)
     /broadcast?room=R              every data frame is relayed to every member of room R,
@@ -29,7 +29,6 @@ ECHO_PATH = "/echo"
 BROADCAST_PATH = "/broadcast"
 PUSH_PATH = "/push"
 STATS_PATH = "/stats"
-WS_PATHS = (ECHO_PATH, BROADCAST_PATH, PUSH_PATH)
 
 DEFAULT_ROOM = "default"
 

@@ -43,7 +43,6 @@ from targets.server import LISTEN_BACKLOG, ServeContext
 
 NAME = "raw"
 WRITE_HIGH_WATER_BYTES = 64 * 1024
-_TEXT = Opcode.TEXT
 
 
 class _Connection(asyncio.Protocol):

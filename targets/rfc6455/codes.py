@@ -13,10 +13,6 @@ class Opcode(IntEnum):
     PING = 0x9
     PONG = 0xA
 
-    @property
-    def is_control(self) -> bool:
-        return self >= 0x8
-
 
 DATA_OPCODES = frozenset({Opcode.CONT, Opcode.TEXT, Opcode.BINARY})
 CONTROL_OPCODES = frozenset({Opcode.CLOSE, Opcode.PING, Opcode.PONG})
