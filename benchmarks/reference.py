@@ -37,6 +37,7 @@ import uvloop
 from hdrh.histogram import HdrHistogram
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from common.units import ns_to_us
 from targets.protocol import BROADCAST_HEADER, decode_broadcast, encode_broadcast
 
 LOWEST_US, HIGHEST_US, SIGNIFICANT_FIGURES = 1, 60_000_000, 3
@@ -135,8 +136,8 @@ class EchoClient(WSListener):
         intended_ns, sent_ns = self.in_flight.popleft()
         recording = self.recording
         if recording.start_ns <= intended_ns < recording.end_ns:
-            self.corrected[(now_ns - intended_ns + 500) // 1000] += 1
-            self.uncorrected[(now_ns - sent_ns + 500) // 1000] += 1
+            self.corrected[ns_to_us(now_ns - intended_ns)] += 1
+            self.uncorrected[ns_to_us(now_ns - sent_ns)] += 1
 
     def send(self, intended_ns: int, now_ns: int) -> None:
         self.in_flight.append((intended_ns, now_ns))
@@ -309,7 +310,7 @@ class Member(WSListener):
         _, _, sent_ns = decode_broadcast(frame.get_payload_as_bytes())
         recording = self.recording
         if recording.start_ns <= sent_ns < recording.end_ns:
-            self.latency[(now_ns - sent_ns + 500) // 1000] += 1
+            self.latency[ns_to_us(now_ns - sent_ns)] += 1
             self.received += 1
 
 

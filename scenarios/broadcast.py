@@ -24,6 +24,7 @@ import time
 
 from locust import events, task
 
+from common.units import ns_to_us
 from scenarios.connection import endpoint_url
 from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
@@ -111,7 +112,7 @@ class _Listening:
 
     def on_message(self, message: bytes, now_ns: int) -> None:
         publisher, seq, sent_ns = decode_broadcast(message)
-        self._record(BROADCAST, (now_ns - sent_ns + 500) // 1000, len(message))
+        self._record(BROADCAST, ns_to_us(now_ns - sent_ns), len(message))
         self._count(RECEIVED)
         previous = self.last_seq.get(publisher)
         self.last_seq[publisher] = seq
@@ -166,7 +167,7 @@ class _Publishing(_Listening):
         self.entry = self.timer.at(self.next_ns, self._due)
 
     def _due(self, intended_ns: int, now_ns: int) -> None:
-        self._lag(SEND_LAG, (now_ns - intended_ns + 500) // 1000)
+        self._lag(SEND_LAG, ns_to_us(now_ns - intended_ns))
         user = self.publisher
         # The header's send time is the intended one: a late send shows as latency.
         message = encode_broadcast(user.publisher_id, user.seq, user.size, intended_ns)

@@ -18,6 +18,7 @@ import time
 import gevent
 from locust import events, task
 
+from common.units import ns_to_us
 from scenarios.connection import WS_UPGRADE
 from scenarios.failures import ProtocolViolation
 from scenarios.options import add_once, non_negative_float, option
@@ -64,7 +65,7 @@ class ConnectUser(WebSocketUser):
                 ws.send_binary(PAYLOAD)
                 if ws.recv() != PAYLOAD:
                     raise ProtocolViolation("echo differs from what was sent")
-                self.report(ECHO, (time.perf_counter_ns() - t0 + 500) // 1000, len(PAYLOAD))
+                self.report(ECHO, ns_to_us(time.perf_counter_ns() - t0), len(PAYLOAD))
             if self.hold_s:
                 gevent.sleep(self.hold_s)
         except Exception as exc:
@@ -86,4 +87,4 @@ class ConnectUser(WebSocketUser):
         except Exception as exc:
             self.fail(CLOSE, t0, exc)
             return
-        self.report(CLOSE, (time.perf_counter_ns() - t0 + 500) // 1000)
+        self.report(CLOSE, ns_to_us(time.perf_counter_ns() - t0))

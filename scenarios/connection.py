@@ -30,6 +30,7 @@ from urllib.parse import urlsplit
 import websocket
 from gevent import GreenletExit
 
+from common.units import ns_to_us
 from scenarios.deadlines import watchdog
 from scenarios.failures import (
     ConnectionClosed,
@@ -166,13 +167,13 @@ def _phase(
         result = step()
     except Exception as exc:
         error = classify(exc, name)
-        report(name, (time.perf_counter_ns() - t0 + 500) // 1000, 0, error)
+        report(name, ns_to_us(time.perf_counter_ns() - t0), 0, error)
         raise error from exc
     except GreenletExit:
         if unanswered is not None:
             unanswered(name)
         raise
-    report(name, (time.perf_counter_ns() - t0 + 500) // 1000, 0, None)
+    report(name, ns_to_us(time.perf_counter_ns() - t0), 0, None)
     return result
 
 

@@ -16,6 +16,7 @@ import time
 
 from locust import events, task
 
+from common.units import ns_to_us
 from scenarios.engine import Channel
 from scenarios.failures import ProtocolViolation, WsError
 from scenarios.frames import FIN, OP_BINARY, OP_TEXT, client_frame, frame_pool
@@ -91,7 +92,7 @@ class _RoundTrips:
     def on_message(self, payload: bytes, now_ns: int) -> None:
         if not self.sent_ns or len(payload) != self.size:
             raise ProtocolViolation("echo differs from what was sent")
-        self._record(ECHO, (now_ns - self.sent_ns + 500) // 1000, self.size)
+        self._record(ECHO, ns_to_us(now_ns - self.sent_ns), self.size)
         self.sent_ns = 0
         self.channel.deadline_ns = 0
         if self.user.engine.stopped_ns:

@@ -29,6 +29,7 @@ from collections import deque
 
 from locust import events, task
 
+from common.units import ns_to_us
 from scenarios.engine import Channel
 from scenarios.failures import ProtocolViolation, WsError, WsTimeout
 from scenarios.frames import FIN, OP_BINARY, client_frame, frame_pool
@@ -116,7 +117,7 @@ class _Schedule:
         if self.max_in_flight and len(self.in_flight) >= self.max_in_flight:
             self.held = True  # the server holds us back: the next echo sends it (no send lag)
             return
-        self._lag(SEND_LAG, (now_ns - intended_ns + 500) // 1000)
+        self._lag(SEND_LAG, ns_to_us(now_ns - intended_ns))
         self._send(intended_ns, now_ns)
 
     def _send(self, intended_ns: int, now_ns: int) -> None:
@@ -136,8 +137,8 @@ class _Schedule:
             raise ProtocolViolation("echo differs from what was sent")
         intended_ns, sent_ns = in_flight.popleft()
         self.channel.deadline_ns = in_flight[0][1] + self.timeout_ns if in_flight else 0
-        self._record(CORRECTED, (now_ns - intended_ns + 500) // 1000, self.size)
-        self._record(UNCORRECTED, (now_ns - sent_ns + 500) // 1000, self.size)
+        self._record(CORRECTED, ns_to_us(now_ns - intended_ns), self.size)
+        self._record(UNCORRECTED, ns_to_us(now_ns - sent_ns), self.size)
         if self.held and not self.user.engine.stopped_ns:
             self.held = False
             self._send(self.next_ns, time.monotonic_ns())

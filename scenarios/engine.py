@@ -38,6 +38,7 @@ from typing import Protocol
 from gevent.event import Event
 from gevent.hub import get_hub
 
+from common.units import ns_to_us
 from scenarios.connection import RECV_BYTES, WsConnection
 from scenarios.deadlines import watchdog
 from scenarios.failures import (
@@ -264,7 +265,7 @@ class Timer:
         lag = self._lag
         if lag is None or self._canary is None:
             return
-        lag(WAKE_LAG, (now_ns - due_ns + 500) // 1000)
+        lag(WAKE_LAG, ns_to_us(now_ns - due_ns))
         following = due_ns + CANARY_INTERVAL_NS
         if following <= now_ns:  # the hub was blocked past whole intervals: one sample for it
             following = now_ns + CANARY_INTERVAL_NS

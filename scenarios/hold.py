@@ -20,6 +20,7 @@ import time
 
 from locust import events, task
 
+from common.units import ns_to_us
 from scenarios.connection import WS_UPGRADE
 from scenarios.engine import Channel
 from scenarios.failures import WsError, WsTimeout
@@ -87,7 +88,7 @@ class _Holding:
     def _pong(self, now_ns: int) -> None:
         if not self.ping_ns:
             return  # unsolicited pong: allowed, ignored (RFC 6455 §5.5.3)
-        self.user.report(PING, (now_ns - self.ping_ns + 500) // 1000)
+        self.user.report(PING, ns_to_us(now_ns - self.ping_ns))
         self.ping_ns = 0
         self.channel.deadline_ns = 0
         self._next(now_ns)

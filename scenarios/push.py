@@ -20,6 +20,7 @@ from urllib.parse import urlencode
 
 from locust import events, task
 
+from common.units import ns_to_us
 from scenarios.connection import endpoint_url
 from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
@@ -102,7 +103,7 @@ class _Subscription:
     def on_message(self, message: bytes, now_ns: int) -> None:
         self.channel.deadline_ns = now_ns + self.gap_ns  # monotonic: perf_counter's clock
         seq, sent_ns = decode_push(message)
-        self._record(PUSH, (now_ns - sent_ns + 500) // 1000, len(message))
+        self._record(PUSH, ns_to_us(now_ns - sent_ns), len(message))
         self._count(RECEIVED)
         if seq != self.expected:
             if seq > self.expected:
