@@ -9,7 +9,6 @@ process group (Locust's and the targets' own children go with it).
 from __future__ import annotations
 
 import contextlib
-import ctypes
 import os
 import re
 import resource
@@ -24,9 +23,9 @@ from pathlib import Path
 
 import psutil
 
-PR_SET_PDEATHSIG = 1
+from common.procs import die_with, stop
+
 READY_TIMEOUT_S = 30.0
-STOP_TIMEOUT_S = 10.0
 
 
 def _preexec(parent: int, cpu: int) -> Callable[[], None]:
@@ -35,9 +34,7 @@ def _preexec(parent: int, cpu: int) -> Callable[[], None]:
         os.sched_setaffinity(0, {cpu})
         _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
         resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-        if os.getppid() != parent:
-            os._exit(1)
+        die_with(parent, signal.SIGKILL)
 
     return preexec
 
@@ -52,20 +49,6 @@ def spawn(
             stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
             start_new_session=True, preexec_fn=_preexec(os.getpid(), cpu),
         )  # fmt: skip
-
-
-def stop(proc: subprocess.Popen[str], timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-    """SIGTERM, wait, then SIGKILL the whole process group; returns the exit status."""
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout_s)
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout_s)
-    return proc.returncode
 
 
 @dataclass

@@ -37,8 +37,8 @@ from kernel.profile import (
     parse_port_range,
 )
 from kernel.profile import load as load_profile
+from targets import TARGETS
 from targets.protocol import DEFAULT_MAX_MESSAGE_BYTES
-from targets.server import TARGETS
 
 REPO = Path(__file__).resolve().parent.parent
 SCENARIO_DIR = REPO / "scenarios"

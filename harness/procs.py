@@ -10,7 +10,6 @@ Locust's graceful stop waits up to --stop-timeout for users whose connections ma
 
 from __future__ import annotations
 
-import contextlib
 import math
 import os
 import resource
@@ -26,12 +25,11 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from common.errors import WsbenchError
+from common.procs import die_with_parent, stop
 from harness.plan import Point, Topology, locustfile, nofile_of
-from targets.server import die_with_parent
 
 READY_TIMEOUT_S = 30.0
 WORKERS_WAIT_S = 30.0  # a master gives up on missing workers after this
-STOP_TIMEOUT_S = 10.0
 REACH_TIMEOUT_S = 3.0
 
 
@@ -68,23 +66,6 @@ def spawn(
         )
     finally:
         log.close()
-
-
-def stop(proc: subprocess.Popen[bytes] | None, timeout_s: float = STOP_TIMEOUT_S) -> int | None:
-    """SIGTERM, wait, then SIGKILL the whole process group; returns the exit status."""
-    if proc is None:
-        return None
-    if proc.poll() is None:
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(proc.pid, signal.SIGTERM)
-        with contextlib.suppress(subprocess.TimeoutExpired):
-            proc.wait(timeout_s)
-    # Whatever is left in its group (Locust's forked workers, target workers) goes too.
-    with contextlib.suppress(ProcessLookupError, PermissionError):
-        os.killpg(proc.pid, signal.SIGKILL)
-    with contextlib.suppress(subprocess.TimeoutExpired):
-        proc.wait(timeout_s)
-    return proc.returncode
 
 
 def last_line(path: Path) -> str:

@@ -31,8 +31,8 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import WsbenchError
+from common.procs import die_with_parent
 from kernel.profile import Profile
-from targets.server import die_with_parent
 
 NETWORK = ipaddress.ip_network("198.18.0.0/15")
 SERVER_ADDRESS = "198.18.0.1"

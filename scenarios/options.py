@@ -8,7 +8,6 @@ Scenario-specific options are added the same way by each locustfile (see `add_on
 from __future__ import annotations
 
 import argparse
-import ctypes
 import functools
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any
 from locust import events
 from locust.env import Environment
 
+from common.procs import die_with
 from scenarios.connection import ConnectSettings, client_ssl_context
 
 DEFAULT_TIMEOUT_S = 10.0
@@ -119,9 +119,6 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
              "measures what recording costs); Locust's own statistics remain")
 
 
-PR_SET_PDEATHSIG = 1
-
-
 @events.init.add_listener
 def _die_with_master(environment: Environment, **_: object) -> None:
     """A worker that Locust forked (--processes) dies as soon as the process that forked it.
@@ -134,10 +131,7 @@ def _die_with_master(environment: Environment, **_: object) -> None:
         return
     if not sys.platform.startswith("linux"):
         return
-    parent = os.getppid()
-    ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    if os.getppid() != parent:  # it died while we asked
-        os._exit(1)
+    die_with(os.getppid(), signal.SIGKILL)
 
 
 def option(environment: Environment, name: str, default: Any) -> Any:

@@ -6,3 +6,10 @@ websockets), the shared rooms and stats (hub.py) and the target CLI with its SO_
 supervisor (server.py, `python -m targets NAME`). It imports only `common`: never the harness,
 the scenarios, the reports, the kernel package, the benchmarks or Locust, so a target runs alone.
 """
+
+# The target registry: name -> the module whose `serve(ctx)` runs it.
+TARGETS: dict[str, str] = {
+    "aiohttp": "targets.aiohttp_server",
+    "websockets": "targets.websockets_server",
+    "raw": "targets.raw_server",
+}

@@ -43,8 +43,8 @@ from urllib.parse import urlsplit
 
 import psutil
 
+from targets import TARGETS
 from targets.protocol import DEFAULT_MAX_MESSAGE_BYTES, ECHO_PATH, STATS_PATH
-from targets.server import TARGETS
 
 BASELINE = "aiohttp"
 RAW = "raw"

@@ -11,7 +11,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import ctypes
 import errno
 import importlib
 import os
@@ -28,6 +27,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.procs import die_with_parent
+from targets import TARGETS
 from targets.hub import Rooms
 from targets.protocol import (
     DEFAULT_CLOSE_TIMEOUT_S,
@@ -38,14 +39,8 @@ from targets.protocol import (
     Stats,
 )
 
-TARGETS: dict[str, str] = {
-    "aiohttp": "targets.aiohttp_server",
-    "websockets": "targets.websockets_server",
-    "raw": "targets.raw_server",
-}
 LISTEN_BACKLOG = 65535  # the kernel caps it at net.core.somaxconn
 READY_TIMEOUT_S = 30.0
-PR_SET_PDEATHSIG = 1
 
 
 class TargetError(Exception):
@@ -222,17 +217,6 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
     else:
         asyncio.run(main())
     return 0
-
-
-def die_with_parent(parent: int, signum: int = signal.SIGTERM) -> Callable[[], None]:
-    def preexec() -> None:
-        # Runs in the child between fork and exec: ask the kernel to signal us when the
-        # supervisor dies, then check it did not die before we asked.
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signum)
-        if os.getppid() != parent:
-            os._exit(1)
-
-    return preexec
 
 
 def worker_command(
