@@ -137,19 +137,37 @@ def load(name: str, _seen: tuple[Path, ...] = (), _base: Path | None = None) -> 
     unknown = sorted(set(data) - _TOP_KEYS)
     if unknown:
         raise ProfileError(f"{where}: unknown keys {unknown}; known: {sorted(_TOP_KEYS)}")
-    base: Profile | None = None
     extends = data.get("extends")
-    if extends is not None:
-        seen = (*_seen, path.resolve())
-        if not isinstance(extends, str) or _resolved(extends, path.parent) in seen:
-            raise ProfileError(f"{where}: extends {extends!r} is not another profile")
-        try:
-            base = load(extends, seen, path.parent)
-        except ProfileError as exc:
-            raise ProfileError(f"{where}: extends {extends!r}: {exc}") from None
+    base = _extended(extends, path, _seen, where)
     description = data.get("description", "")
     if not isinstance(description, str) or not description.strip():
         raise ProfileError(f"{where}: needs a description saying what it is for")
+    sides = _sides(data, base, where)
+    profile = Profile(
+        name=path.stem, description=" ".join(description.split()), path=path,
+        server=sides["server"], client=sides["client"], host=sides["host"],
+        nofile=_nofile(data, base, where), client_addresses=_client_addresses(data, base, where),
+        extends=extends,
+    )  # fmt: skip
+    _check_port_range(profile, where)
+    return profile
+
+
+def _extended(extends: object, path: Path, seen: tuple[Path, ...], where: str) -> Profile | None:
+    """The profile this one extends (loaded and checked), None when it extends none."""
+    if extends is None:
+        return None
+    seen = (*seen, path.resolve())
+    if not isinstance(extends, str) or _resolved(extends, path.parent) in seen:
+        raise ProfileError(f"{where}: extends {extends!r} is not another profile")
+    try:
+        return load(extends, seen, path.parent)
+    except ProfileError as exc:
+        raise ProfileError(f"{where}: extends {extends!r}: {exc}") from None
+
+
+def _sides(data: dict[str, Any], base: Profile | None, where: str) -> dict[str, dict[str, str]]:
+    """Each side's sysctls: the base profile's, with this file's laid over them."""
     sides = {}
     for side in (*SIDES, "host"):
         table = _table(data, side, where)
@@ -158,6 +176,10 @@ def load(name: str, _seen: tuple[Path, ...] = (), _base: Path | None = None) -> 
         if extra:
             raise ProfileError(f"{where}: [{side}] holds only sysctls, not {extra}")
         sides[side] = {**(base.sysctls(side) if base else {}), **own}
+    return sides
+
+
+def _nofile(data: dict[str, Any], base: Profile | None, where: str) -> int | str | None:
     rlimits = _table(data, "rlimits", where)
     if set(rlimits) - {"nofile"}:
         raise ProfileError(f"{where}: [rlimits] knows only nofile, got {sorted(rlimits)}")
@@ -166,23 +188,26 @@ def load(name: str, _seen: tuple[Path, ...] = (), _base: Path | None = None) -> 
         isinstance(nofile, bool) or not isinstance(nofile, int) or nofile < 64
     ):
         raise ProfileError(f"{where}: rlimits.nofile must be a number >= 64 or \"hard\"")
+    return nofile
+
+
+def _client_addresses(data: dict[str, Any], base: Profile | None, where: str) -> int | None:
     topology = _table(data, "topology", where)
     if set(topology) - {"client_addresses"}:
         raise ProfileError(f"{where}: [topology] knows only client_addresses")
     addresses = topology.get("client_addresses", (base.client_addresses if base else None) or AUTO)
     if addresses == AUTO:
-        addresses = None
-    elif isinstance(addresses, bool) or not isinstance(addresses, int) or not (
+        return None
+    if isinstance(addresses, bool) or not isinstance(addresses, int) or not (
         1 <= addresses <= MAX_CLIENT_ADDRESSES
     ):
         raise ProfileError(
             f"{where}: topology.client_addresses must be \"{AUTO}\" or 1..{MAX_CLIENT_ADDRESSES}"
         )
-    profile = Profile(
-        name=path.stem, description=" ".join(description.split()), path=path,
-        server=sides["server"], client=sides["client"], host=sides["host"], nofile=nofile,
-        client_addresses=addresses, extends=extends,
-    )  # fmt: skip
+    return addresses
+
+
+def _check_port_range(profile: Profile, where: str) -> None:
     if "net.ipv4.ip_local_port_range" in profile.client:
         try:
             low, high = parse_port_range(profile.client["net.ipv4.ip_local_port_range"])
@@ -190,7 +215,6 @@ def load(name: str, _seen: tuple[Path, ...] = (), _base: Path | None = None) -> 
             raise ProfileError(f"{where}: ip_local_port_range must be two numbers") from None
         if not 1 <= low <= high <= 65535:
             raise ProfileError(f"{where}: ip_local_port_range {low} {high} is not a range")
-    return profile
 
 
 def _resolved(name: str, base: Path) -> Path | None:
