@@ -82,18 +82,12 @@ class ServerConnection:
     # -- input -------------------------------------------------------------------------------
 
     def receive_data(self, data: bytes | bytearray) -> list[tuple[Opcode, bytes]]:
-        """Feed bytes from the peer; return the data messages they complete, in order.
-
-        A protocol violation fails the connection (see `failed`) instead of raising: the
-        messages completed before the bad frame are still returned.
-        """
+        """Feed bytes from the peer; return the data messages they complete, in order. A
+        protocol violation fails the connection (see `failed`) instead of raising: the messages
+        completed before the bad frame are still returned."""
         if self.state is _CLOSED:
             return []
-        buf = self._buf
-        if buf:
-            buf += data  # type: ignore[operator]  # _buf is a bytearray whenever it is non-empty
-        else:
-            buf = data
+        buf = self._joined(data)
         end = len(buf)
         pos = 0
         maxb = self.max_message_bytes
@@ -102,8 +96,7 @@ class ServerConnection:
         from_bytes = int.from_bytes
         try:
             while pos < end:
-                # Fast path: a complete, unfragmented, masked text/binary frame with a 7-bit
-                # length, outside a fragmented message. Everything else goes to parse_frame.
+                # Fast path: a whole masked text/binary frame, 7-bit length, not fragmented.
                 b0 = buf[pos]
                 if (b0 == 0x82 or b0 == 0x81) and pos + 1 < end and self._frag_opcode is None:
                     n = buf[pos + 1] - 0x80
@@ -145,16 +138,28 @@ class ServerConnection:
         except ProtocolError as exc:
             self._fail(exc)
             return messages
-        if pos >= end:
+        self._keep(buf, data, pos)
+        return messages
+
+    def _joined(self, data: bytes | bytearray) -> bytes | bytearray:
+        """What is to be parsed: a partial frame kept from before, with `data` after it."""
+        buf = self._buf
+        if buf:
+            buf += data  # type: ignore[operator]  # _buf is a bytearray whenever it is non-empty
+            return buf
+        return data
+
+    def _keep(self, buf: bytes | bytearray, data: bytes | bytearray, pos: int) -> None:
+        """Keep what follows `pos` in `buf`: the start of a frame not yet complete."""
+        if pos >= len(buf):
             self._buf = b""
         elif buf is data:
-            # Keep only the partial frame, in a bytearray of our own so that later chunks
-            # append in place instead of re-copying a large frame on every chunk.
+            # In a bytearray of our own, so that later chunks append in place instead of
+            # re-copying a large frame on every chunk.
             self._buf = bytearray(memoryview(buf)[pos:])
         else:
             del buf[:pos]  # type: ignore[union-attr]  # O(1): bytearray moves its start
             self._buf = buf
-        return messages
 
     def _receive_control(self, opcode: int, payload: bytes) -> None:
         if opcode == Opcode.PING:
