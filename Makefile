@@ -28,7 +28,7 @@ bench: install
 
 # Throughput and memory-per-connection of the three reference targets (a benchmark, not a test).
 bench-targets: install
-	$(PY) -m targets.bench
+	$(PY) -m benchmarks.targets
 
 # Does the load generator outrun the server? Open-model capacity per core at 1,000 and 10,000
 # connections, latency next to a picows reference client, closed-loop echo against a naive Locust
@@ -44,7 +44,7 @@ bench-generator: install
 SCALE_OUT := results/$(shell date -u +%Y%m%dT%H%M%S)-scale
 bench-scale: install
 	$(VENV)/bin/wsbench sweep --config harness/sweeps/scale.toml --out $(SCALE_OUT); \
-	$(PY) -m harness.scale $(SCALE_OUT)
+	$(PY) -m benchmarks.scale $(SCALE_OUT)
 
 # Locust's web UI on a reference target, at http://127.0.0.1:8089 (this machine only; Ctrl-C
 # stops both). Pick others with `make ui TARGET=aiohttp SCENARIO=broadcast`; open it to the

@@ -1,9 +1,9 @@
-"""`python -m targets.bench`: echo throughput and idle-connection memory of the reference targets.
+"""`python -m benchmarks.targets`: echo throughput and idle-connection memory of the targets.
 
 A benchmark that prints figures, not a test. Every target gets the same treatment:
 
 - echo: a fresh target pinned to one CPU, and a lean uvloop client pinned to another CPU in its
-  own process (`python -m targets.bench --client echo ...`). The client keeps `--window` masked
+  own process (`python -m benchmarks.targets --client echo ...`). The client keeps `--window` masked
   binary frames in flight on each of `--connections` connections, re-sending one frame per echo
   it receives. After a warm-up that is discarded it counts the echoes over `--duration` seconds.
   The CPU use of both processes over that window is printed so a CPU-bound client is visible.
@@ -418,7 +418,7 @@ def read_ready(proc: subprocess.Popen, name: str) -> str:
 
 def client_command(mode: str, url: str, args: argparse.Namespace) -> list[str]:
     return [
-        sys.executable, "-m", "targets.bench", "--client", mode, "--url", url,
+        sys.executable, "-m", "benchmarks.targets", "--client", mode, "--url", url,
         "--connections", str(args.connections), "--window", str(args.window),
         "--size", str(args.size), "--duration", str(args.duration), "--idle", str(args.idle),
     ]  # fmt: skip
@@ -748,7 +748,7 @@ def _target_list(text: str) -> list[str]:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
-        prog="python -m targets.bench",
+        prog="python -m benchmarks.targets",
         description="Echo throughput and server memory per idle connection of the reference "
         "targets, each against the same pinned client. Prints figures; not a test.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,

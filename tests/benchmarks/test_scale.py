@@ -1,4 +1,4 @@
-"""harness.scale: held connections, seconds held and memory per connection from a run folder."""
+"""benchmarks.scale: held connections, seconds held and memory per connection from a run folder."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import csv
 import json
 from pathlib import Path
 
-from harness.scale import held, main
+from benchmarks.scale import held, main
 
 MIB = 2**20
 

@@ -1,7 +1,7 @@
 """`make bench-scale`'s figures: how many idle connections each target held, for how long, and
 at what memory per connection. Reads a finished run folder (harness/sweeps/scale.toml):
 
-    python -m harness.scale RUN_DIR [--hold-s 60]
+    python -m benchmarks.scale RUN_DIR [--hold-s 60]
 
 Held connections are counted from the server's side, once a second: in a kernel profile's
 namespace, the TCP sockets in use there (sockstat.csv); on the host, the sockets the target's
@@ -90,7 +90,7 @@ def report(run_dir: Path, hold_s: float) -> tuple[list[str], bool]:
     """The table's lines and whether every point held all its connections for hold_s."""
     points = sorted(p.parent for p in (run_dir / "points").glob("*/point.json"))
     if not points:
-        raise SystemExit(f"harness.scale: no finished points in {run_dir}")
+        raise SystemExit(f"benchmarks.scale: no finished points in {run_dir}")
     rows = [held(p) for p in points]
     base = next((r for r in rows if r.target == "aiohttp"), None)
     lines = [
@@ -121,14 +121,14 @@ def report(run_dir: Path, hold_s: float) -> tuple[list[str], bool]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m harness.scale", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.scale", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("run_dir", type=Path, metavar="RUN_DIR")
     parser.add_argument("--hold-s", type=float, default=60.0,
                         help="seconds every connection must stay open (default 60)")
     args = parser.parse_args(argv)
     if not (args.run_dir / "points").is_dir():
-        print(f"harness.scale: {args.run_dir} is not a wsbench run folder", file=sys.stderr)
+        print(f"benchmarks.scale: {args.run_dir} is not a wsbench run folder", file=sys.stderr)
         return 2
     lines, ok = report(args.run_dir, args.hold_s)
     print("\n".join(lines))

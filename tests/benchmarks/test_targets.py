@@ -14,7 +14,7 @@ from pathlib import Path
 import psutil
 import pytest
 
-from targets import bench
+from benchmarks import targets as bench
 from targets.rfc6455 import Opcode, parse_frame, serialize_frame
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -161,7 +161,7 @@ def _marked_processes(marker: str) -> list[psutil.Process]:
 
 def test_short_run_prints_the_table_and_leaves_no_process() -> None:
     """A run against aiohttp prints its row and the checks, exits 0 and stops its children."""
-    cmd = [sys.executable, "-m", "targets.bench", "--targets", "aiohttp",
+    cmd = [sys.executable, "-m", "benchmarks.targets", "--targets", "aiohttp",
            "--duration", "0.5", "--connections", "4", "--idle", "50"]  # fmt: skip
     marker = uuid.uuid4().hex  # inherited by every process the run starts
     env = {**os.environ, "WSBENCH_TEST_RUN": marker}
