@@ -13,13 +13,14 @@ Exit status 0 when every point held all its connections for --hold-s seconds wit
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from common import schema
+from common.schema import PointResult, PointStatus
 
 KIB = 1024
 
@@ -43,22 +44,32 @@ class Held:
 
 def _rows(path: Path, value: str, column: str) -> list[dict[str, float]]:
     try:
-        with path.open(newline="") as f:
-            return [{k: float(v) for k, v in row.items() if k != column}
-                    for row in csv.DictReader(f) if row[column] == value]  # fmt: skip
+        return [{k: float(v) for k, v in row.items() if k != column}
+                for row in schema.read_csv(path) if row[column] == value]  # fmt: skip
     except (OSError, ValueError, KeyError):
         return []
 
 
-def held(point_dir: Path) -> Held:
-    result = json.loads((point_dir / "point.json").read_text())
+def _failure_names(point_dir: Path) -> list[str]:
+    path = point_dir / schema.FINAL_FAILURES_JSON
+    if not path.exists():
+        return []
+    return [f"{e['occurrences']}x {e['error']}" for e in schema.read_list(path)]
+
+
+def held(point_dir: Path, result: PointResult | None = None) -> Held:
+    """The point's figures; `result` is its point.json, read here when not given."""
+    if result is None:
+        result = schema.read_point(point_dir)
+        if result is None:
+            raise schema.BadFileError(f"{point_dir} has no {schema.POINT}")
     params, summary = result["point"], result.get("summary") or {}
     users, listeners = int(params["users"]), int(params.get("target_processes") or 1)
-    samples = _rows(point_dir / "sockstat.csv", "server", "side")
+    samples = _rows(point_dir / schema.SOCKSTAT_CSV, "server", "side")
     if samples:
         open_now = [(s["elapsed_s"], int(s["TCP_inuse"]) - listeners) for s in samples]
     else:
-        samples = _rows(point_dir / "resources.csv", "target", "role")
+        samples = _rows(point_dir / schema.RESOURCES_CSV, "target", "role")
         open_now = [(s["elapsed_s"], int(s["sockets"]) - listeners) for s in samples]
     full = [t for t, n in open_now if n >= users]
     interval = samples[1]["elapsed_s"] - samples[0]["elapsed_s"] if len(samples) > 1 else 1.0
@@ -66,13 +77,9 @@ def held(point_dir: Path) -> Held:
     target = summary.get("target") or {}
     rss_max, rss_idle = target.get("rss_bytes_max"), target.get("rss_bytes_idle")
     locust_rss = (summary.get("locust") or {}).get("rss_bytes_max")
-    failures_path = point_dir / "locust_final_failures.json"
-    names = []
-    if failures_path.exists():
-        names = [f"{e['occurrences']}x {e['error']}" for e in json.loads(failures_path.read_text())]
     return Held(
         target=params["target"], users=users, status=result["status"],
-        failures=summary.get("failures"), failure_names=names, peak=peak,
+        failures=summary.get("failures"), failure_names=_failure_names(point_dir), peak=peak,
         held_s=len(full) * interval, ramp_s=full[0] - open_now[0][0] if full else None,
         kib_per_connection=(rss_max - rss_idle) / peak / KIB if rss_max and rss_idle and peak
         else None,
@@ -88,10 +95,10 @@ def _fmt(value: Any, spec: str) -> str:
 
 def report(run_dir: Path, hold_s: float) -> tuple[list[str], bool]:
     """The table's lines and whether every point held all its connections for hold_s."""
-    points = sorted(p.parent for p in (run_dir / "points").glob("*/point.json"))
-    if not points:
+    finished = [(p, r) for p in schema.point_dirs(run_dir) if (r := schema.read_point(p))]
+    if not finished:
         raise SystemExit(f"benchmarks.scale: no finished points in {run_dir}")
-    rows = [held(p) for p in points]
+    rows = [held(p, r) for p, r in finished]
     base = next((r for r in rows if r.target == "aiohttp"), None)
     lines = [
         f"{'target':<11} {'asked':>7} {'peak held':>9} {'held s':>6} {'ramp s':>6} "
@@ -109,10 +116,10 @@ def report(run_dir: Path, hold_s: float) -> tuple[list[str], bool]:
             f"{_fmt(ratio, '.2f'):>10} {r.target_processes:>5} "
             f"{_fmt(r.target_cpu_pct, '.0f'):>5} {_fmt(r.locust_kib_per_user, '.1f'):>15}"
         )
-        if r.status != "ok" or r.failures or r.held_s < hold_s:
+        if r.status != PointStatus.OK or r.failures or r.held_s < hold_s:
             ok = False
     for r in rows:
-        if r.status != "ok" or r.failures or r.held_s < hold_s:
+        if r.status != PointStatus.OK or r.failures or r.held_s < hold_s:
             lines.append(f"{r.target}: held {r.peak} of {r.users} at most, all of them for "
                          f"{r.held_s:.0f} s (wanted {hold_s:g} s); status {r.status}")  # fmt: skip
             lines += [f"  failure: {name}" for name in r.failure_names]
@@ -127,10 +134,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--hold-s", type=float, default=60.0,
                         help="seconds every connection must stay open (default 60)")
     args = parser.parse_args(argv)
-    if not (args.run_dir / "points").is_dir():
+    if not (args.run_dir / schema.POINTS_DIR).is_dir():
         print(f"benchmarks.scale: {args.run_dir} is not a wsbench run folder", file=sys.stderr)
         return 2
-    lines, ok = report(args.run_dir, args.hold_s)
+    try:
+        lines, ok = report(args.run_dir, args.hold_s)
+    except schema.ResultsError as exc:  # a point.json not whole, or of another schema version
+        print(f"benchmarks.scale: {exc}", file=sys.stderr)
+        return 2
     print("\n".join(lines))
     print(f"{'every target held' if ok else 'NOT every target held'} its connections for "
           f"{args.hold_s:g} s with no failure ({args.run_dir})")  # fmt: skip

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import csv
-import json
 from pathlib import Path
 
 from benchmarks.scale import held, main
+from common import schema
 
 MIB = 2**20
 
@@ -14,7 +14,7 @@ MIB = 2**20
 def write_point(run: Path, target: str, in_use: list[int], failures: int = 0,
                 sockstat: bool = True) -> Path:  # fmt: skip
     """A finished hold point: 100 users, 2 target processes, one sample a second."""
-    pdir = run / "points" / f"{target}-hold-u100-tuned"
+    pdir = run / schema.POINTS_DIR / f"{target}-hold-u100-tuned"
     pdir.mkdir(parents=True)
     summary = {
         "failures": failures,
@@ -23,12 +23,12 @@ def write_point(run: Path, target: str, in_use: list[int], failures: int = 0,
         "kernel": {"explain": ["server: 3 ListenOverflows — ..."] if failures else []},
     }
     point = {"target": target, "users": 100, "target_processes": 2}
-    (pdir / "point.json").write_text(json.dumps({"point": point, "status": "ok",
-                                                  "summary": summary}))  # fmt: skip
+    schema.write_point(pdir, {"point": point, "status": "ok", "summary": summary})
     if failures:
-        (pdir / "locust_final_failures.json").write_text(json.dumps(
-            [{"error": "NetworkError('EMFILE')", "occurrences": failures}]))  # fmt: skip
-    name, column = ("sockstat.csv", "TCP_inuse") if sockstat else ("resources.csv", "sockets")
+        schema.write_json(pdir / schema.FINAL_FAILURES_JSON,
+                          [{"error": "NetworkError('EMFILE')", "occurrences": failures}])
+    name, column = ((schema.SOCKSTAT_CSV, "TCP_inuse") if sockstat
+                    else (schema.RESOURCES_CSV, "sockets"))  # fmt: skip
     with (pdir / name).open("w", newline="") as f:
         writer = csv.writer(f)
         writer.writerow(["elapsed_s", "side" if sockstat else "role", column])
@@ -71,6 +71,14 @@ def test_failures_fail_the_benchmark_and_are_named(tmp_path: Path, capsys) -> No
 def test_not_a_run_folder_is_exit_2(tmp_path: Path, capsys) -> None:
     assert main([str(tmp_path / "nope")]) == 2
     assert "not a wsbench run folder" in capsys.readouterr().err
+
+
+def test_a_point_json_of_another_schema_version_is_exit_2(tmp_path: Path, capsys) -> None:
+    """A point.json this code cannot read is one line on stderr, not a traceback."""
+    pdir = write_point(tmp_path, "raw", [100] * 5)
+    schema.write_json(pdir / schema.POINT, {"schema_version": 99, "status": "ok"})
+    assert main([str(tmp_path)]) == 2
+    assert "result schema version 99" in capsys.readouterr().err
 
 
 def test_a_process_gone_before_it_is_watched_leaves_no_empty_role(tmp_path: Path) -> None:
