@@ -7,6 +7,7 @@
     reference.py    the reference client: picows + uvloop on the same schedules as ours
     sink.py         a picows + uvloop echo server, the fastest sink for the capacity section
     targets.py      `python -m benchmarks.targets` (make bench-targets): echo msgs/s, idle KiB/conn
+    targets_client.py  its client process: uvloop, scenarios/frames.py framing, counts echoes
     scale.py        `python -m benchmarks.scale RUN_DIR` (make bench-scale): how long 100k were held
 
 picows is an optional extra (`pip install -e '.[bench]'`): only these modules import it.

@@ -1,318 +1,79 @@
 """`python -m benchmarks.targets`: echo throughput and idle-connection memory of the targets.
 
-A benchmark that prints figures, not a test. Every target gets the same treatment:
+A benchmark, not a test. Every target gets the same treatment:
 
 - echo: a fresh target pinned to one CPU, and a lean uvloop client pinned to another CPU in its
-  own process (`python -m benchmarks.targets --client echo ...`). The client keeps `--window` masked
-  binary frames in flight on each of `--connections` connections, re-sending one frame per echo
-  it receives. After a warm-up that is discarded it counts the echoes over `--duration` seconds.
-  The CPU use of both processes over that window is printed so a CPU-bound client is visible.
+  own process (benchmarks/targets_client.py). The client keeps `--window` masked binary frames
+  in flight on each of `--connections` connections, re-sending one frame per echo it receives.
+  After a warm-up that is discarded it counts the echoes over `--duration` seconds. The CPU use
+  of both processes over that window is recorded so a CPU-bound client is visible.
 - idle: a fresh target; its RSS is read before and after the client opens `--idle` WebSocket
   connections that send nothing; /stats must then report exactly that many connections.
 
-The client speaks RFC 6455 by hand (a pre-built masked frame, headers of the server's frames
-parsed only far enough to count them) so that it costs less per message than any server and the
-figure measures the server. Children are pinned and die with this process (PR_SET_PDEATHSIG);
-they are stopped with SIGTERM, then killed, whatever happens here.
+Children are started by benchmarks/pinned.py: pinned to their CPU, dying with this process,
+stopped with SIGTERM then SIGKILL whatever happens here, their stderr kept in the point's folder.
+The run is stored like users' runs (common/schema.py), in results/<run-id>-bench-targets-*/:
+
+    meta.json                      kind, command, settings, placement, provenance, status
+    points/TARGET-echo-cN-host/    point.json: msgs/s, CPU of the target and of the client
+    points/TARGET-hold-cN-host/    point.json: the target's RSS idle and with N connections held
+
+The table is printed from those files, so `--show RUN_DIR` prints a stored run's table again
+without running anything; `wsbench report` and `wsbench compare` read the same folder.
 """
 
 from __future__ import annotations
 
 import argparse
-import asyncio
-import base64
 import contextlib
-import ctypes
 import http.client
-import importlib.metadata
 import importlib.util
 import json
 import os
-import platform
-import random
 import resource
-import selectors
-import signal
-import struct
+import select
 import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
 from urllib.parse import urlsplit
 
 import psutil
 
+from benchmarks import pinned
+from benchmarks.targets_client import CLOSE_SIGNAL, WARMUP_S
+from common import schema
+from common.errors import WsbenchError
+from common.schema import PointParams, PointResult, PointStatus, RunStatus, Summary, utc_now
+from harness import provenance
+from harness.procs import last_line
+from harness.store import RunStore, new_run_id
+from kernel.profile import HOST_PROFILE
 from targets import TARGETS
-from targets.protocol import DEFAULT_MAX_MESSAGE_BYTES, ECHO_PATH, STATS_PATH
+from targets.protocol import DEFAULT_MAX_MESSAGE_BYTES, STATS_PATH
 
+KIND = "bench-targets"
 BASELINE = "aiohttp"
 RAW = "raw"
 RAW_MIN_ECHO_RATIO = 1.0  # raw echo throughput relative to aiohttp's
 RAW_MAX_IDLE_KIB = 16.0  # raw server memory per idle connection
+ECHO, HOLD = "echo", "hold"  # the points' scenarios, named as the suite's scenarios are
+LIBRARIES = ("aiohttp", "websockets", "uvloop", "psutil")  # the versions the header shows
 
-WARMUP_S = 1.0
 SETTLE_S = 0.5  # a fresh target's idle time before its baseline RSS is read
 IDLE_HOLD_S = 1.0  # idle connections open before the second RSS reading
-OPEN_BATCH = 200  # handshakes in flight at once: no SYN backlog overflow
-HANDSHAKE_TIMEOUT_S = 10.0
-DRAIN_TIMEOUT_S = 2.0  # echoes still in flight when the measurement ends
-CLOSE_TIMEOUT_S = 5.0  # the closing handshake of every connection
-READY_TIMEOUT_S = 30.0
 EVENT_TIMEOUT_S = 60.0
-STOP_TIMEOUT_S = 10.0
 CLIENT_BUSY_PCT = 90.0  # a client this busy measures itself, not the server
-
-SEED = 6455  # payload and mask are random but the same in every run
-MASK = random.Random(SEED).randbytes(4)
-CLOSE_NORMAL = struct.pack("!H", 1000)
-PR_SET_PDEATHSIG = 1
+NOT_AVAILABLE = "not available"
+CLIENT_LOG = "client.log"
 KIB = 1024
 
 
-class BenchError(Exception):
+class BenchError(WsbenchError):
     """A target or client that failed to start or answer; reported per target, not raised out."""
-
-
-# -- frames: pure ------------------------------------------------------------------------------
-
-
-def masked_frame(payload: bytes, mask: bytes, opcode: int = 0x2) -> bytes:
-    """One unfragmented client frame (FIN set) carrying `payload` masked with the 4-byte `mask`."""
-    length = len(payload)
-    if length < 126:
-        header = struct.pack("!BB", 0x80 | opcode, 0x80 | length)
-    elif length < 1 << 16:
-        header = struct.pack("!BBH", 0x80 | opcode, 0x80 | 126, length)
-    else:
-        header = struct.pack("!BBQ", 0x80 | opcode, 0x80 | 127, length)
-    key = (mask * (length // 4 + 1))[:length]
-    masked = (int.from_bytes(payload, "big") ^ int.from_bytes(key, "big")).to_bytes(length, "big")
-    return header + mask + masked
-
-
-def scan_frames(data: bytes, offset: int = 0) -> tuple[int, int, bool]:
-    """Count the frames whose header starts in `data` at or after `offset`.
-
-    Returns (final data frames, offset after the last one, close frame seen). The offset is past
-    len(data) when the last frame's payload is still to come, and below it when `data` ends in
-    an incomplete header: the caller keeps those bytes for the next call. A frame is counted when
-    its header arrives.
-    """
-    messages, closed, end = 0, False, len(data)
-    while offset + 2 <= end:
-        first, second = data[offset], data[offset + 1]
-        length, header = second & 0x7F, 2
-        if length == 126:
-            header = 4
-        elif length == 127:
-            header = 10
-        if second & 0x80:  # servers do not mask, but a masked frame is still a frame
-            header += 4
-        if offset + header > end:
-            break
-        if length >= 126:
-            length = int.from_bytes(data[offset + 2 : offset + (4 if length == 126 else 10)], "big")
-        opcode = first & 0x0F
-        if opcode == 0x8:
-            closed = True
-        elif first & 0x80 and opcode < 0x8:
-            messages += 1
-        offset += header + length
-    return messages, offset, closed
-
-
-def handshake_request(host: str, port: int, path: str, key: bytes) -> bytes:
-    """The opening handshake of a client (RFC 6455 §4.1) with the 16-byte nonce `key`."""
-    return (
-        f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\nUpgrade: websocket\r\n"
-        f"Connection: Upgrade\r\nSec-WebSocket-Key: {base64.b64encode(key).decode()}\r\n"
-        "Sec-WebSocket-Version: 13\r\n\r\n"
-    ).encode()
-
-
-def bench_payload(size_bytes: int) -> bytes:
-    """Random bytes, the same in every run."""
-    return random.Random(SEED + size_bytes).randbytes(size_bytes)
-
-
-# -- client process ----------------------------------------------------------------------------
-
-
-class _Peer(asyncio.Protocol):
-    """A client connection: opening handshake by hand, then `frames_received` gets the bytes."""
-
-    def __init__(self, request: bytes) -> None:
-        self.request = request
-        self.transport: asyncio.Transport | None = None
-        self.handshake: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self.head = b""
-        self.lost = False  # the TCP connection is gone
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        self.transport = transport  # type: ignore[assignment]
-        self.transport.write(self.request)
-
-    def data_received(self, data: bytes) -> None:
-        if self.handshake.done():
-            self.frames_received(data)
-            return
-        self.head += data
-        end = self.head.find(b"\r\n\r\n")
-        if end < 0:
-            return
-        status = self.head[: self.head.find(b"\r\n")]
-        if status.split(b" ", 2)[1:2] != [b"101"]:
-            self.handshake.set_exception(BenchError(f"handshake refused: {status.decode()!r}"))
-            self.transport.close()  # type: ignore[union-attr]
-            return
-        self.handshake.set_result(None)
-        if rest := self.head[end + 4 :]:
-            self.frames_received(rest)
-
-    def frames_received(self, data: bytes) -> None:
-        pass
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        self.lost = True
-        if not self.handshake.done():
-            self.handshake.set_exception(BenchError(f"connection lost in handshake: {exc}"))
-
-
-class _EchoPeer(_Peer):
-    """Keeps `window` frames in flight: one frame sent per echoed frame received."""
-
-    def __init__(self, request: bytes, frame: bytes, window: int) -> None:
-        super().__init__(request)
-        self.frame, self.window = frame, window
-        self.echoed = 0
-        self.in_flight = 0
-        self.sending = False
-        self.server_closed = False
-        self.skip = 0  # payload bytes of the current frame still to come
-        self.tail = b""  # an incomplete header
-
-    def start(self) -> None:
-        assert self.transport is not None
-        self.sending, self.in_flight = True, self.window
-        self.transport.write(self.frame * self.window)
-
-    def frames_received(self, data: bytes) -> None:
-        if self.tail:
-            data, self.tail = self.tail + data, b""
-        if self.skip >= len(data):
-            self.skip -= len(data)
-            return
-        messages, offset, closed = scan_frames(data, self.skip)
-        self.skip = max(0, offset - len(data))
-        self.tail = data[offset:]
-        self.server_closed |= closed
-        if not messages:
-            return
-        self.echoed += messages
-        if self.sending:
-            self.transport.write(self.frame * messages)  # type: ignore[union-attr]
-        else:
-            self.in_flight -= messages
-
-
-def _emit(event: str, **fields: object) -> None:
-    print(json.dumps({"event": event, **fields}), flush=True)
-
-
-async def _open_peers(url: str, count: int, factory: Callable[[bytes], _Peer]) -> list[_Peer]:
-    """`count` connections to `url` with completed handshakes, opened OPEN_BATCH at a time."""
-    parts = urlsplit(url)
-    host, port = parts.hostname or "127.0.0.1", parts.port or 80
-    request = handshake_request(host, port, ECHO_PATH, os.urandom(16))
-    loop = asyncio.get_running_loop()
-
-    async def open_one() -> _Peer:
-        _, peer = await loop.create_connection(lambda: factory(request), host, port)
-        await asyncio.wait_for(peer.handshake, HANDSHAKE_TIMEOUT_S)
-        return peer
-
-    peers: list[_Peer] = []
-    for start in range(0, count, OPEN_BATCH):
-        batch = min(OPEN_BATCH, count - start)
-        opened = await asyncio.gather(*(open_one() for _ in range(batch)), return_exceptions=True)
-        failures = [p for p in opened if isinstance(p, BaseException)]
-        peers += [p for p in opened if isinstance(p, _Peer)]
-        if failures:
-            print(f"bench client: {len(failures)} connection(s) failed: {failures[0]!r}",
-                  file=sys.stderr)  # fmt: skip
-            break
-    return peers
-
-
-async def _wait_until(condition: Callable[[], bool], timeout_s: float) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition() and time.monotonic() < deadline:
-        await asyncio.sleep(0.01)
-
-
-async def _close(peers: Sequence[_Peer]) -> None:
-    """The closing handshake (1000) on every connection, then the TCP close of any left."""
-    frame = masked_frame(CLOSE_NORMAL, MASK, opcode=0x8)
-    for peer in peers:
-        if not peer.lost:
-            peer.transport.write(frame)  # type: ignore[union-attr]
-    await _wait_until(lambda: all(peer.lost for peer in peers), CLOSE_TIMEOUT_S)
-    for peer in peers:
-        peer.transport.close()  # type: ignore[union-attr]
-
-
-async def run_echo_client(
-    url: str, connections: int, window: int, size_bytes: int, duration_s: float
-) -> None:
-    """Echo load; emits `measuring` after the warm-up and `result` after `duration_s`."""
-    frame = masked_frame(bench_payload(size_bytes), MASK)
-    peers = await _open_peers(url, connections, lambda req: _EchoPeer(req, frame, window))
-    if len(peers) < connections:
-        raise BenchError(f"opened only {len(peers)} of {connections} connections")
-    echo_peers = [p for p in peers if isinstance(p, _EchoPeer)]
-    for peer in echo_peers:
-        peer.start()
-    await asyncio.sleep(WARMUP_S)
-    echoed_before, started = sum(p.echoed for p in echo_peers), time.perf_counter()
-    _emit("measuring")
-    await asyncio.sleep(duration_s)
-    echoed_after, ended = sum(p.echoed for p in echo_peers), time.perf_counter()
-    lost = sum(p.lost or p.server_closed for p in echo_peers)
-    _emit("result", messages=echoed_after - echoed_before, wall_s=ended - started, lost=lost)
-    # Let the echoes in flight come back before closing, so no server writes to a closed socket.
-    for peer in echo_peers:
-        peer.sending = False
-    await _wait_until(lambda: all(p.in_flight <= 0 or p.lost for p in echo_peers), DRAIN_TIMEOUT_S)
-    await _close(peers)
-
-
-async def run_idle_client(url: str, count: int) -> None:
-    """Opens `count` silent connections, emits `opened`, closes them when stdin says so."""
-    peers = await _open_peers(url, count, _Peer)
-    _emit("opened", connections=len(peers))
-    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.readline)
-    lost = sum(p.lost for p in peers)
-    await _close(peers)
-    _emit("closed", lost=lost)
-
-
-def client_main(args: argparse.Namespace) -> int:
-    if args.client == "echo":
-        coro = run_echo_client(args.url, args.connections, args.window, args.size, args.duration)
-    else:
-        coro = run_idle_client(args.url, args.idle)
-    run: Callable[..., object] = asyncio.run
-    with contextlib.suppress(ImportError):
-        import uvloop
-
-        run = uvloop.run
-    try:
-        run(coro)
-    except BenchError as exc:
-        print(f"bench client: {exc}", file=sys.stderr)
-        return 1
-    return 0
 
 
 # -- child processes ---------------------------------------------------------------------------
@@ -336,92 +97,72 @@ def choose_placement() -> Placement:
     return Placement(cpus[0], cpus[1] if len(cpus) > 1 else cpus[0])
 
 
-def _child_setup(cpu: int) -> Callable[[], None]:
-    libc, parent = ctypes.CDLL(None, use_errno=True), os.getpid()
-
-    def preexec() -> None:
-        # In the child between fork and exec; pinning here covers every thread it starts later.
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGTERM)
-        if os.getppid() != parent:
-            os._exit(1)
-        os.sched_setaffinity(0, {cpu})
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-
-    return preexec
-
-
-@contextlib.contextmanager
-def running(cmd: Sequence[str], cpu: int, stdin: int | None = None) -> Iterator[subprocess.Popen]:
-    """A child pinned to `cpu`, stopped (SIGTERM, then SIGKILL) when the block exits."""
-    # bufsize=0: readline() takes one line at a time, so select() sees the next one.
-    # A session of its own: Ctrl-C reaches only this process, which stops the children in order
-    # (client, then server) instead of racing them.
-    proc = subprocess.Popen(
-        cmd,
-        stdin=stdin,
-        stdout=subprocess.PIPE,
-        bufsize=0,
-        start_new_session=True,
-        preexec_fn=_child_setup(cpu),
-    )
-    try:
-        yield proc
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-        for stream in (proc.stdin, proc.stdout):
-            if stream is not None:
-                with contextlib.suppress(OSError):
-                    stream.close()
-
-
-def read_line(proc: subprocess.Popen, timeout_s: float, what: str) -> str:
-    """The next stdout line of `proc`; BenchError if it exits or stays silent for `timeout_s`."""
-    with selectors.DefaultSelector() as sel:
-        sel.register(proc.stdout, selectors.EVENT_READ)  # type: ignore[arg-type]
-        if not sel.select(timeout_s):
-            raise BenchError(f"{what}: nothing after {timeout_s:g} s")
-    line = proc.stdout.readline()  # type: ignore[union-attr]
-    if not line.endswith(b"\n"):
-        raise BenchError(f"{what}: exited with status {proc.wait()}")
-    return line.decode().strip()
-
-
-def read_event(proc: subprocess.Popen, event: str, timeout_s: float) -> dict[str, object]:
-    """The client's next JSON line, which must be `event`."""
-    line = read_line(proc, timeout_s, f"bench client waiting for {event!r}")
-    try:
-        data = json.loads(line)
-    except ValueError:
-        data = None
-    if not isinstance(data, dict) or data.get("event") != event:
-        raise BenchError(f"bench client sent {line!r}, expected {event!r}")
-    return data
-
-
-def start_target(name: str, cpu: int) -> contextlib.AbstractContextManager[subprocess.Popen]:
-    return running([sys.executable, "-m", "targets", name, "--port", "0"], cpu)
-
-
-def read_ready(proc: subprocess.Popen, name: str) -> str:
-    line = read_line(proc, READY_TIMEOUT_S, f"target {name}")
-    if not line.startswith("ready "):
-        raise BenchError(f"target {name}: unexpected first line {line!r}")
-    return line.split(" ", 1)[1]
-
-
 def client_command(mode: str, url: str, args: argparse.Namespace) -> list[str]:
     return [
-        sys.executable, "-m", "benchmarks.targets", "--client", mode, "--url", url,
+        sys.executable, "-m", "benchmarks.targets_client", mode, "--url", url,
         "--connections", str(args.connections), "--window", str(args.window),
         "--size", str(args.size), "--duration", str(args.duration), "--idle", str(args.idle),
     ]  # fmt: skip
+
+
+class Events:
+    """The client's stdout: one JSON event a line, each waited for with a bound.
+
+    Read from the file descriptor, not the pipe's text buffer: a line already in a buffer
+    would not wake select()."""
+
+    def __init__(self, proc: subprocess.Popen[str], log_path: Path) -> None:
+        self.proc, self.log_path = proc, log_path
+        self.pending = b""
+
+    def next(self, event: str, timeout_s: float) -> dict[str, object]:
+        """The next event, which must be `event`; BenchError if it is not, or never comes."""
+        line = self._line(f"bench client waiting for {event!r}", timeout_s)
+        try:
+            data = json.loads(line)
+        except ValueError:
+            data = None
+        if not isinstance(data, dict) or data.get("event") != event:
+            raise BenchError(f"bench client sent {line!r}, expected {event!r}")
+        return data
+
+    def _line(self, what: str, timeout_s: float) -> str:
+        assert self.proc.stdout is not None
+        fd, deadline = self.proc.stdout.fileno(), time.monotonic() + timeout_s
+        while b"\n" not in self.pending:
+            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
+            if not ready:
+                raise BenchError(f"{what}: nothing after {timeout_s:g} s")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                why = last_line(self.log_path)
+                raise BenchError(f"{what}: exited with status {self.proc.wait()}"
+                                 + (f" ({why})" if why else ""))  # fmt: skip
+            self.pending += chunk
+        line, _, self.pending = self.pending.partition(b"\n")
+        return line.decode().strip()
+
+
+@contextlib.contextmanager
+def client(
+    mode: str, url: str, args: argparse.Namespace, cpu: int, log_path: Path
+) -> Iterator[Events]:
+    """The client process on `cpu`, its events; stopped when the block exits."""
+    proc = pinned.spawn(client_command(mode, url, args), cpu, log_path, stdout_pipe=True)
+    try:
+        yield Events(proc, log_path)
+    finally:
+        pinned.stop(proc)
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+def target(name: str, cpu: int, point_dir: Path) -> contextlib.AbstractContextManager:
+    """A fresh target on `cpu`, once it printed its ready line (pinned.server)."""
+    return pinned.server(name, pinned.target_command(name), cpu, point_dir / schema.TARGET_LOG)
+
+
+# -- readings ----------------------------------------------------------------------------------
 
 
 def _tree(pid: int) -> list[psutil.Process]:
@@ -466,6 +207,25 @@ def fetch_stats(url: str) -> dict[str, object]:
         conn.close()
 
 
+@dataclass(frozen=True)
+class _CpuSample:
+    at_s: float
+    process_s: tuple[float, ...]
+    core_s: tuple[tuple[float, float], ...]
+
+    @classmethod
+    def take(cls, pids: Sequence[int], cores: Sequence[int]) -> _CpuSample:
+        return cls(time.monotonic(), tuple(map(cpu_s, pids)), tuple(map(core_times_s, cores)))
+
+    def process_pct(self, later: _CpuSample) -> list[float]:
+        wall_s = later.at_s - self.at_s
+        pairs = zip(self.process_s, later.process_s, strict=True)
+        return [100 * (after - before) / wall_s for before, after in pairs]
+
+    def core_pct(self, later: _CpuSample) -> list[float]:
+        return [busy_pct(a, b) for a, b in zip(self.core_s, later.core_s, strict=True)]
+
+
 # -- measurements ------------------------------------------------------------------------------
 
 
@@ -478,6 +238,9 @@ class EchoResult:
     client_core_busy_pct: float
     lost_connections: int
     cores_shared: bool = False
+    messages: int = 0  # echoes counted over measured_s
+    measured_s: float = 0.0
+    rss_bytes: int | None = None  # the target's, at the end of the measurement
 
     @property
     def client_bound(self) -> bool:
@@ -508,35 +271,19 @@ class TargetResult:
     error: str | None = None
 
 
-@dataclass(frozen=True)
-class _CpuSample:
-    at_s: float
-    process_s: tuple[float, ...]
-    core_s: tuple[tuple[float, float], ...]
-
-    @classmethod
-    def take(cls, pids: Sequence[int], cores: Sequence[int]) -> _CpuSample:
-        return cls(time.monotonic(), tuple(map(cpu_s, pids)), tuple(map(core_times_s, cores)))
-
-    def process_pct(self, later: _CpuSample) -> list[float]:
-        wall_s = later.at_s - self.at_s
-        pairs = zip(self.process_s, later.process_s, strict=True)
-        return [100 * (after - before) / wall_s for before, after in pairs]
-
-    def core_pct(self, later: _CpuSample) -> list[float]:
-        return [busy_pct(a, b) for a, b in zip(self.core_s, later.core_s, strict=True)]
-
-
-def measure_echo(name: str, args: argparse.Namespace, placement: Placement) -> EchoResult:
+def measure_echo(
+    name: str, args: argparse.Namespace, placement: Placement, point_dir: Path
+) -> EchoResult:
     cores = (placement.server_cpu, placement.client_cpu)
-    with start_target(name, placement.server_cpu) as server:
-        url = read_ready(server, name)
-        with running(client_command("echo", url, args), placement.client_cpu) as client:
-            pids = (server.pid, client.pid)
-            read_event(client, "measuring", EVENT_TIMEOUT_S)
-            first = _CpuSample.take(pids, cores)
-            result = read_event(client, "result", args.duration + EVENT_TIMEOUT_S)
-            last = _CpuSample.take(pids, cores)
+    log = point_dir / CLIENT_LOG
+    with target(name, placement.server_cpu, point_dir) as server, \
+            client("echo", server.url, args, placement.client_cpu, log) as events:  # fmt: skip
+        pids = (server.proc.pid, events.proc.pid)
+        events.next("measuring", EVENT_TIMEOUT_S)
+        first = _CpuSample.take(pids, cores)
+        result = events.next("result", args.duration + EVENT_TIMEOUT_S)
+        last = _CpuSample.take(pids, cores)
+        rss = rss_bytes(server.proc.pid)
     server_pct, client_pct = first.process_pct(last)
     server_core, client_core = first.core_pct(last)
     return EchoResult(
@@ -547,22 +294,26 @@ def measure_echo(name: str, args: argparse.Namespace, placement: Placement) -> E
         client_core_busy_pct=client_core,
         lost_connections=int(result["lost"]),  # type: ignore[call-overload]
         cores_shared=placement.server_cpu == placement.client_cpu,
+        messages=int(result["messages"]),  # type: ignore[call-overload]
+        measured_s=float(result["wall_s"]),  # type: ignore[arg-type]
+        rss_bytes=rss,
     )
 
 
-def measure_idle(name: str, args: argparse.Namespace, placement: Placement) -> IdleResult:
-    with start_target(name, placement.server_cpu) as server:
-        url = read_ready(server, name)
+def measure_idle(
+    name: str, args: argparse.Namespace, placement: Placement, point_dir: Path
+) -> IdleResult:
+    with target(name, placement.server_cpu, point_dir) as server:
         time.sleep(SETTLE_S)
-        before = rss_bytes(server.pid)
-        command = client_command("idle", url, args)
-        with running(command, placement.client_cpu, stdin=subprocess.PIPE) as client:
-            opened = read_event(client, "opened", EVENT_TIMEOUT_S)
+        before = rss_bytes(server.proc.pid)
+        log = point_dir / CLIENT_LOG
+        with client("idle", server.url, args, placement.client_cpu, log) as events:
+            opened = events.next("opened", EVENT_TIMEOUT_S)
             time.sleep(IDLE_HOLD_S)
-            after = rss_bytes(server.pid)
-            server_connections = fetch_stats(url)["connections"]
-            client.stdin.write(b"close\n")  # type: ignore[union-attr]
-            read_event(client, "closed", EVENT_TIMEOUT_S)
+            after = rss_bytes(server.proc.pid)
+            server_connections = fetch_stats(server.url)["connections"]
+            os.kill(events.proc.pid, CLOSE_SIGNAL)
+            events.next("closed", EVENT_TIMEOUT_S)
     return IdleResult(
         rss_before_kib=before / KIB,
         rss_after_kib=after / KIB,
@@ -571,19 +322,172 @@ def measure_idle(name: str, args: argparse.Namespace, placement: Placement) -> I
     )
 
 
-def measure(name: str, args: argparse.Namespace, placement: Placement) -> TargetResult:
+def _say(text: str) -> None:
+    print(text, file=sys.stderr, flush=True)
+
+
+def _one_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
+
+
+def measure(
+    name: str, args: argparse.Namespace, placement: Placement, store: RunStore
+) -> TargetResult:
+    """Both measurements of one target, each stored as a point as soon as it is made."""
     result = TargetResult(name)
+    echo, hold = echo_params(name, args), hold_params(name, args)
     if importlib.util.find_spec(TARGETS[name]) is None:
-        result.error = "not available"
+        result.error = NOT_AVAILABLE
+        for params in (echo, hold):
+            store_point(store, params, utc_now(), reason=NOT_AVAILABLE)
         return result
+    params, started = echo, utc_now()
     try:
-        print(f"{name}: echo, {args.duration:g} s ...", file=sys.stderr, flush=True)
-        result.echo = measure_echo(name, args, placement)
-        print(f"{name}: {args.idle} idle connections ...", file=sys.stderr, flush=True)
-        result.idle = measure_idle(name, args, placement)
-    except (BenchError, OSError, psutil.Error) as exc:
+        _say(f"{name}: echo, {args.duration:g} s ...")
+        result.echo = measure_echo(name, args, placement, store.point_dir(echo["point_id"]))
+        store_point(store, echo, started, echo_summary(result.echo),
+                    warnings=echo_warnings(name, result.echo))  # fmt: skip
+        params, started = hold, utc_now()
+        _say(f"{name}: {args.idle} idle connections ...")
+        result.idle = measure_idle(name, args, placement, store.point_dir(hold["point_id"]))
+        store_point(store, hold, started, idle_summary(result.idle),
+                    warnings=idle_warnings(name, result.idle, args.idle))  # fmt: skip
+    # RuntimeError: a target that did not start (pinned.Server.start).
+    except (BenchError, OSError, psutil.Error, RuntimeError) as exc:
         result.error = f"failed: {exc}"
+        store_point(store, params, started, reason=_one_line(exc))
     return result
+
+
+# -- the stored run ----------------------------------------------------------------------------
+
+
+class EchoSummary(Summary, total=False):
+    """An echo point's summary: the suite's keys, and what only this benchmark measures."""
+
+    client: dict[str, float]  # the client process: cpu_pct_mean, core_busy_pct
+    lost_connections: int
+    cores_shared: bool
+
+
+class HoldSummary(Summary, total=False):
+    connections_opened: int  # by the client; summary["target"]["connections"] is /stats'
+
+
+def echo_params(name: str, args: argparse.Namespace) -> PointParams:
+    return {
+        "point_id": f"{name}-{ECHO}-c{args.connections}-{HOST_PROFILE}", "target": name,
+        "scenario": ECHO, "users": args.connections, "duration_s": args.duration,
+        "options": ["--window", str(args.window), "--size", str(args.size)],
+        "processes": 1, "target_processes": 1, "kernel_profile": HOST_PROFILE,
+    }  # fmt: skip
+
+
+def hold_params(name: str, args: argparse.Namespace) -> PointParams:
+    return {
+        "point_id": f"{name}-{HOLD}-c{args.idle}-{HOST_PROFILE}", "target": name,
+        "scenario": HOLD, "users": args.idle, "duration_s": IDLE_HOLD_S, "options": [],
+        "processes": 1, "target_processes": 1, "kernel_profile": HOST_PROFILE,
+    }  # fmt: skip
+
+
+def run_meta(store: RunStore, args: argparse.Namespace, placement: Placement) -> dict[str, Any]:
+    settings = {
+        "targets": args.targets, "duration_s": args.duration, "connections": args.connections,
+        "window": args.window, "size_bytes": args.size, "idle": args.idle,
+        "warmup_s": WARMUP_S, "settle_s": SETTLE_S, "idle_hold_s": IDLE_HOLD_S,
+    }  # fmt: skip
+    return {
+        "kind": KIND, "run_id": store.root.name,
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "started": utc_now(), "ended": None, "status": RunStatus.RUNNING,
+        "settings": settings, "placement": asdict(placement),
+        "plan": [p(name, args) for name in args.targets for p in (echo_params, hold_params)],
+        **schema.runner_fields(), **provenance.collect(),
+    }  # fmt: skip
+
+
+def store_point(store: RunStore, params: PointParams, started: str, summary: Summary | None = None,
+                reason: str = "", warnings: Sequence[str] = ()) -> None:  # fmt: skip
+    """point.json: ok with its summary, or failed with the one-line reason."""
+    result: PointResult = {
+        "point": params, "status": PointStatus.FAILED if reason else PointStatus.OK,
+        "reason": reason, "summary": summary or {}, "warnings": list(warnings),
+        "started": started, "ended": utc_now(),
+    }  # fmt: skip
+    store.write_point(params["point_id"], result)
+
+
+def echo_summary(echo: EchoResult) -> EchoSummary:
+    return {
+        "requests": echo.messages, "requests_per_s": echo.msgs_per_s,
+        "measured_s": echo.measured_s, "generator_bound": echo.client_bound,
+        "target": {"cpu_pct_mean": echo.server_cpu_pct, "core_busy_pct": echo.server_core_busy_pct,
+                   "rss_bytes_max": echo.rss_bytes},
+        "client": {"cpu_pct_mean": echo.client_cpu_pct, "core_busy_pct": echo.client_core_busy_pct},
+        "lost_connections": echo.lost_connections, "cores_shared": echo.cores_shared,
+    }  # fmt: skip
+
+
+def echo_from(summary: dict[str, Any]) -> EchoResult:
+    server, own = summary["target"], summary["client"]
+    return EchoResult(
+        summary["requests_per_s"], server["cpu_pct_mean"], own["cpu_pct_mean"],
+        server["core_busy_pct"], own["core_busy_pct"], summary["lost_connections"],
+        summary["cores_shared"], summary["requests"], summary["measured_s"],
+        server.get("rss_bytes_max"),
+    )  # fmt: skip
+
+
+def idle_summary(idle: IdleResult) -> HoldSummary:
+    # "max": the only reading with every connection open; "idle": before the first one.
+    server = {"rss_bytes_idle": round(idle.rss_before_kib * KIB),
+              "rss_bytes_max": round(idle.rss_after_kib * KIB),
+              "connections": idle.server_connections}  # fmt: skip
+    return {"measured_s": IDLE_HOLD_S, "target": server, "connections_opened": idle.opened}
+
+
+def idle_from(summary: dict[str, Any]) -> IdleResult:
+    server = summary["target"]
+    return IdleResult(server["rss_bytes_idle"] / KIB, server["rss_bytes_max"] / KIB,
+                      summary["connections_opened"], server["connections"])  # fmt: skip
+
+
+def target_result(name: str, found: dict[str, PointResult]) -> TargetResult:
+    """One target's figures from its stored points (scenario -> point.json)."""
+    result = TargetResult(name)
+    for scenario, point in found.items():
+        if point.get("status") != PointStatus.OK:
+            reason = point.get("reason") or str(point.get("status"))
+            result.error = result.error or (reason if reason == NOT_AVAILABLE else
+                                            f"failed: {reason}")  # fmt: skip
+            continue
+        try:
+            if scenario == ECHO:
+                result.echo = echo_from(dict(point.get("summary") or {}))
+            elif scenario == HOLD:
+                result.idle = idle_from(dict(point.get("summary") or {}))
+        except (KeyError, TypeError) as exc:
+            result.error = f"failed: its {scenario} point.json lacks {exc}"
+    if not found:
+        result.error = "not measured"
+    return result
+
+
+def load(run_dir: Path) -> tuple[dict[str, Any], list[TargetResult]]:
+    """A stored run's meta.json and each target's figures; schema.ResultsError if it is not a
+    readable run of this benchmark."""
+    meta = schema.read_meta(run_dir)
+    if meta.get("kind") != KIND:
+        raise schema.NotARunError(f"{run_dir} is not a {KIND} run (kind {meta.get('kind')!r})")
+    found: dict[str, dict[str, PointResult]] = {}
+    for params in meta.get("plan") or []:
+        point = schema.point_as_found(run_dir / schema.POINTS_DIR / params["point_id"])
+        if point is not None:
+            found.setdefault(params["target"], {})[params["scenario"]] = point
+    targets = meta["settings"]["targets"]
+    return meta, [target_result(name, found.get(name, {})) for name in targets]
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -634,6 +538,24 @@ def result_rows(results: Sequence[TargetResult]) -> list[list[str]]:
     return rows
 
 
+def echo_warnings(name: str, echo: EchoResult) -> list[str]:
+    out = []
+    if echo.client_bound:
+        out.append(f"{name}: WARNING the client was CPU-bound: the echo figure "
+                   "measures the client, not the server")  # fmt: skip
+    if echo.lost_connections:
+        out.append(f"{name}: WARNING {echo.lost_connections} connection(s) closed "
+                   "during the measurement")  # fmt: skip
+    return out
+
+
+def idle_warnings(name: str, rec: IdleResult, idle: int) -> list[str]:
+    if rec.opened == rec.server_connections == idle:
+        return []
+    return [f"{name}: WARNING idle: client opened {rec.opened} of {idle}, "
+            f"/stats reports {rec.server_connections} connections"]  # fmt: skip
+
+
 def notes(result: TargetResult, idle: int) -> list[str]:
     """Lines that qualify a target's figures: CPU use, lost connections, connection counts."""
     out = []
@@ -644,15 +566,9 @@ def notes(result: TargetResult, idle: int) -> list[str]:
                    f"client process {echo.client_cpu_pct:.0f}% of one core; their cores busy "
                    f"{echo.server_core_busy_pct:.0f}% and {echo.client_core_busy_pct:.0f}% "
                    "(incl. kernel softirq)")  # fmt: skip
-        if echo.client_bound:
-            out.append(f"{result.name}: WARNING the client was CPU-bound: the echo figure "
-                       "measures the client, not the server")  # fmt: skip
-        if echo.lost_connections:
-            out.append(f"{result.name}: WARNING {echo.lost_connections} connection(s) closed "
-                       "during the measurement")  # fmt: skip
-    if (rec := result.idle) and not rec.opened == rec.server_connections == idle:
-        out.append(f"{result.name}: WARNING idle: client opened {rec.opened} of {idle}, "
-                   f"/stats reports {rec.server_connections} connections")  # fmt: skip
+        out += echo_warnings(result.name, echo)
+    if rec := result.idle:
+        out += idle_warnings(result.name, rec, idle)
     return out
 
 
@@ -687,42 +603,46 @@ def checks(results: Sequence[TargetResult]) -> list[Check]:
     return found
 
 
-def _version(package: str) -> str:
-    try:
-        return importlib.metadata.version(package)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
-
-
-def cpu_model() -> str:
-    with contextlib.suppress(OSError), open("/proc/cpuinfo") as info:
-        for line in info:
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
-
-
-def header_lines(args: argparse.Namespace, placement: Placement) -> list[str]:
-    libs = ", ".join(f"{p} {_version(p)}" for p in ("aiohttp", "websockets", "uvloop", "psutil"))
+def header_lines(meta: dict[str, Any]) -> list[str]:
+    """Machine, software, placement and settings of a stored run."""
+    machine, versions, s = meta.get("machine") or {}, meta.get("versions") or {}, meta["settings"]
+    libs = ", ".join(f"{p} {versions.get(p) or 'not installed'}" for p in LIBRARIES)
     return [
-        f"machine: {cpu_model()}, {os.cpu_count()} CPUs "
-        f"({len(os.sched_getaffinity(0))} usable); Linux {platform.release()}",
-        f"software: Python {platform.python_version()}; {libs}",
-        f"placement: {placement.describe()}",
-        f"echo: {args.connections} connections x {args.window} in flight, {args.size}-byte "
-        f"binary messages, {WARMUP_S:g} s warm-up discarded, {args.duration:g} s measured",
-        f"idle: {args.idle} connections; server RSS read {SETTLE_S:g} s after start and "
-        f"{IDLE_HOLD_S:g} s after the last handshake; 1 server process",
+        f"machine: {machine.get('cpu_model')}, {machine.get('cores')} CPUs "
+        f"({machine.get('usable_cores')} usable); Linux {machine.get('kernel_release')}",
+        f"software: Python {versions.get('python')}; {libs}",
+        f"placement: {Placement(**meta['placement']).describe()}",
+        f"echo: {s['connections']} connections x {s['window']} in flight, {s['size_bytes']}-byte "
+        f"binary messages, {s['warmup_s']:g} s warm-up discarded, {s['duration_s']:g} s measured",
+        f"idle: {s['idle']} connections; server RSS read {s['settle_s']:g} s after start and "
+        f"{s['idle_hold_s']:g} s after the last handshake; 1 server process",
     ]
 
 
-def report(args: argparse.Namespace, placement: Placement, results: list[TargetResult]) -> str:
+def report(meta: dict[str, Any], results: list[TargetResult]) -> str:
     headers = ["target", "echo msgs/s", "ratio to aiohttp",
                "server RSS per idle conn (KiB)", "ratio to aiohttp"]  # fmt: skip
-    lines = [*header_lines(args, placement), "", format_table(headers, result_rows(results)), ""]
+    lines = [*header_lines(meta), "", format_table(headers, result_rows(results)), ""]
     for r in results:
-        lines += notes(r, args.idle)
+        lines += notes(r, meta["settings"]["idle"])
     return "\n".join(lines)
+
+
+def show(run_dir: Path, check: bool) -> int:
+    """Print a stored run's table and checks; with `check`, 1 unless every check passes."""
+    try:
+        meta, results = load(run_dir)
+        text = report(meta, results)
+    except schema.ResultsError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    except (KeyError, TypeError) as exc:  # a meta.json this benchmark did not write whole
+        print(f"bench: {run_dir / schema.META} lacks {exc}", file=sys.stderr)
+        return 2
+    print(text)
+    found = checks(results)
+    print("\n".join(str(c) for c in found))
+    return 1 if check and any(c.status != "PASS" for c in found) else 0
 
 
 # -- command line ------------------------------------------------------------------------------
@@ -750,7 +670,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.targets",
         description="Echo throughput and server memory per idle connection of the reference "
-        "targets, each against the same pinned client. Prints figures; not a test.",
+        "targets, each against the same pinned client. Stores a run, prints its figures; "
+        "not a test.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -763,31 +684,41 @@ def build_parser() -> argparse.ArgumentParser:
     add("--idle", type=_positive(int), default=5000, help="idle connections for the memory figure")
     add("--check", action="store_true",
         help="exit 1 unless every check of the raw target passes (SKIP is not a pass)")  # fmt: skip
-    # Internal: the client process.
-    add("--client", choices=("echo", "idle"), help=argparse.SUPPRESS)
-    add("--url", help=argparse.SUPPRESS)
+    add("--results-dir", type=Path, default=Path("results"), help="where the run folder goes")
+    add("--show", type=Path, metavar="RUN_DIR",
+        help="print the table of a stored run instead of running (with --check: its verdict)")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.client:
-        return client_main(args)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.show is not None:
+        return show(args.show, args.check)
     _, nofile = resource.getrlimit(resource.RLIMIT_NOFILE)
     if args.idle + 100 > nofile:
-        build_parser().error(f"--idle {args.idle} needs more than the open-file limit {nofile}")
+        parser.error(f"--idle {args.idle} needs more than the open-file limit {nofile}")
     if args.size > DEFAULT_MAX_MESSAGE_BYTES:
-        build_parser().error(f"--size is over the targets' limit of {DEFAULT_MAX_MESSAGE_BYTES}")
+        parser.error(f"--size is over the targets' limit of {DEFAULT_MAX_MESSAGE_BYTES}")
     placement = choose_placement()
     try:
-        results = [measure(name, args, placement) for name in args.targets]
+        store = RunStore.create(args.results_dir / new_run_id(KIND), KIND)
+    except WsbenchError as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return exc.exit_status
+    store.write_meta(run_meta(store, args, placement))
+    status = RunStatus.INTERRUPTED
+    try:
+        results = [measure(name, args, placement, store) for name in args.targets]
+        status = RunStatus.FAILED if any(r.error for r in results) else RunStatus.COMPLETE
     except KeyboardInterrupt:
         print("bench: interrupted", file=sys.stderr)
         return 130
-    print(report(args, placement, results))
-    found = checks(results)
-    print("\n".join(str(c) for c in found))
-    return 1 if args.check and any(c.status != "PASS" for c in found) else 0
+    finally:
+        store.update_meta(ended=utc_now(), status=status)
+    code = show(store.root, args.check)
+    _say(f"stored: {store.root} (python -m benchmarks.targets --show DIR prints it again)")
+    return code
 
 
 if __name__ == "__main__":

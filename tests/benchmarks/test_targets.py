@@ -1,96 +1,24 @@
-"""The target benchmark: its frame encoder and counter, its report, and one short run."""
+"""The target benchmark: its report, the run it stores, and one short run read back."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
-import random
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 import pytest
 
 from benchmarks import targets as bench
-from targets.rfc6455 import Opcode, parse_frame, serialize_frame
+from common import schema
+from harness.store import RunStore
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-MASK = bytes.fromhex("37fa213d")  # the mask of the RFC 6455 §5.7 examples
-
-
-# -- frames ------------------------------------------------------------------------------------
-
-
-def test_masked_frame_matches_rfc_example() -> None:
-    """A masked "Hello" is the byte vector of RFC 6455 §5.7."""
-    frame = bench.masked_frame(b"Hello", MASK, opcode=Opcode.TEXT)
-    assert frame == bytes.fromhex("818537fa213d7f9f4d5158")
-
-
-@pytest.mark.parametrize("size", [0, 1, 125, 126, 65535, 65536])
-def test_masked_frame_decodes_to_payload(size: int) -> None:
-    """The project's RFC 6455 parser reads the frame back as one final binary message."""
-    payload = random.Random(size).randbytes(size)
-    frame = bench.masked_frame(payload, MASK)
-    assert parse_frame(frame, 0, 1 << 20) == (True, Opcode.BINARY, payload, len(frame))
-
-
-def test_scan_frames_counts_complete_stream() -> None:
-    """Every server data frame in a buffer is counted, whatever its length encoding."""
-    data = b"".join(serialize_frame(Opcode.BINARY, b"x" * n) for n in (0, 64, 126, 70000))
-    assert bench.scan_frames(data) == (4, len(data), False)
-
-
-def test_scan_frames_reports_where_a_split_frame_resumes() -> None:
-    """An incomplete header stays for the next chunk; an incomplete payload is skipped."""
-    frame = serialize_frame(Opcode.BINARY, b"y" * 300)  # 4-byte header
-    assert bench.scan_frames(frame[:3]) == (0, 0, False)
-    assert bench.scan_frames(frame[:10]) == (1, len(frame), False)
-
-
-def test_scan_frames_ignores_control_and_partial_fragments() -> None:
-    """Pings and non-final fragments are not echoes; a close frame is reported."""
-    data = (
-        serialize_frame(Opcode.PING, b"")
-        + serialize_frame(Opcode.BINARY, b"a", fin=False)
-        + serialize_frame(Opcode.CONT, b"b")
-        + serialize_frame(Opcode.CLOSE, b"\x03\xe8")
-    )
-    assert bench.scan_frames(data) == (1, len(data), True)
-
-
-class _Transport:
-    def __init__(self) -> None:
-        self.written = b""
-
-    def write(self, data: bytes) -> None:
-        self.written += data
-
-
-@pytest.mark.parametrize("size", [64, 200, 70000])
-def test_echo_peer_resends_one_frame_per_echo_across_any_chunking(size: int) -> None:
-    """The window is sent; echoes cut at random points are each counted and answered once."""
-    frame = bench.masked_frame(bytes(size), MASK)
-    echoes = serialize_frame(Opcode.BINARY, bytes(size)) * 25
-    rng = random.Random(size)
-
-    async def feed() -> bench._EchoPeer:
-        peer = bench._EchoPeer(b"", frame, window=4)
-        peer.transport = _Transport()  # type: ignore[assignment]
-        peer.handshake.set_result(None)
-        peer.start()
-        cuts = sorted(rng.sample(range(1, len(echoes)), 40))
-        for start, stop in zip([0, *cuts], [*cuts, len(echoes)], strict=True):
-            peer.data_received(echoes[start:stop])
-        return peer
-
-    peer = asyncio.run(feed())
-    assert peer.echoed == 25
-    assert peer.transport.written == frame * (4 + 25)  # type: ignore[union-attr]
-    assert (peer.skip, peer.tail) == (0, b"")
 
 
 # -- report ------------------------------------------------------------------------------------
@@ -139,12 +67,43 @@ def test_notes_warn_about_a_busy_client_and_a_connection_count_mismatch() -> Non
     assert "WARNING" not in "\n".join(bench.notes(bench.TargetResult("x", _echo(1.0)), 100))
 
 
-def test_missing_target_is_reported_not_run(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_target_is_reported_not_run(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     """A target whose module does not exist yet is 'not available' and nothing is started."""
     monkeypatch.setitem(bench.TARGETS, "raw", "targets.no_such_module")
     args = bench.build_parser().parse_args([])
-    result = bench.measure("raw", args, bench.Placement(0, 0))
+    store = RunStore.create(tmp_path / "run", bench.KIND)
+    result = bench.measure("raw", args, bench.Placement(0, 0), store)
     assert (result.error, result.echo, result.idle) == ("not available", None, None)
+    stored = [schema.read_point(p) for p in schema.point_dirs(store.root)]
+    assert [(p["status"], p["reason"]) for p in stored if p] == [("failed", "not available")] * 2
+    assert not list(store.root.rglob(schema.TARGET_LOG))  # nothing was started
+
+
+def test_a_stored_run_reads_back_as_the_figures_it_stored(tmp_path: Path) -> None:
+    """Figures go to point.json and come back the same; a failed point keeps its reason."""
+    args = bench.build_parser().parse_args(["--targets", "aiohttp,raw", "--idle", "100"])
+    store = RunStore.create(tmp_path / "run", bench.KIND)
+    store.write_meta(bench.run_meta(store, args, bench.Placement(0, 1)))
+    echo, idle = _echo(100_000), _idle(12.0)
+    bench.store_point(store, bench.echo_params("aiohttp", args), "t0", bench.echo_summary(echo))
+    bench.store_point(store, bench.hold_params("aiohttp", args), "t0", bench.idle_summary(idle))
+    bench.store_point(store, bench.echo_params("raw", args), "t0", reason="raw did not start")
+    meta, results = bench.load(store.root)
+    assert meta["kind"] == "bench-targets" and meta["placement"] == {"server_cpu": 0,
+                                                                      "client_cpu": 1}
+    assert results == [bench.TargetResult("aiohttp", echo, idle),
+                       bench.TargetResult("raw", error="failed: raw did not start")]  # fmt: skip
+    assert bench.result_rows(results)[1] == ["raw", "failed: raw did not start", "", "", ""]
+
+
+def test_show_refuses_a_folder_that_is_not_a_bench_targets_run(tmp_path: Path, capsys) -> None:
+    """--show on another kind of run, or on no run, is one line and exit status 2."""
+    schema.write_meta(tmp_path, {"kind": "sweep", "plan": []})
+    assert bench.main(["--show", str(tmp_path)]) == 2
+    assert "is not a bench-targets run" in capsys.readouterr().err
+    assert bench.main(["--show", str(tmp_path / "nope")]) == 2
 
 
 # -- one short run -----------------------------------------------------------------------------
@@ -159,16 +118,74 @@ def _marked_processes(marker: str) -> list[psutil.Process]:
     return found
 
 
-def test_short_run_prints_the_table_and_leaves_no_process() -> None:
-    """A run against aiohttp prints its row and the checks, exits 0 and stops its children."""
+@dataclass(frozen=True)
+class ShortRun:
+    done: subprocess.CompletedProcess[str]
+    run_dir: Path
+    marker: str
+
+
+@pytest.fixture(scope="module")
+def short_run(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ShortRun]:
+    """One short run against aiohttp (about 5 s), shared by the tests that read it."""
+    results = tmp_path_factory.mktemp("results")
     cmd = [sys.executable, "-m", "benchmarks.targets", "--targets", "aiohttp",
-           "--duration", "0.5", "--connections", "4", "--idle", "50"]  # fmt: skip
+           "--duration", "0.5", "--connections", "4", "--idle", "50",
+           "--results-dir", str(results)]  # fmt: skip
     marker = uuid.uuid4().hex  # inherited by every process the run starts
     env = {**os.environ, "WSBENCH_TEST_RUN": marker}
     done = subprocess.run(cmd, cwd=REPO_ROOT, env=env, capture_output=True, text=True, timeout=60)
+    runs = sorted(results.glob("*-bench-targets-*"))
+    yield ShortRun(done, runs[0] if len(runs) == 1 else results / "no single run", marker)
+
+
+def _aiohttp_cells(stdout: str) -> list[str]:
+    return next(line for line in stdout.splitlines() if line.startswith("aiohttp ")).split()
+
+
+def test_short_run_prints_the_table_and_leaves_no_process(short_run: ShortRun) -> None:
+    """A run against aiohttp prints its row and the checks, exits 0 and stops its children."""
+    done = short_run.done
     assert done.returncode == 0, done.stderr
-    cells = next(line for line in done.stdout.splitlines() if line.startswith("aiohttp ")).split()
+    cells = _aiohttp_cells(done.stdout)
     assert (cells[2], cells[4]) == ("1.00x", "1.00x")
     assert float(cells[1].replace(",", "")) > 0 and float(cells[3]) > 0
     assert "SKIP raw echo throughput" in done.stdout
-    assert _marked_processes(marker) == []
+    assert _marked_processes(short_run.marker) == []
+
+
+def test_short_run_is_stored_as_a_run_of_two_points(short_run: ShortRun) -> None:
+    """meta.json (complete, with provenance) and an ok echo and hold point with their figures."""
+    meta = schema.read_meta(short_run.run_dir)
+    assert (meta["kind"], meta["status"]) == ("bench-targets", "complete")
+    assert meta["machine"]["cpu_model"] and meta["ended"]
+    echo = schema.read_point(short_run.run_dir / "points" / "aiohttp-echo-c4-host")
+    hold = schema.read_point(short_run.run_dir / "points" / "aiohttp-hold-c50-host")
+    assert echo and hold and echo["status"] == hold["status"] == "ok"
+    assert echo["point"]["scenario"] == "echo" and hold["point"]["users"] == 50
+    assert echo["summary"]["requests_per_s"] > 0 and echo["summary"]["measured_s"] > 0
+    assert echo["summary"]["target"]["cpu_pct_mean"] > 0
+    server = hold["summary"]["target"]
+    assert server["rss_bytes_max"] > server["rss_bytes_idle"] > 0 and server["connections"] == 50
+
+
+def test_show_prints_the_stored_run_as_the_run_printed_it(short_run: ShortRun) -> None:
+    """--show RUN_DIR prints the same table, notes and checks again, starting nothing."""
+    cmd = [sys.executable, "-m", "benchmarks.targets", "--show", str(short_run.run_dir)]
+    shown = subprocess.run(cmd, cwd=REPO_ROOT, capture_output=True, text=True, timeout=60)
+    assert shown.returncode == 0, shown.stderr
+    assert shown.stdout == short_run.done.stdout
+
+
+def test_wsbench_report_and_compare_read_a_stored_run(short_run: ShortRun, tmp_path: Path) -> None:
+    """`wsbench report` and `wsbench compare` work on a bench-targets run (itself, here)."""
+    wsbench = [sys.executable, "-m", "runner"]
+    run = str(short_run.run_dir)
+    report = subprocess.run([*wsbench, "report", run, "--out", str(tmp_path / "report")],
+                            cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr
+    assert (tmp_path / "report" / "report.html").stat().st_size > 0
+    compare = subprocess.run([*wsbench, "compare", run, run, "--out", str(tmp_path / "cmp")],
+                             cwd=REPO_ROOT, capture_output=True, text=True, timeout=120)
+    assert compare.returncode == 0, compare.stderr
+    assert "2 points in common, 2 compared" in compare.stdout
