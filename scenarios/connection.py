@@ -33,7 +33,6 @@ from gevent import GreenletExit
 from common.units import ns_to_us
 from scenarios.deadlines import watchdog
 from scenarios.failures import (
-    ConnectionClosed,
     ConnectionLost,
     HandshakeRejected,
     ProtocolViolation,
@@ -44,15 +43,15 @@ from scenarios.frames import (
     FIN,
     OP_BINARY,
     OP_CLOSE,
-    OP_CONT,
     OP_PING,
     OP_PONG,
     OP_TEXT,
+    ServerFrames,
     client_frame,
     close_payload,
-    parse_close,
     split_frames,
 )
+from targets.rfc6455.codes import CloseCode
 
 TCP_CONNECT = "tcp connect"
 TLS_HANDSHAKE = "tls handshake"
@@ -239,7 +238,7 @@ def _upgrade(ws: websocket.WebSocket, url: str, options: dict[str, object]) -> N
         raise HandshakeRejected(status or 0)
 
 
-class WsConnection:
+class WsConnection(ServerFrames):
     """An open client connection: masked sends, buffered frame reads, ping/close handling.
 
     Most scenarios hand it to the engine (scenarios/engine.py) right after the upgrade; the
@@ -260,6 +259,7 @@ class WsConnection:
         subprotocol: str | None = None,
         timeout_s: float = 10.0,
     ) -> None:
+        super().__init__()
         self.sock = sock
         self.subprotocol = subprotocol
         self.timeout_ns = int(timeout_s * 1e9)
@@ -329,43 +329,20 @@ class WsConnection:
         """
         while True:
             first, payload = self._read_frame()
-            if first == 0x82 or first == 0x81:
+            if (first == 0x82 or first == 0x81) and self._parts is None:
                 return payload
-            message = self._other_frame(first, payload)
+            message = self.other_frame(first, payload, 0)
             if message is not None:
                 return message
 
-    def _other_frame(self, first: int, payload: bytes) -> bytes | None:
-        """Control frames and fragments: rare, so kept off the fast path."""
-        if first & 0x70:
-            raise ProtocolViolation("protocol error: reserved bits set without an extension")
-        opcode = first & 0x0F
-        if opcode == OP_PING:
-            self.send_frame(client_frame(FIN | OP_PONG, payload))
-            return None
-        if opcode == OP_PONG:
-            return None
-        if opcode == OP_CLOSE:
-            code, reason = parse_close(payload)
-            self._answer_close(code)
-            raise ConnectionClosed(code, reason)
-        if opcode in (OP_TEXT, OP_BINARY) and not first & FIN:
-            return self._reassemble(payload)
-        raise ProtocolViolation(f"protocol error: unexpected opcode {opcode:#x}")
+    answer = send_frame  # ServerFrames' pong
 
-    def _reassemble(self, first_part: bytes) -> bytes:
-        parts = [first_part]
-        while True:
-            first, payload = self._read_frame()
-            opcode = first & 0x0F
-            if opcode == OP_CONT:
-                parts.append(payload)
-                if first & FIN:
-                    return b"".join(parts)
-            elif opcode >= OP_CLOSE:
-                self._other_frame(first, payload)
-            else:
-                raise ProtocolViolation("protocol error: new message inside a fragmented one")
+    def answer_close(self, frame: bytes) -> None:
+        """ServerFrames' close echo: a send the server can no longer take is no failure of
+        ours (the close frame read says what happened); nothing is read or sent after it."""
+        with contextlib.suppress(OSError):
+            self.send_frame(frame)
+        self.abort()
 
     def recv_pong(self) -> None:
         """Wait (up to the timeout) for the next pong, answering pings, skipping data."""
@@ -376,15 +353,9 @@ class WsConnection:
                 self.deadline_ns = 0
                 return
             if first & 0x0F >= OP_CLOSE:
-                self._other_frame(first, payload)
+                self.other_frame(first, payload, 0)
 
-    def _answer_close(self, code: int) -> None:
-        echo = code if code not in (1005, 1006, 1015) else 1000
-        with contextlib.suppress(OSError):
-            self.send_frame(client_frame(FIN | OP_CLOSE, close_payload(echo)))
-        self.abort()
-
-    def close(self, code: int = 1000, reason: str = "") -> None:
+    def close(self, code: int = CloseCode.NORMAL, reason: str = "") -> None:
         """Send a close frame and drop the socket without waiting for the server's answer."""
         if self.closed:
             return
@@ -392,7 +363,7 @@ class WsConnection:
             self.send_frame(client_frame(FIN | OP_CLOSE, close_payload(code, reason)))
         self.abort()
 
-    def close_handshake(self, code: int = 1000) -> None:
+    def close_handshake(self, code: int = CloseCode.NORMAL) -> None:
         """Close as RFC 6455 §7.1.1 asks: send close, read to the server's close and its EOF.
 
         The server then closes TCP first, so TIME_WAIT lands on its side: a churning client

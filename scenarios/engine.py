@@ -41,28 +41,10 @@ from gevent.hub import get_hub
 from common.units import ns_to_us
 from scenarios.connection import RECV_BYTES, WsConnection
 from scenarios.deadlines import watchdog
-from scenarios.failures import (
-    ConnectionClosed,
-    ConnectionLost,
-    ProtocolViolation,
-    WsError,
-    WsTimeout,
-    classify,
-)
-from scenarios.frames import (
-    FIN,
-    OP_BINARY,
-    OP_CLOSE,
-    OP_CONT,
-    OP_PING,
-    OP_PONG,
-    OP_TEXT,
-    client_frame,
-    close_payload,
-    parse_close,
-    split_frames,
-)
+from scenarios.failures import ConnectionLost, ProtocolViolation, WsError, WsTimeout, classify
+from scenarios.frames import FIN, OP_CLOSE, ServerFrames, client_frame, close_payload, split_frames
 from scenarios.selfcheck import WAKE_LAG
+from targets.rfc6455.codes import CloseCode
 
 # Schedules run on time.monotonic_ns (the timerfd's clock) while handshakes and closed-loop
 # round trips use time.perf_counter_ns: the same CLOCK_MONOTONIC on Linux.
@@ -272,23 +254,25 @@ class Timer:
         self._canary = self.at(following, self._on_canary)
 
 
-class Channel:
-    """One connection inside the engine: its read watcher, frame splitting and send queue."""
+class Channel(ServerFrames):
+    """One connection inside the engine: its read watcher, frame splitting and send queue.
+
+    Pings, pongs (`on_pong`), closes and fragments are handled by ServerFrames.other_frame.
+    """
 
     __slots__ = (
-        "conn", "handler", "ended", "error", "closed", "deadline_ns", "on_pong",
-        "_recv", "_send", "_pending", "_buf", "_parts", "_reader", "_writer", "_out",
-        "_read_bytes",
+        "conn", "handler", "ended", "error", "closed", "deadline_ns",
+        "_recv", "_send", "_pending", "_buf", "_reader", "_writer", "_out", "_read_bytes",
     )  # fmt: skip
 
     def __init__(self, conn: WsConnection, handler: Handler) -> None:
+        super().__init__()
         self.conn = conn
         self.handler = handler
         self.ended = Event()
         self.error: WsError | None = None
         self.closed = False
         self.deadline_ns = 0  # perf_counter_ns; the watchdog expires the channel past it
-        self.on_pong: Callable[[int], None] | None = None
         sock = conn.sock
         sslobj = getattr(sock, "_sslobj", None)
         if sslobj is not None:  # wss://: the TLS object reads and writes, never blocking
@@ -298,7 +282,6 @@ class Channel:
             self._recv, self._send, self._pending = raw.recv, raw.send, None
         self._buf = conn.take_buffer()
         self._read_bytes = READ_MIN_BYTES
-        self._parts: list[bytes] | None = None  # a fragmented message being reassembled
         # Made on the first send the socket cannot take: an idle connection keeps none
         # (an empty deque is 600 bytes, a fifth of what a held connection may cost).
         self._out: deque[bytes | memoryview] | None = None
@@ -353,40 +336,15 @@ class Channel:
                 if first == 0x82 or first == 0x81:
                     on_message(payload, now_ns)
                 else:
-                    self._other_frame(first, payload, now_ns)
+                    message = self.other_frame(first, payload, now_ns)
+                    if message is not None:
+                        on_message(message, now_ns)
                 if self.closed:
                     return
         except WsError as exc:
             self._fail(exc)
         except Exception as exc:  # a handler's bug must end this connection, not the hub
             self._fail(classify(exc, "handling a message"))
-
-    def _other_frame(self, first: int, payload: bytes, now_ns: int) -> None:
-        """Control frames and fragments: rare, so kept off the fast path."""
-        if first & 0x70:
-            raise ProtocolViolation("protocol error: reserved bits set without an extension")
-        opcode = first & 0x0F
-        if opcode == OP_PING:
-            self.send(client_frame(FIN | OP_PONG, payload))
-        elif opcode == OP_PONG:
-            if self.on_pong is not None:
-                self.on_pong(now_ns)
-        elif opcode == OP_CLOSE:
-            code, reason = parse_close(payload)
-            echo = code if code not in (1005, 1006, 1015) else 1000
-            self.send(client_frame(FIN | OP_CLOSE, close_payload(echo)))
-            raise ConnectionClosed(code, reason)
-        elif opcode in (OP_TEXT, OP_BINARY) and not first & FIN:
-            if self._parts is not None:
-                raise ProtocolViolation("protocol error: new message inside a fragmented one")
-            self._parts = [payload]
-        elif opcode == OP_CONT and self._parts is not None:
-            self._parts.append(payload)
-            if first & FIN:
-                message, self._parts = b"".join(self._parts), None
-                self.handler.on_message(message, now_ns)
-        else:
-            raise ProtocolViolation(f"protocol error: unexpected opcode {opcode:#x}")
 
     # Writing
 
@@ -411,6 +369,8 @@ class Channel:
                 self._writer = get_hub().loop.io(self.conn.sock.fileno(), _EV_WRITE)
             self._out.append(rest)
             self._writer.start(self._on_writable)
+
+    answer = send  # ServerFrames' pong and close echo: a failed send fails the channel
 
     def _on_writable(self) -> None:
         out = self._out
@@ -463,7 +423,7 @@ class Channel:
         self.handler.on_end(error)
         self.ended.set()
 
-    def close(self, code: int = 1000) -> None:
+    def close(self, code: int = CloseCode.NORMAL) -> None:
         """Close politely (a close frame, without waiting for the answer) and release the socket."""
         if self.closed:
             return

@@ -1,4 +1,9 @@
-"""Client-side RFC 6455 frame bytes: masking and headers, no I/O.
+"""The generator's one client-side RFC 6455 codec: frame bytes and what a client does with them.
+
+No I/O: masking and headers (`client_frame`, `FramePool`), the frame splitter (`split_frames`),
+close payloads, and `ServerFrames`, the client's answer to every frame a server may send other
+than a whole data message. Both readers of the generator build on it: the engine's channels
+(scenarios/engine.py) and the blocking WsConnection (scenarios/connection.py).
 
 The generator keeps its own few lines of framing instead of borrowing the targets' codec
 (targets/rfc6455): a masking bug shared by generator and server would cancel out unseen.
@@ -8,9 +13,12 @@ from __future__ import annotations
 
 import os
 import struct
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import numpy as np
+
+from scenarios.failures import ConnectionClosed, ProtocolViolation
+from targets.rfc6455.codes import CloseCode
 
 OP_CONT = 0x0
 OP_TEXT = 0x1
@@ -106,8 +114,18 @@ def close_payload(code: int, reason: str = "") -> bytes:
 def parse_close(payload: bytes) -> tuple[int, str]:
     """(code, reason) of a close frame's payload; 1005 (no status) when it carries none."""
     if len(payload) < 2:
-        return 1005, ""
+        return CloseCode.NO_STATUS, ""
     return U16.unpack_from(payload)[0], payload[2:].decode("utf-8", "replace")
+
+
+# Codes that describe a close but never travel in a close frame (RFC 6455 §7.4.1).
+_NEVER_SENT = frozenset({CloseCode.NO_STATUS, CloseCode.ABNORMAL, CloseCode.TLS_HANDSHAKE})
+
+
+def close_echo(code: int) -> int:
+    """The code a client answers a server's close with: the server's own (RFC 6455 §5.5.1),
+    or 1000 when the server's cannot be sent back."""
+    return CloseCode.NORMAL if code in _NEVER_SENT else code
 
 
 def split_frames(buf: bytes, pos: int, out: list[tuple[int, bytes]]) -> int:
@@ -140,6 +158,61 @@ def split_frames(buf: bytes, pos: int, out: list[tuple[int, bytes]]) -> int:
         out.append((buf[pos], buf[start:end]))
         pos = end
     return pos
+
+
+class ServerFrames:
+    """A client's rules for the frames a server sends, but for whole data messages (no I/O).
+
+    A reader keeps whole binary and text frames (first byte 0x82, 0x81) on its own fast path
+    and hands every other frame to `other_frame`: pings are answered, pongs go to `on_pong`, a
+    close is echoed and ends the connection, fragments are joined into their message, anything
+    else fails the connection. The reader supplies the sending: `answer(frame)` (a pong) and,
+    if the close echo needs more, `answer_close(frame)`.
+    """
+
+    __slots__ = ("on_pong", "_parts")
+
+    def __init__(self) -> None:
+        self.on_pong: Callable[[int], None] | None = None  # called with the pong's read time
+        self._parts: list[bytes] | None = None  # a fragmented message being reassembled
+
+    def answer(self, frame: bytes) -> None:
+        """Send `frame` (a pong) to the server."""
+        raise NotImplementedError
+
+    def answer_close(self, frame: bytes) -> None:
+        """Send the echo of the server's close; ConnectionClosed is raised right after."""
+        self.answer(frame)
+
+    def other_frame(self, first: int, payload: bytes, now_ns: int) -> bytes | None:
+        """The message this frame completes (None: none); ConnectionClosed on a close frame,
+        ProtocolViolation on a frame RFC 6455 forbids here. Rare, so kept off the fast path."""
+        if first & 0x70:
+            raise ProtocolViolation("protocol error: reserved bits set without an extension")
+        opcode = first & 0x0F
+        if opcode == OP_PING:
+            self.answer(client_frame(FIN | OP_PONG, payload))
+        elif opcode == OP_PONG:
+            if self.on_pong is not None:
+                self.on_pong(now_ns)
+        elif opcode == OP_CLOSE:
+            code, reason = parse_close(payload)
+            self.answer_close(client_frame(FIN | OP_CLOSE, close_payload(close_echo(code))))
+            raise ConnectionClosed(code, reason)
+        elif opcode in (OP_TEXT, OP_BINARY):
+            if self._parts is not None:
+                raise ProtocolViolation("protocol error: new message inside a fragmented one")
+            if first & FIN:
+                return payload
+            self._parts = [payload]
+        elif opcode == OP_CONT and self._parts is not None:
+            self._parts.append(payload)
+            if first & FIN:
+                message, self._parts = b"".join(self._parts), None
+                return message
+        else:
+            raise ProtocolViolation(f"protocol error: unexpected opcode {opcode:#x}")
+        return None
 
 
 _pools: dict[tuple[int, int, bytes], FramePool] = {}

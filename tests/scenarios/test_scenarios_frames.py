@@ -103,6 +103,17 @@ def test_close_frame_raises_with_code_and_reason_and_is_answered(pair):
     assert first == 0x88 and struct.unpack("!H", payload[:2])[0] == 1011
 
 
+def test_close_without_status_is_answered_with_1000(pair):
+    """A close frame with no code (1005 never goes on the wire) is echoed as 1000."""
+    ws, server = pair
+    server.sendall(server_frame(0x88, b""))
+    with pytest.raises(ConnectionClosed) as caught:
+        ws.recv()
+    assert caught.value.code == 1005
+    first, payload = read_client_frame(server)
+    assert first == 0x88 and struct.unpack("!H", payload[:2])[0] == 1000
+
+
 def test_masked_server_frame_is_a_protocol_violation(pair):
     """RFC 6455 §5.1: a client must fail a connection on a masked frame from the server."""
     ws, server = pair
