@@ -41,20 +41,33 @@ from scenarios.failures import WsError, WsTimeout, classify
 from scenarios.measurement import measurement_for, on_init
 from scenarios.output import UNANSWERED_PREFIX
 
-events.init.add_listener(on_init)
-
 REQUEST_TYPE = "WS"
 # Seconds of missed heartbeats before a master calls a worker missing and gives its users to the
 # others (Locust's default is 3). A worker busy opening thousands of connections on a 2-core box
 # misses 3 s easily while still holding its users: the hand-over then duplicates them, pushing
 # the others past the open-file limit or the port range (seen at 100k connections).
 HEARTBEAT_LIVENESS_S = 15
-locust.runners.HEARTBEAT_LIVENESS = HEARTBEAT_LIVENESS_S
 BACKOFF_MIN_S = 0.1
 # A task that runs exchanges in its own greenlet returns to Locust's scheduler after this long
 # (Locust yields to the hub after every task): once per batch rather than once per message.
 BATCH_NS = 200_000_000
 _NO_CONTEXT: dict[str, object] = {}
+
+
+def _tolerate_busy_workers(environment: Environment, **_: object) -> None:
+    """locust.events.init listener: a master waits HEARTBEAT_LIVENESS_S for a worker's heartbeat.
+
+    Locust (2.x) has no option for it: its master reads the module constant
+    `locust.runners.HEARTBEAT_LIVENESS` each time a worker connects or sends a heartbeat, so it
+    is set here, once the process is known to be a master, and in no other process. The init
+    event fires before the master's greenlets first run: every worker gets the longer wait.
+    """
+    if isinstance(environment.runner, locust.runners.MasterRunner):
+        locust.runners.HEARTBEAT_LIVENESS = HEARTBEAT_LIVENESS_S
+
+
+events.init.add_listener(on_init)
+events.init.add_listener(_tolerate_busy_workers)
 
 
 class WebSocketUser(User):
