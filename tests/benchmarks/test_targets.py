@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,29 +107,38 @@ def test_show_refuses_a_folder_that_is_not_a_bench_targets_run(tmp_path: Path, c
     assert bench.main(["--show", str(tmp_path / "nope")]) == 2
 
 
-def _child(tmp_path: Path, code: str) -> bench.Events:
-    log = tmp_path / "client.log"
-    proc = bench.pinned.spawn([sys.executable, "-c", code], 0, log, stdout_pipe=True)
-    return bench.Events(proc, log)
+@pytest.fixture
+def child(tmp_path: Path) -> Iterator[Callable[[str], bench.Events]]:
+    """Events of `python -c CODE` started as the benchmark starts its client; stopped after."""
+    started: list[bench.Events] = []
 
+    def start(code: str) -> bench.Events:
+        log = tmp_path / "client.log"
+        proc = bench.pinned.spawn([sys.executable, "-c", code], 0, log, stdout_pipe=True)
+        started.append(bench.Events(proc, log))
+        return started[-1]
 
-def test_events_written_together_are_each_read(tmp_path: Path) -> None:
-    """Two event lines that arrive in one read are both delivered, without waiting."""
-    events = _child(tmp_path, "import time; print('{\"event\": \"a\"}\\n{\"event\": \"b\"}',"
-                              " flush=True); time.sleep(30)")
-    try:
-        started = time.monotonic()
-        assert events.next("a", 10)["event"] == "a"
-        assert events.next("b", 10)["event"] == "b"
-        assert time.monotonic() - started < 5
-    finally:
+    yield start
+    for events in started:
         bench.pinned.stop(events.proc)
+        events.proc.stdout.close()  # type: ignore[union-attr]
 
 
-def test_a_client_that_exits_says_its_status_and_last_log_line(tmp_path: Path) -> None:
+def test_events_written_together_are_each_read(child: Callable[[str], bench.Events]) -> None:
+    """Two event lines that arrive in one read are both delivered, without waiting."""
+    events = child("import time; print('{\"event\": \"a\"}\\n{\"event\": \"b\"}', flush=True);"
+                   " time.sleep(30)")
+    started = time.monotonic()
+    assert events.next("a", 10)["event"] == "a"
+    assert events.next("b", 10)["event"] == "b"
+    assert time.monotonic() - started < 5
+
+
+def test_a_client_that_exits_says_its_status_and_last_log_line(
+    child: Callable[[str], bench.Events],
+) -> None:
     """BenchError names the exit status and what the client said last on stderr."""
-    events = _child(tmp_path, "import sys; print('bench client: refused', file=sys.stderr); "
-                              "sys.exit(3)")
+    events = child("import sys; print('bench client: refused', file=sys.stderr); sys.exit(3)")
     with pytest.raises(bench.BenchError, match=r"exited with status 3 \(bench client: refused\)"):
         events.next("measuring", 10)
 
