@@ -11,4 +11,6 @@
     scale.py        `python -m benchmarks.scale RUN_DIR` (make bench-scale): how long 100k were held
 
 picows is an optional extra (`pip install -e '.[bench]'`): only these modules import it.
+Benchmarks may import every package of the suite; nothing imports them (no product code
+depends on a benchmark).
 """

@@ -1,7 +1,7 @@
 """Reports: stored run folders -> frames -> charts -> one self-contained HTML page; compare runs.
 
-Reads files only (never imports Locust, the targets, the scenarios or the harness), so a report
-can be made again at any time, anywhere, from a copied results folder.
+Reads files only (it imports `common` and never Locust, the targets, the scenarios or the
+harness), so a report can be made again at any time, anywhere, from a copied results folder.
 
     load.py        run folder -> pandas frames (the only module knowing file names and columns)
     histograms.py  percentiles and spectra from the stored encoded HdrHistograms

@@ -17,7 +17,8 @@ The machinery they share, one concern per module:
     engine.py       the per-process engine: reads and scheduled sends of every connection as
                     callbacks in gevent's hub, one timerfd timer, the wake-lag canary
     connection.py   timed opening (TCP, TLS, upgrade via websocket-client), blocking frame I/O
-    frames.py       client frame bytes: masking, headers, close payloads, the frame splitter
+    frames.py       the client codec: masking, headers, close payloads, the frame splitter,
+                    the rules for pings, closes and fragments from the server (ServerFrames)
     failures.py     what went wrong, as the one-line kinds Locust groups failures by
     deadlines.py    reply timeouts without a gevent Timeout per read (one watchdog greenlet)
     latency.py      µs recording per process; merging exact counts; HdrHistograms; percentiles
@@ -27,4 +28,8 @@ The machinery they share, one concern per module:
     cpu.py          generator CPU use and the saturation verdict
     options.py      command-line options shared by every scenario
     check.py        the runner's up-front check of a scenario's options
+
+Imports: Locust, `common`, and from the targets only the protocol (targets/protocol.py) and the
+RFC 6455 code enums (targets/rfc6455/codes.py); never the harness, the reports or the kernel
+package, so a scenario runs as a plain locustfile anywhere.
 """
