@@ -16,6 +16,7 @@ The machinery they share, one concern per module:
                     bulk) and failures, hand a connection to the engine
     engine.py       the per-process engine: reads and scheduled sends of every connection as
                     callbacks in gevent's hub, one timerfd timer, the wake-lag canary
+    schedule.py     a connection's fixed-rate sends on the engine's timer, sends due vs made
     connection.py   timed opening (TCP, TLS, upgrade via websocket-client), blocking frame I/O
     frames.py       the client codec: masking, headers, close payloads, the frame splitter,
                     the rules for pings, closes and fragments from the server (ServerFrames)

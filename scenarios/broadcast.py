@@ -30,7 +30,8 @@ from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
 from scenarios.frames import FIN, OP_BINARY, client_frame
 from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
-from scenarios.selfcheck import SEND_LAG, SENDS_DUE, SENDS_MADE
+from scenarios.schedule import FixedRate
+from scenarios.selfcheck import SEND_LAG
 from scenarios.user import WebSocketUser
 from targets.protocol import BROADCAST_HEADER, BROADCAST_PATH, decode_broadcast, encode_broadcast
 
@@ -40,8 +41,6 @@ RECEIVED = "broadcast received"
 LOST = "broadcast lost"
 OUT_OF_ORDER = "broadcast out of order"
 PUBLISHED = "broadcast published"
-SENDS_DUE_COUNTER = f"broadcast {SENDS_DUE}"
-SENDS_MADE_COUNTER = f"broadcast {SENDS_MADE}"
 
 
 @events.init_command_line_parser.add_listener
@@ -149,22 +148,17 @@ class Publisher(_Member):
         return _Publishing(self)
 
 
-class _Publishing(_Listening):
+class _Publishing(_Listening, FixedRate):
     """A publisher's connection: its schedule of sends, and the messages it hears back."""
 
     def __init__(self, user: Publisher) -> None:
-        super().__init__(user)
+        _Listening.__init__(self, user)
+        FixedRate.__init__(self, user, user.interval_ns, "broadcast")
         self.publisher = user
-        self.timer = user.engine.timer
-        self._lag = user.measurement.recorder.lag
-        self.entry: list | None = None
-        self.made = 0
-        self.next_ns = 0
 
     def attached(self, channel: Channel) -> None:
         super().attached(channel)
-        self.next_ns = time.monotonic_ns()
-        self.entry = self.timer.at(self.next_ns, self._due)
+        self.start_schedule(time.monotonic_ns())
 
     def _due(self, intended_ns: int, now_ns: int) -> None:
         self._lag(SEND_LAG, ns_to_us(now_ns - intended_ns))
@@ -174,18 +168,9 @@ class _Publishing(_Listening):
         self.channel.send(client_frame(FIN | OP_BINARY, message))
         self._count(PUBLISHED)
         user.seq += 1
-        self.made += 1
-        self.next_ns = intended_ns + user.interval_ns
-        if not self.channel.closed:
-            self.entry = self.timer.at(self.next_ns, self._due, user.interval_ns)
+        self._sent(intended_ns)
 
     def on_end(self, error: WsError | None) -> None:
-        self.timer.cancel(self.entry)
-        now_ns = self.publisher.engine.schedule_now_ns()
-        interval = self.publisher.interval_ns
-        missed = (now_ns - self.next_ns) // interval + 1 if self.next_ns <= now_ns else 0
-        self._count(SENDS_DUE_COUNTER, self.made + missed)
-        self._count(SENDS_MADE_COUNTER, self.made)
-        self.made = 0
+        self.end_schedule()
         if error is not None:
             self.user.report_failure(PUBLISH, 0, error)

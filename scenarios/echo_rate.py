@@ -35,13 +35,12 @@ from scenarios.failures import ProtocolViolation, WsError, WsTimeout
 from scenarios.frames import FIN, OP_BINARY, client_frame, frame_pool
 from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
 from scenarios.output import UNANSWERED_PREFIX
-from scenarios.selfcheck import SEND_LAG, SENDS_DUE, SENDS_MADE
+from scenarios.schedule import FixedRate
+from scenarios.selfcheck import SEND_LAG
 from scenarios.user import WebSocketUser
 
 CORRECTED = "echo corrected"
 UNCORRECTED = "echo uncorrected"
-SENDS_DUE_COUNTER = f"echo {SENDS_DUE}"
-SENDS_MADE_COUNTER = f"echo {SENDS_MADE}"
 
 
 @events.init_command_line_parser.add_listener
@@ -75,30 +74,23 @@ class EchoRateUser(WebSocketUser):
         self.run_on_engine(ws, _Schedule(self))
 
 
-class _Schedule:
+class _Schedule(FixedRate):
     """One connection's schedule in the engine: sends from the timer, echoes from the channel."""
 
     __slots__ = (
-        "user", "channel", "timer", "interval_ns", "payload", "size", "max_in_flight",
-        "in_flight", "entry", "next_ns", "held", "made", "timeout_ns", "_record", "_lag",
-        "_frame",
+        "user", "payload", "size", "max_in_flight", "in_flight", "held", "timeout_ns",
+        "_record", "_frame",
     )  # fmt: skip
 
     def __init__(self, user: EchoRateUser) -> None:
+        super().__init__(user, user.interval_ns, "echo")
         self.user = user
-        self.channel: Channel | None = None
-        self.timer = user.engine.timer
-        self.interval_ns = user.interval_ns
         self.payload = user.payload
         self.size = len(user.payload)
         self.max_in_flight = user.max_in_flight
         self.in_flight: deque[tuple[int, int]] = deque()  # (intended, sent) monotonic ns
-        self.entry: list | None = None
-        self.next_ns = 0
         self.held = False  # the next send waits for a free --max-in-flight slot
-        self.made = 0
-        recorder = user.measurement.recorder
-        self._record, self._lag = recorder.record, recorder.lag
+        self._record = user.measurement.recorder.record
         self.timeout_ns = 0
         pool = frame_pool(FIN | OP_BINARY, self.payload)
         self._frame = pool.next if pool is not None else self._masked
@@ -110,8 +102,7 @@ class _Schedule:
         """A new connection: a new schedule, from a random phase."""
         self.channel = channel
         self.timeout_ns = channel.conn.timeout_ns
-        self.next_ns = time.monotonic_ns() + int(random.random() * self.interval_ns)
-        self.entry = self.timer.at(self.next_ns, self._due)
+        self.start_schedule(time.monotonic_ns() + int(random.random() * self.interval_ns))
 
     def _due(self, intended_ns: int, now_ns: int) -> None:
         if self.max_in_flight and len(self.in_flight) >= self.max_in_flight:
@@ -126,10 +117,7 @@ class _Schedule:
             channel.deadline_ns = now_ns + self.timeout_ns
         self.in_flight.append((intended_ns, now_ns))
         channel.send(self._frame())
-        self.made += 1
-        self.next_ns = intended_ns + self.interval_ns
-        if not channel.closed:
-            self.entry = self.timer.at(self.next_ns, self._due, self.interval_ns)
+        self._sent(intended_ns)
 
     def on_message(self, payload: bytes, now_ns: int) -> None:
         in_flight = self.in_flight
@@ -144,8 +132,7 @@ class _Schedule:
             self._send(self.next_ns, time.monotonic_ns())
 
     def on_end(self, error: WsError | None) -> None:
-        self.timer.cancel(self.entry)
-        self._count_schedule()
+        self.end_schedule()
         if error is not None:
             oldest = self.in_flight[0][0] if self.in_flight else 0
             elapsed_us = (time.monotonic_ns() - oldest) // 1000 if oldest else 0
@@ -162,12 +149,3 @@ class _Schedule:
         if unanswered:
             self.user.measurement.recorder.count(f"{UNANSWERED_PREFIX}{CORRECTED}", unanswered)
         self.in_flight.clear()
-
-    def _count_schedule(self) -> None:
-        """Sends due on this connection's schedule until now (or the stop), against those made."""
-        now_ns = self.user.engine.schedule_now_ns()
-        missed = (now_ns - self.next_ns) // self.interval_ns + 1 if self.next_ns <= now_ns else 0
-        count = self.user.measurement.recorder.count
-        count(SENDS_DUE_COUNTER, self.made + missed)
-        count(SENDS_MADE_COUNTER, self.made)
-        self.made = 0
