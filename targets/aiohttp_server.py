@@ -13,16 +13,8 @@ import contextlib
 
 from aiohttp import WSMsgType, web
 
-from targets.hub import Outbox, payload_size, push_stream
-from targets.protocol import (
-    BROADCAST_PATH,
-    ECHO_PATH,
-    PUSH_PATH,
-    STATS_PATH,
-    BadRequest,
-    parse_push_params,
-    room_of,
-)
+from targets.hub import Outbox, payload_size, push_stream, serve_route
+from targets.protocol import STATS_PATH, WEBSOCKET_PATHS, BadRequest, PushParams, route
 from targets.rfc6455.codes import CloseCode, is_valid_close_code
 from targets.server import LISTEN_BACKLOG, ServeContext
 
@@ -104,8 +96,22 @@ class _App:
         if getattr(ws.exception(), "code", None) == CloseCode.MESSAGE_TOO_BIG:
             stats.oversize_closed += 1
 
-    async def echo(self, request: web.Request) -> web.StreamResponse:
+    async def websocket(self, request: web.Request) -> web.StreamResponse:
+        """/echo, /broadcast and /push: the query checked (400), then the connection served."""
+        try:
+            found = route(request.path, request.query)
+        except BadRequest as exc:
+            self.served.add(request.protocol)
+            return web.Response(status=400, text=f"{exc}\n")
+        assert found is not None  # the router sends only the protocol's paths here
         ws = await self._accept(request)
+        try:
+            await serve_route(self, ws, found)
+        finally:
+            await self._finish(ws)
+        return ws
+
+    async def echo(self, ws: web.WebSocketResponse) -> None:
         stats = self.ctx.stats
         try:
             async for msg in ws:
@@ -124,13 +130,8 @@ class _App:
                 stats.bytes_out += size
         except ConnectionResetError:
             pass  # the client left while we were answering: not a server error
-        finally:
-            await self._finish(ws)
-        return ws
 
-    async def broadcast(self, request: web.Request) -> web.StreamResponse:
-        room = room_of(request.query)
-        ws = await self._accept(request)
+    async def broadcast(self, ws: web.WebSocketResponse, room: str) -> None:
         peer = _Peer(ws, self.ctx)
         rooms, stats = self.ctx.rooms, self.ctx.stats
         rooms.join(room, peer)
@@ -144,16 +145,8 @@ class _App:
         finally:
             rooms.leave(room, peer)
             await peer.shutdown()
-            await self._finish(ws)
-        return ws
 
-    async def push(self, request: web.Request) -> web.StreamResponse:
-        try:
-            params = parse_push_params(request.query)
-        except BadRequest as exc:
-            self.served.add(request.protocol)
-            return web.Response(status=400, text=f"{exc}\n")
-        ws = await self._accept(request)
+    async def push(self, ws: web.WebSocketResponse, params: PushParams) -> None:
         peer = _Peer(ws, self.ctx)
         pusher = asyncio.create_task(push_stream(params, peer, self.ctx.stats))
         try:
@@ -166,8 +159,6 @@ class _App:
             with contextlib.suppress(asyncio.CancelledError):
                 await pusher
             await peer.shutdown()
-            await self._finish(ws)
-        return ws
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
         self.served.add(request.protocol)
@@ -183,9 +174,8 @@ class _App:
 async def serve(ctx: ServeContext) -> None:
     app_state = _App(ctx)
     app = web.Application()
-    app.router.add_get(ECHO_PATH, app_state.echo)
-    app.router.add_get(BROADCAST_PATH, app_state.broadcast)
-    app.router.add_get(PUSH_PATH, app_state.push)
+    for path in sorted(WEBSOCKET_PATHS):
+        app.router.add_get(path, app_state.websocket)
     app.router.add_get(STATS_PATH, app_state.stats)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()

@@ -2,7 +2,8 @@
 
 A target gives each connection a `Peer`: something that takes an outgoing message without
 waiting (`offer`) and can be closed. `Rooms` relays /broadcast messages to peers, `push_stream`
-generates /push messages. Both count what they send in the process's `Stats`.
+generates /push messages. Both count what they send in the process's `Stats`. `serve_route`
+hands a library target's connection to its echo, broadcast or push coroutine, as its route asks.
 
 For libraries whose send is a coroutine (aiohttp, websockets), `Outbox` turns `offer` into a
 bounded queue drained by a task that exists only while the queue is non-empty, so an idle
@@ -16,9 +17,17 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
-from typing import Protocol
+from typing import Any, Protocol
 
-from targets.protocol import PushParams, Stats, encode_push, push_filler
+from targets.protocol import (
+    ECHO_PATH,
+    PUSH_PATH,
+    PushParams,
+    Route,
+    Stats,
+    encode_push,
+    push_filler,
+)
 from targets.rfc6455.codes import CloseCode
 
 SLOW_CONSUMER_REASON = "slow consumer: outgoing queue full"
@@ -103,6 +112,27 @@ async def push_stream(params: PushParams, peer: Peer, stats: Stats) -> None:
         stats.messages_out += sent
         stats.bytes_out += sent * size
         await asyncio.sleep(max(0.0, start + seq / rate - loop.time()))
+
+
+class LibraryApp(Protocol):
+    """A library target's coroutines for one connection (`ws` is the library's own object)."""
+
+    async def echo(self, ws: Any) -> None: ...
+
+    async def broadcast(self, ws: Any, room: str) -> None: ...
+
+    async def push(self, ws: Any, params: PushParams) -> None: ...
+
+
+async def serve_route(app: LibraryApp, ws: Any, found: Route) -> None:
+    """Serve an accepted connection as its route asks (protocol.route decoded the request)."""
+    if found.path == ECHO_PATH:
+        await app.echo(ws)
+    elif found.path == PUSH_PATH:
+        assert found.push is not None  # route() gives every /push its parameters
+        await app.push(ws, found.push)
+    else:
+        await app.broadcast(ws, found.room)
 
 
 class Outbox:

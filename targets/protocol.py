@@ -99,6 +99,31 @@ def room_of(query: Mapping[str, str]) -> str:
     return query.get("room") or DEFAULT_ROOM
 
 
+WEBSOCKET_PATHS = frozenset({ECHO_PATH, BROADCAST_PATH, PUSH_PATH})
+
+
+@dataclass(frozen=True)
+class Route:
+    """A WebSocket request of the protocol: its path and what its query asks for."""
+
+    path: str  # ECHO_PATH, BROADCAST_PATH or PUSH_PATH
+    room: str = DEFAULT_ROOM  # the room of a /broadcast connection
+    push: PushParams | None = None  # the stream a /push connection asks for
+
+
+def route(path: str, query: Mapping[str, str]) -> Route | None:
+    """What a request for `path` with `query` asks of a target, the same in every target.
+
+    None: `path` is not a WebSocket path of the protocol (HTTP 404); BadRequest: the query
+    cannot be served (HTTP 400, the message says why).
+    """
+    if path == PUSH_PATH:
+        return Route(path, push=parse_push_params(query))
+    if path == BROADCAST_PATH:
+        return Route(path, room=room_of(query))
+    return Route(path) if path == ECHO_PATH else None
+
+
 def push_filler(size_bytes: int) -> bytes:
     """The constant body after the header of every push message of this size."""
     return b"\x00" * (size_bytes - PUSH_HEADER.size)

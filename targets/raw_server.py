@@ -22,10 +22,10 @@ from targets.protocol import (
     ECHO_PATH,
     PUSH_PATH,
     STATS_PATH,
+    WEBSOCKET_PATHS,
     BadRequest,
-    PushParams,
-    parse_push_params,
-    room_of,
+    Route,
+    route,
 )
 from targets.rfc6455 import (
     CloseCode,
@@ -135,10 +135,10 @@ class _Connection(asyncio.Protocol):
             if request.path == STATS_PATH:
                 self._reply_stats(request.method)
                 return
-            if request.path not in (ECHO_PATH, BROADCAST_PATH, PUSH_PATH):
+            if request.path not in WEBSOCKET_PATHS:
                 raise HandshakeError(404, "Not Found")
-            key = check_upgrade(request)
-            params = parse_push_params(request.query) if request.path == PUSH_PATH else None
+            key = check_upgrade(request)  # before the query: a bad upgrade is answered first
+            found = route(request.path, request.query)
         except HandshakeError as exc:
             transport.write(error_response(exc))
             transport.close()
@@ -151,7 +151,7 @@ class _Connection(asyncio.Protocol):
             self.timer.cancel()
             self.timer = None
         transport.write(accept_response(key))
-        self._open(request.path, room_of(request.query), params)
+        self._open(found)
         if used < len(buf):
             self._ws_data(buf[used:])
 
@@ -165,17 +165,17 @@ class _Connection(asyncio.Protocol):
         self.transport.write(response)
         self.transport.close()
 
-    def _open(self, path: str, room: str, params: PushParams | None) -> None:
+    def _open(self, found: Route) -> None:
         ctx = self.server.ctx
         self.ws = ServerConnection(ctx.limits.max_message_bytes)
-        self.path = path
+        self.path = found.path
         self.open = True
         ctx.stats.opened()
-        if path == BROADCAST_PATH:
-            self.room = room
-            ctx.rooms.join(room, self)
-        elif path == PUSH_PATH:
-            self.pusher = self.server.loop.create_task(push_stream(params, self, ctx.stats))
+        if found.path == BROADCAST_PATH:
+            self.room = found.room
+            ctx.rooms.join(found.room, self)
+        elif found.path == PUSH_PATH:
+            self.pusher = self.server.loop.create_task(push_stream(found.push, self, ctx.stats))
 
     # -- WebSocket traffic -------------------------------------------------------------------
 

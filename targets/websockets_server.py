@@ -20,16 +20,8 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from targets.hub import Outbox, payload_size, push_stream
-from targets.protocol import (
-    BROADCAST_PATH,
-    ECHO_PATH,
-    PUSH_PATH,
-    STATS_PATH,
-    BadRequest,
-    parse_push_params,
-    room_of,
-)
+from targets.hub import Outbox, payload_size, push_stream, serve_route
+from targets.protocol import STATS_PATH, BadRequest, PushParams, route
 from targets.rfc6455.codes import CloseCode
 from targets.server import LISTEN_BACKLOG, ServeContext
 
@@ -63,26 +55,21 @@ class _App:
         if path == STATS_PATH:
             body = json.dumps(self.ctx.stats_json(NAME)).encode()
             return _response(200, body, "application/json")
-        if path not in (ECHO_PATH, BROADCAST_PATH, PUSH_PATH):
+        try:
+            found = route(path, query)
+        except BadRequest as exc:
+            return _response(400, f"{exc}\n".encode(), "text/plain; charset=utf-8")
+        if found is None:
             return _response(404, b"404: Not Found\n", "text/plain; charset=utf-8")
-        if path == PUSH_PATH:
-            try:
-                parse_push_params(query)
-            except BadRequest as exc:
-                return _response(400, f"{exc}\n".encode(), "text/plain; charset=utf-8")
         return None
 
     async def handler(self, ws: ServerConnection) -> None:
         stats = self.ctx.stats
         stats.opened()
-        path, query = _split(ws.request.path)
+        found = route(*_split(ws.request.path))
+        assert found is not None  # process_request answered any other path with 404
         try:
-            if path == ECHO_PATH:
-                await self._echo(ws)
-            elif path == BROADCAST_PATH:
-                await self._broadcast(ws, room_of(query))
-            else:
-                await self._push(ws, query)
+            await serve_route(self, ws, found)
         except ConnectionClosed:
             pass
         finally:
@@ -91,7 +78,7 @@ class _App:
             if sent is not None and sent.code == CloseCode.MESSAGE_TOO_BIG:
                 stats.oversize_closed += 1
 
-    async def _echo(self, ws: ServerConnection) -> None:
+    async def echo(self, ws: ServerConnection) -> None:
         stats = self.ctx.stats
         async for message in ws:
             size = payload_size(message)
@@ -101,7 +88,7 @@ class _App:
             stats.bytes_in += size
             stats.bytes_out += size
 
-    async def _broadcast(self, ws: ServerConnection, room: str) -> None:
+    async def broadcast(self, ws: ServerConnection, room: str) -> None:
         rooms, stats = self.ctx.rooms, self.ctx.stats
         peer = _peer(ws, self.ctx)
         rooms.join(room, peer)
@@ -115,9 +102,9 @@ class _App:
             rooms.leave(room, peer)
             await peer.shutdown()
 
-    async def _push(self, ws: ServerConnection, query: dict[str, str]) -> None:
+    async def push(self, ws: ServerConnection, params: PushParams) -> None:
         peer = _peer(ws, self.ctx)
-        pusher = asyncio.create_task(push_stream(parse_push_params(query), peer, self.ctx.stats))
+        pusher = asyncio.create_task(push_stream(params, peer, self.ctx.stats))
         try:
             async for message in ws:
                 self.ctx.stats.messages_in += 1
