@@ -183,7 +183,7 @@ class Schedule:
                 client.send(at_ns, now_ns)
                 if counted:
                     self.made += 1
-                    self.lag[(now_ns - at_ns) // 1000] += 1
+                    self.lag[ns_to_us(now_ns - at_ns)] += 1
             if counted:
                 self.due += 1
             self.k += 1

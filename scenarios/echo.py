@@ -105,7 +105,7 @@ class _RoundTrips:
     def on_end(self, error: WsError | None) -> None:
         self.timer.cancel(self.entry)
         if error is not None:
-            elapsed_us = (time.perf_counter_ns() - self.sent_ns) // 1000 if self.sent_ns else 0
+            elapsed_us = ns_to_us(time.perf_counter_ns() - self.sent_ns) if self.sent_ns else 0
             self.user.report_failure(ECHO, elapsed_us, error)
 
     def on_stop(self) -> None:

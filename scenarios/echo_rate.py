@@ -135,7 +135,7 @@ class _Schedule(FixedRate):
         self.end_schedule()
         if error is not None:
             oldest = self.in_flight[0][0] if self.in_flight else 0
-            elapsed_us = (time.monotonic_ns() - oldest) // 1000 if oldest else 0
+            elapsed_us = ns_to_us(time.monotonic_ns() - oldest) if oldest else 0
             self.user.report_failure(CORRECTED, elapsed_us, error)
 
     def on_stop(self) -> None:
@@ -144,7 +144,7 @@ class _Schedule(FixedRate):
         late = [sent for _, sent in self.in_flight if now_ns - sent > self.timeout_ns]
         for sent_ns in late:
             error = WsTimeout(f"timeout: no reply within {self.timeout_ns / 1e9:g} s")
-            self.user.report_failure(CORRECTED, (now_ns - sent_ns) // 1000, error)
+            self.user.report_failure(CORRECTED, ns_to_us(now_ns - sent_ns), error)
         unanswered = len(self.in_flight) - len(late)
         if unanswered:
             self.user.measurement.recorder.count(f"{UNANSWERED_PREFIX}{CORRECTED}", unanswered)

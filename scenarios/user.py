@@ -34,6 +34,7 @@ from locust.env import Environment
 from locust.exception import StopUser
 from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST_STATE_WAITING
 
+from common.units import ns_to_us
 from scenarios import options
 from scenarios.connection import WsConnection, endpoint_url, open_connection
 from scenarios.engine import Channel, Handler, engine
@@ -208,7 +209,7 @@ class WebSocketUser(User):
             error: WsError = WsTimeout(f"timeout: no reply within {self._timeout_s():g} s")
         else:
             error = classify(exc, name)
-        elapsed_us = (time.perf_counter_ns() - started_ns) // 1000 if started_ns else 0
+        elapsed_us = ns_to_us(time.perf_counter_ns() - started_ns) if started_ns else 0
         self.report_failure(name, elapsed_us, error)
         self.drop()
         self._back_off()
