@@ -109,25 +109,37 @@ def summary(histogram: HdrHistogram) -> dict[str, int]:
     return row
 
 
-class EchoClient(WSListener):
-    """One connection of the rate mode: what was sent and when, echoes recorded."""
+class _Connection(WSListener):
+    """One connection of the reference client: its transport, and what it does with the
+    frames that are not its binary messages (kept off the per-message path)."""
 
     def __init__(self, recording: Recording) -> None:
         self.transport: WSTransport | None = None
-        self.in_flight: deque[tuple[int, int]] = deque()
-        self.corrected: Counter[int] = recording.counts.setdefault("corrected", Counter())
-        self.uncorrected: Counter[int] = recording.counts.setdefault("uncorrected", Counter())
         self.recording = recording
-        self.payload = b""
-        self.errors = 0
 
     def on_ws_connected(self, transport: WSTransport) -> None:
         self.transport = transport
 
+    @staticmethod
+    def _not_binary(transport: WSTransport, frame: WSFrame) -> None:
+        if frame.msg_type is WSMsgType.CLOSE:
+            transport.disconnect()
+
+
+class EchoClient(_Connection):
+    """One connection of the rate mode: what was sent and when, echoes recorded."""
+
+    def __init__(self, recording: Recording) -> None:
+        super().__init__(recording)
+        self.in_flight: deque[tuple[int, int]] = deque()
+        self.corrected: Counter[int] = recording.counts.setdefault("corrected", Counter())
+        self.uncorrected: Counter[int] = recording.counts.setdefault("uncorrected", Counter())
+        self.payload = b""
+        self.errors = 0
+
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is not WSMsgType.BINARY:
-            if frame.msg_type is WSMsgType.CLOSE:
-                transport.disconnect()
+            self._not_binary(transport, frame)
             return
         now_ns = time.monotonic_ns()
         if not self.in_flight or frame.payload_size != len(self.payload):
@@ -289,22 +301,17 @@ async def _drain(clients: Sequence[EchoClient]) -> None:
             client.transport.disconnect()
 
 
-class Member(WSListener):
+class Member(_Connection):
     """A /broadcast member: publish-to-receive latency of every message relayed to it."""
 
     def __init__(self, recording: Recording) -> None:
-        self.transport: WSTransport | None = None
+        super().__init__(recording)
         self.latency: Counter[int] = recording.counts.setdefault("broadcast", Counter())
-        self.recording = recording
         self.received = 0
-
-    def on_ws_connected(self, transport: WSTransport) -> None:
-        self.transport = transport
 
     def on_ws_frame(self, transport: WSTransport, frame: WSFrame) -> None:
         if frame.msg_type is not WSMsgType.BINARY:
-            if frame.msg_type is WSMsgType.CLOSE:
-                transport.disconnect()
+            self._not_binary(transport, frame)
             return
         now_ns = time.monotonic_ns()
         _, _, sent_ns = decode_broadcast(frame.get_payload_as_bytes())
