@@ -11,21 +11,19 @@ Locust's graceful stop waits up to --stop-timeout for users whose connections ma
 from __future__ import annotations
 
 import math
-import os
-import resource
-import selectors
 import signal
 import socket
 import subprocess
 import sys
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+from common import procs as child
 from common.errors import WsbenchError
-from common.procs import die_with_parent, stop
+from common.procs import last_line as last_line  # re-exported: execute.py explains failures
+from common.procs import stop
 from harness.plan import Point, Topology, locustfile, nofile_of
 
 READY_TIMEOUT_S = 30.0
@@ -37,46 +35,17 @@ class RunError(WsbenchError):
     """A run could not start or went wrong; the message is one line for the user."""
 
 
-def _child_setup(parent: int, nofile: int | None) -> Callable[[], None]:
-    die = die_with_parent(parent, signal.SIGKILL)
-
-    def preexec() -> None:
-        # Sockets are files: let every child use the whole open-file hard limit (or the
-        # kernel profile's limit, which the plan checked is not above it).
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (nofile or hard, hard))
-        die()
-
-    return preexec
-
-
 def spawn(
     cmd: Sequence[str], log_path: Path, stdout: int | None = None, nofile: int | None = None
 ) -> subprocess.Popen[bytes]:
-    """Start `cmd` in its own session with stderr (and stdout unless piped) to `log_path`."""
-    log = log_path.open("ab")
-    try:
-        return subprocess.Popen(
-            list(cmd),
-            stdout=stdout if stdout is not None else log,
-            stderr=log,
-            stdin=subprocess.DEVNULL,
-            start_new_session=True,
-            preexec_fn=_child_setup(os.getpid(), nofile),
-        )
-    finally:
-        log.close()
+    """Start `cmd` in its own session with stderr (and stdout unless piped) to `log_path`.
 
-
-def last_line(path: Path) -> str:
-    """The line of a log that says what went wrong: the last `error:` line, else the last line."""
-    try:
-        lines = [line for line in path.read_text(errors="replace").splitlines()
-                 if line.strip() and "/INFO/" not in line]  # Locust's progress, not a reason
-    except OSError:
-        return ""
-    errors = [line for line in lines if "error:" in line.lower()]
-    return (errors or lines or [""])[-1].strip()
+    `nofile` is its open-file limit: sockets are files, so the kernel profile's limit (which
+    the plan checked is not above the hard limit), else the whole hard limit."""
+    return child.spawn(
+        cmd, log_path, stdout_pipe=stdout == subprocess.PIPE, nofile=nofile or child.HARD,
+        die_signal=signal.SIGKILL,
+    )  # fmt: skip
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -142,26 +111,19 @@ def start_target(
     ca_file = log_path.with_name("ca.pem") if topology.tls else None
     cmd = [*enter, *target_command(topology, ca_file, host)]
     proc = spawn(cmd, log_path, stdout=subprocess.PIPE, nofile=nofile_of(topology))
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout_s
     try:
-        with selectors.DefaultSelector() as sel:
-            sel.register(proc.stdout, selectors.EVENT_READ)
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise RunError(f"target {topology.target} not ready after {timeout_s:g} s")
-                if sel.select(left):
-                    line = proc.stdout.readline().decode(errors="replace").strip()
-                    if line.startswith("ready "):
-                        return Target(line.split(None, 1)[1], proc, log_path, ca_file)
-                    if not line:  # EOF: it exited
-                        proc.wait(5)
-                        why = last_line(log_path) or f"exit status {proc.returncode}"
-                        raise RunError(f"target {topology.target} did not start: {why}")
+        line = child.wait_ready(proc, timeout_s, log_path)
+    except child.NotReady:
+        stop(proc)
+        raise RunError(f"target {topology.target} not ready after {timeout_s:g} s") from None
+    except child.ExitedEarly as exc:
+        stop(proc)
+        why = exc.why or f"exit status {exc.status}"
+        raise RunError(f"target {topology.target} did not start: {why}") from None
     except BaseException:
         stop(proc)
         raise
+    return Target(line.split(None, 1)[1], proc, log_path, ca_file)
 
 
 def locust_command(
