@@ -14,20 +14,19 @@ import contextlib
 import errno
 import importlib
 import os
-import selectors
 import signal
 import socket
 import ssl
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.procs import die_with_parent
+from common import procs as child
+from common.errors import WsbenchError
 from targets import TARGETS
 from targets.hub import Rooms
 from targets.protocol import (
@@ -43,7 +42,7 @@ LISTEN_BACKLOG = 65535  # the kernel caps it at net.core.somaxconn
 READY_TIMEOUT_S = 30.0
 
 
-class TargetError(Exception):
+class TargetError(WsbenchError):
     """A start-up failure reported as one line and a non-zero exit, without a traceback."""
 
 
@@ -236,23 +235,14 @@ def worker_command(
 
 def wait_ready(workers: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> None:
     """Block until every worker printed its ready line; TargetError if one dies or is late."""
-    pending = {w.stdout: w for w in workers if w.stdout is not None}
-    deadline = time.monotonic() + timeout_s
-    with selectors.DefaultSelector() as sel:
-        for stream in pending:
-            sel.register(stream, selectors.EVENT_READ)
-        while pending:
-            left = deadline - time.monotonic()
-            if left <= 0:
-                raise TargetError(f"{len(pending)} worker(s) not ready after {timeout_s:g} s")
-            for key, _ in sel.select(left):
-                line = key.fileobj.readline()  # type: ignore[union-attr]
-                if not line.startswith(b"ready "):
-                    worker = pending[key.fileobj]
-                    code = worker.wait()
-                    raise TargetError(f"worker {worker.pid} exited with status {code} before ready")
-                sel.unregister(key.fileobj)
-                del pending[key.fileobj]
+    try:
+        child.wait_all_ready(workers, timeout_s)
+    except child.NotReady as exc:
+        raise TargetError(f"{len(exc.pending)} worker(s) not ready after {timeout_s:g} s") from None
+    except child.ExitedEarly as exc:
+        raise TargetError(
+            f"worker {exc.proc.pid} exited with status {exc.status} before ready"
+        ) from None
 
 
 def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> int:
@@ -270,7 +260,6 @@ def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> 
         reservation.close()
         raise cannot_listen(args.host, args.port, exc) from None
     port = reservation.getsockname()[1]
-    parent = os.getpid()
 
     stopping = False
 
@@ -286,13 +275,12 @@ def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> 
     signal.signal(signal.SIGINT, on_signal)
     try:
         for _ in range(args.processes):
-            workers.append(
-                subprocess.Popen(
-                    worker_command(args, port, cert, key),
-                    stdout=subprocess.PIPE,
-                    preexec_fn=die_with_parent(parent),
-                )
-            )
+            # In our process group, so a signal to the group reaches them too; SIGTERM if we die, so
+            # they still close their clients with 1001.
+            workers.append(child.spawn(
+                worker_command(args, port, cert, key), stdout_pipe=True, new_session=False,
+                die_signal=signal.SIGTERM,
+            ))  # fmt: skip
         wait_ready(workers, READY_TIMEOUT_S)
         print(f"ready {url_of(args.host, port, cert is not None)}", flush=True)
         failed = 0
