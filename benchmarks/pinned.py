@@ -3,7 +3,8 @@
 Every child gets its CPU set before exec (so every thread it starts inherits it), the whole
 open-file hard limit (10,000 connections are 10,000 files), and PR_SET_PDEATHSIG: if the
 benchmark is killed outright, the kernel kills its children too. `stop` ends the child's whole
-process group (Locust's and the targets' own children go with it).
+process group (Locust's and the targets' own children go with it). All of it is common.procs,
+with the choices every benchmark child shares.
 """
 
 from __future__ import annotations
@@ -11,44 +12,30 @@ from __future__ import annotations
 import contextlib
 import os
 import re
-import resource
-import selectors
 import signal
 import subprocess
 import sys
 import time
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import psutil
 
-from common.procs import die_with, stop
+from common import procs as child
+from common.procs import stop as stop  # re-exported: the benchmarks stop their children here
 
 READY_TIMEOUT_S = 30.0
-
-
-def _preexec(parent: int, cpu: int) -> Callable[[], None]:
-    def preexec() -> None:
-        # Between fork and exec: our CPU, all the files we may have, and death with the parent.
-        os.sched_setaffinity(0, {cpu})
-        _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-        die_with(parent, signal.SIGKILL)
-
-    return preexec
 
 
 def spawn(
     cmd: Sequence[str], cpu: int, log_path: Path, cwd: Path | None = None, stdout_pipe: bool = False
 ) -> subprocess.Popen[str]:
     """Start `cmd` on `cpu` in its own session; stderr (and stdout unless piped) to `log_path`."""
-    with log_path.open("a") as log:
-        return subprocess.Popen(
-            list(cmd), cwd=cwd, text=True, stdin=subprocess.DEVNULL,
-            stdout=subprocess.PIPE if stdout_pipe else log, stderr=log,
-            start_new_session=True, preexec_fn=_preexec(os.getpid(), cpu),
-        )  # fmt: skip
+    return child.spawn(
+        cmd, log_path, text=True, stdout_pipe=stdout_pipe, nofile=child.HARD, cpu=cpu, cwd=cwd,
+        die_signal=signal.SIGKILL,
+    )  # fmt: skip
 
 
 @dataclass
@@ -71,7 +58,7 @@ class Server:
     def start(self) -> None:
         self.proc = spawn(self.cmd, self.cpu, self.log_path, stdout_pipe=True)
         line = _ready_line(self.proc)
-        match = re.fullmatch(r"ready (ws://\S+)", line.strip())
+        match = re.fullmatch(r"ready (ws://\S+)", line)
         if not match:
             stop(self.proc)
             raise RuntimeError(f"{self.name} did not start: {line!r} (see {self.log_path})")
@@ -109,12 +96,13 @@ def server(name: str, cmd: Sequence[str], cpu: int, log_path: Path) -> Iterator[
 
 
 def _ready_line(proc: subprocess.Popen[str]) -> str:
-    assert proc.stdout is not None
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        if not selector.select(READY_TIMEOUT_S):
-            return f"no ready line in {READY_TIMEOUT_S:.0f} s"
-    return proc.stdout.readline()
+    """Its ready line; else what `Server.start` has always reported: "" when it exited first."""
+    try:
+        return child.wait_ready(proc, READY_TIMEOUT_S)
+    except child.NotReady:
+        return f"no ready line in {READY_TIMEOUT_S:.0f} s"
+    except child.ExitedEarly:
+        return ""
 
 
 def target_command(name: str) -> list[str]:
