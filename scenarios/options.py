@@ -123,7 +123,7 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
 def _die_with_master(environment: Environment, **_: object) -> None:
     """A worker that Locust forked (--processes) dies as soon as the process that forked it.
 
-    The runner's children get PR_SET_PDEATHSIG (harness/procs.py), but Locust's forked workers
+    The runner's children get PR_SET_PDEATHSIG (common/procs.py), but Locust's forked workers
     do not inherit it: with their master killed outright they would hold their connections
     until the heartbeat gives up, about 15 s later."""
     opts = environment.parsed_options

@@ -1,3 +1,5 @@
+"""`python -m targets NAME`: the target CLI (targets/server.py)."""
+
 import sys
 
 from targets.server import main
