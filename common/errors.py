@@ -1,6 +1,7 @@
 """The one exception root of the suite: every package's bad-input and run errors derive from it.
 
 WsbenchError            a one-line message for the user, and the exit status the CLI returns
+├── common    ProcessError (NotReady, ExitedEarly), ResultsError (2) and its kinds
 ├── harness   PlanError (2), RunError, StoreError
 ├── kernel    KernelError, ProfileError (2), HostSysctlError
 ├── targets   TargetError
