@@ -35,6 +35,7 @@ import select
 import subprocess
 import sys
 import time
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -47,9 +48,9 @@ from benchmarks import pinned
 from benchmarks.targets_client import CLOSE_SIGNAL, WARMUP_S
 from common import schema
 from common.errors import WsbenchError
+from common.procs import LineReader, last_line
 from common.schema import PointParams, PointResult, PointStatus, RunStatus, Summary, utc_now
 from harness import provenance
-from harness.procs import last_line
 from harness.store import RunStore, new_run_id
 from kernel.profile import HOST_PROFILE
 from targets import TARGETS
@@ -112,8 +113,10 @@ class Events:
     would not wake select()."""
 
     def __init__(self, proc: subprocess.Popen[str], log_path: Path) -> None:
+        assert proc.stdout is not None
         self.proc, self.log_path = proc, log_path
-        self.pending = b""
+        self.reader = LineReader(proc.stdout)
+        self.lines: deque[str] = deque()
 
     def next(self, event: str, timeout_s: float) -> dict[str, object]:
         """The next event, which must be `event`; BenchError if it is not, or never comes."""
@@ -127,20 +130,17 @@ class Events:
         return data
 
     def _line(self, what: str, timeout_s: float) -> str:
-        assert self.proc.stdout is not None
-        fd, deadline = self.proc.stdout.fileno(), time.monotonic() + timeout_s
-        while b"\n" not in self.pending:
-            ready, _, _ = select.select([fd], [], [], max(0.0, deadline - time.monotonic()))
-            if not ready:
-                raise BenchError(f"{what}: nothing after {timeout_s:g} s")
-            chunk = os.read(fd, 65536)
-            if not chunk:
+        deadline = time.monotonic() + timeout_s
+        while not self.lines:
+            if self.reader.closed:
                 why = last_line(self.log_path)
                 raise BenchError(f"{what}: exited with status {self.proc.wait()}"
                                  + (f" ({why})" if why else ""))  # fmt: skip
-            self.pending += chunk
-        line, _, self.pending = self.pending.partition(b"\n")
-        return line.decode().strip()
+            left = max(0.0, deadline - time.monotonic())
+            if not select.select([self.reader.fd], [], [], left)[0]:
+                raise BenchError(f"{what}: nothing after {timeout_s:g} s")
+            self.lines.extend(self.reader.read())
+        return self.lines.popleft()
 
 
 @contextlib.contextmanager

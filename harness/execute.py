@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import WsbenchError
+from common.procs import last_line
 from common.schema import (
     FINAL_STATS_JSON,
     KERNEL_JSON,
@@ -269,7 +270,7 @@ def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outco
             break
         dead = target.exited()
         if dead is not None:
-            why = procs.last_line(target.log_path) if target.log_path else ""
+            why = last_line(target.log_path) if target.log_path else ""
             return Outcome(
                 point, PointStatus.FAILED,
                 f"target exited with status {dead} during the run" + (f": {why}" if why else ""),
@@ -279,7 +280,7 @@ def _watch(point: Point, target: procs.Target, locust: Any, pdir: Path) -> Outco
             return Outcome(point, PointStatus.FAILED, why)
         time.sleep(POLL_S)
     if not final_stats_path(pdir).exists():
-        why = procs.last_line(pdir / LOCUST_LOG)
+        why = last_line(pdir / LOCUST_LOG)
         return Outcome(point, PointStatus.FAILED, f"Locust exited with status {code}: {why}")
     # Locust exits 1 when any request failed; that is a measured outcome, not a crash.
     return Outcome(point, PointStatus.OK)

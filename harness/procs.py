@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from common import procs as child
 from common.errors import WsbenchError
-from common.procs import last_line as last_line  # re-exported: execute.py explains failures
 from common.procs import stop
 from harness.plan import Point, Topology, locustfile, nofile_of
 
