@@ -244,6 +244,7 @@ def _load_point(
     idle = number(((result.get("summary") or {}).get("target") or {}).get("rss_bytes_idle"))
     row.update(_server(resources, row["users"], idle))
     row.update(_generator(document, schema.read_csv(pdir / LATENCY_CSV)))
+    _fill_from_summary(row, result.get("summary") or {})
     row.update({slug(c): v for c, v in zip(counters["counter"], counters["value"], strict=True)})
     for side, name, delta in zip(kernel["side"], kernel["counter"], kernel["delta"], strict=True):
         row[f"kernel_{side}_{name}"] = delta
@@ -560,6 +561,27 @@ def _server(
         "server_rss_per_conn_bytes": grown / users if grown is not None and users else None,
         "server_sockets_max": _max(mine["sockets"]),
     }
+
+
+def _fill_from_summary(row: dict[str, Any], summary: dict[str, Any]) -> None:
+    """The figures a point measured without Locust's files (the benchmarks' points: their own
+    client, their own samples), taken from its summary where the files gave none."""
+    server, client = summary.get("target") or {}, summary.get("client") or {}
+    found = {
+        "msgs_per_s": number(summary.get("requests_per_s")),
+        "requests": number(summary.get("requests")),
+        "server_cpu_pct_mean": number(server.get("cpu_pct_mean")),
+        "server_rss_bytes_max": number(server.get("rss_bytes_max")),
+        "generator_cpu_pct": number(client.get("cpu_pct_mean")),
+    }
+    for column, value in found.items():
+        if row.get(column) is None and value is not None:
+            row[column] = value
+    if "generator_bound" in summary and not row.get("generator_verdict"):
+        row["generator_saturated"] = bool(summary["generator_bound"])
+    rss_max, idle, users = row["server_rss_bytes_max"], row["server_rss_bytes_idle"], row["users"]
+    if row.get("server_rss_per_conn_bytes") is None and rss_max is not None and users:
+        row["server_rss_per_conn_bytes"] = (rss_max - (idle or 0)) / users
 
 
 def _generator(document: dict[str, Any], csv_rows: list[dict[str, str]]) -> dict[str, Any]:

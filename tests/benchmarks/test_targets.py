@@ -99,6 +99,27 @@ def test_a_stored_run_reads_back_as_the_figures_it_stored(tmp_path: Path) -> Non
     assert bench.result_rows(results)[1] == ["raw", "failed: raw did not start", "", "", ""]
 
 
+def test_the_report_shows_the_figures_a_stored_run_measured(tmp_path: Path) -> None:
+    """reports/load.py reads a bench-targets run's figures from its point summaries (it has no
+    Locust files): echo msgs/s, server CPU and RSS, client CPU; per idle connection, the growth
+    over the idle server."""
+    from reports.load import load_run
+
+    args = bench.build_parser().parse_args(["--targets", "aiohttp", "--idle", "100"])
+    store = RunStore.create(tmp_path / "run", bench.KIND)
+    store.write_meta(bench.run_meta(store, args, bench.Placement(0, 1)))
+    echo = bench.EchoResult(123_456.0, 97.0, 61.0, 99.0, 70.0, 0, rss_bytes=40 * 2**20)
+    bench.store_point(store, bench.echo_params("aiohttp", args), "t0", bench.echo_summary(echo))
+    bench.store_point(store, bench.hold_params("aiohttp", args), "t0",
+                      bench.idle_summary(_idle(12.0)))  # fmt: skip
+    rows = load_run(store.root).points.set_index("scenario")
+    assert rows.loc["echo", "msgs_per_s"] == 123_456.0
+    assert rows.loc["echo", "server_cpu_pct_mean"] == 97.0
+    assert rows.loc["echo", "server_rss_bytes_max"] == 40 * 2**20
+    assert rows.loc["echo", "generator_cpu_pct"] == 61.0
+    assert rows.loc["hold", "server_rss_per_conn_bytes"] == pytest.approx(12.0 * 1024)
+
+
 def test_show_refuses_a_folder_that_is_not_a_bench_targets_run(tmp_path: Path, capsys) -> None:
     """--show on another kind of run, or on no run, is one line and exit status 2."""
     schema.write_meta(tmp_path, {"kind": "sweep", "plan": []})
