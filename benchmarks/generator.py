@@ -46,7 +46,8 @@ from typing import Any, TypeVar
 import psutil
 
 from benchmarks import closed_loop, locust_step, pinned
-from common.schema import utc_now
+from common import schema
+from common.schema import PointStatus, RunStatus, utc_now
 from harness import provenance
 from harness.store import RunStore, new_run_id
 
@@ -647,6 +648,7 @@ def held_rss_bytes(bench: Bench, sink: pinned.Server, users: int) -> tuple[int, 
         "-t", "60s", "--csv", str(prefix), "--only-summary", "--loglevel", "WARNING",
         "--ws-source-ips", source_ips(bench.steps + 200, 2),
     ]  # fmt: skip
+    started = utc_now()
     proc = pinned.spawn(cmd, GENERATOR_CPU, prefix.with_name("locust.log"), cwd=prefix.parent)
     try:
         process = psutil.Process(proc.pid)
@@ -662,9 +664,19 @@ def held_rss_bytes(bench: Bench, sink: pinned.Server, users: int) -> tuple[int, 
         for _ in range(3):
             samples.append(process.memory_info().rss)
             time.sleep(0.5)
-        return int(statistics.median(samples)), held
+        rss = int(statistics.median(samples))
     finally:
         pinned.stop(proc)
+    short = f"only {held:,} of {users:,} connections opened" if held < users else ""
+    schema.write_point(prefix.parent, {
+        "point": {"point_id": prefix.parent.name, "target": sink.name, "scenario": "hold",
+                  "users": users, "duration_s": 1.5, "options": cmd[cmd.index("--ws-source-ips"):]},
+        "status": PointStatus.OK, "reason": "", "warnings": [short] if short else [],
+        "summary": {"measured_s": 1.5, "connections_opened": held,
+                    "client": {"rss_bytes_max": rss}},
+        "started": started, "ended": utc_now(),
+    })  # fmt: skip
+    return rss, held
 
 
 def section_memory(bench: Bench) -> None:
@@ -787,12 +799,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     store.write_meta({
         "kind": "bench-generator", "run_id": store.root.name, "label": label,
         "command": [Path(sys.argv[0]).name, *sys.argv[1:]], "sections": sections,
-        "quick": args.quick, "started": utc_now(), "ended": None, "status": "running",
+        "quick": args.quick, "started": utc_now(), "ended": None, "status": RunStatus.RUNNING,
         "load_start": os.getloadavg(), **provenance.collect(),
     })  # fmt: skip
     print(f"generator benchmark: {label}; sections {', '.join(sections)}"
           f"{' (quick)' if args.quick else ''}; run -> {store.root}", flush=True)
-    status = "interrupted"
+    status = RunStatus.INTERRUPTED
     try:
         for section in sections:
             try:
@@ -802,7 +814,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                           f"{str(exc).splitlines()[0] if str(exc) else ''}")
                 bench.details.setdefault("errors", {})[section] = repr(exc)[-2000:]
             bench.save()
-        status = "failed" if bench.details.get("errors") else "done"
+        status = RunStatus.FAILED if bench.details.get("errors") else RunStatus.COMPLETE
     finally:
         bench.save()
         lines = print_tables(bench, label)

@@ -27,6 +27,8 @@ from typing import Any
 from hdrh.histogram import HdrHistogram
 
 from benchmarks import pinned
+from common import schema
+from common.schema import PointParams, PointStatus, Summary, utc_now
 from scenarios.selfcheck import BOUND_FRACTION, NOISE_FLOOR_US
 
 SATURATED_PCT = 90.0  # scenarios/cpu.py's flag, restated: the old engine's only self-check
@@ -130,6 +132,7 @@ def run(
     ]  # fmt: skip
     log = prefix.with_name(prefix.name + "_locust.log")
     server_cpu = pinned.CpuMeter(server.process) if server else None
+    started_at = utc_now()
     proc = pinned.spawn(cmd, cpu, log, cwd=prefix.parent)
     ramp_s = 0.0
     try:
@@ -154,7 +157,34 @@ def run(
     step.extra["ramp_s"] = round(ramp_s, 1)
     if server_cpu is not None:
         step.server_cpu_pct = server_cpu.pct()  # after the ramp, to the stop
+    params: PointParams = {
+        "point_id": prefix.parent.name, "target": server.name if server else url,
+        "scenario": locustfile.stem, "users": users, "spawn_rate": float(spawn_rate or users),
+        "duration_s": measure_s, "options": list(options),
+    }  # fmt: skip
+    store_point(prefix.parent, params, step, started_at)
     return step
+
+
+def store_point(point_dir: Path, params: PointParams, step: Step, started: str) -> None:
+    """The step's point.json: its steady-state figures as a summary (so `wsbench report` and
+    `compare` read a generator benchmark's steps), failed when it measured no steady state."""
+    main = step.latency.get(step.main_name, {})
+    summary: Summary = {
+        "requests": main.get("count", 0), "requests_per_s": step.count_per_s(step.main_name),
+        "measured_s": step.steady_s, "generator_bound": step.bound,
+        "generator_verdict": step.verdict, "failures": step.failures,
+        "latency_us": {name: dict(row) for name, row in step.latency.items()},
+        "target": {"cpu_pct_mean": step.server_cpu_pct},
+        "client": {"cpu_pct_mean": step.steady_cpu_pct},
+    }  # fmt: skip
+    failed = not step.steady_s
+    warnings = [f"{step.failures} failures: {step.failure_text}"] if step.failures else []
+    schema.write_point(point_dir, {
+        "point": params, "status": PointStatus.FAILED if failed else PointStatus.OK,
+        "reason": (step.failure_text or "no steady state") if failed else "",
+        "summary": summary, "warnings": warnings, "started": started, "ended": utc_now(),
+    })  # fmt: skip
 
 
 def upgrades_done(prefix: Path) -> int:
@@ -208,6 +238,8 @@ def read(prefix: Path, users: int, exit_code: int | None = None,
 
 
 def summary(histogram: HdrHistogram) -> dict[str, int]:
+    """count, p50_us, p90_us, p99_us, p999_us, max_us of a histogram (zeros when empty); the
+    reference client's figures (benchmarks/reference.py) are read with it too."""
     count = histogram.get_total_count()
     row = {"count": count}
     for column, pct in (("p50_us", 50), ("p90_us", 90), ("p99_us", 99), ("p999_us", 99.9)):

@@ -144,6 +144,7 @@ class Summary(TypedDict, total=False):
     generator_verdict: str | None
     target: dict[str, Any]  # resource figures; rss_bytes_idle before any load
     locust: dict[str, Any]
+    client: dict[str, Any]  # the load generator process's figures, where a benchmark took them
     target_exit_status: int | None
     kernel: dict[str, Any]  # profile, counters (per side deltas), explain (lines)
 
