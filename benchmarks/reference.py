@@ -37,6 +37,7 @@ import uvloop
 from hdrh.histogram import HdrHistogram
 from picows import WSFrame, WSListener, WSMsgType, WSTransport, ws_connect
 
+from benchmarks.locust_step import summary
 from common.units import ns_to_us
 from targets.protocol import BROADCAST_HEADER, decode_broadcast, encode_broadcast
 
@@ -97,16 +98,6 @@ class Recording:
         for value_us, count in self.counts.get(name, Counter()).items():
             histogram.record_value(min(max(value_us, LOWEST_US), HIGHEST_US), count)
         return histogram
-
-
-def summary(histogram: HdrHistogram) -> dict[str, int]:
-    """count, p50_us, p90_us, p99_us, p999_us, max_us of a histogram (zeros when empty)."""
-    count = histogram.get_total_count()
-    row = {"count": count}
-    for column, pct in (("p50_us", 50), ("p90_us", 90), ("p99_us", 99), ("p999_us", 99.9)):
-        row[column] = histogram.get_value_at_percentile(pct) if count else 0
-    row["max_us"] = histogram.get_max_value() if count else 0
-    return row
 
 
 class _Connection(WSListener):
