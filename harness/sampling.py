@@ -18,6 +18,7 @@ from pathlib import Path
 
 import psutil
 
+from common import schema
 from kernel.counters import CounterError, parse_sockstat
 
 INTERVAL_S = 1.0
@@ -187,7 +188,7 @@ class Sampler:
             writer.writeheader()
             if net_dirs:
                 socks_file = more.enter_context(
-                    self.csv_path.with_name("sockstat.csv").open("w", newline="")
+                    self.csv_path.with_name(schema.SOCKSTAT_CSV).open("w", newline="")
                 )
                 socks = csv.DictWriter(socks_file, SOCKSTAT_FIELDS)
                 socks.writeheader()

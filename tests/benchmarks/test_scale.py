@@ -80,15 +80,3 @@ def test_a_point_json_of_another_schema_version_is_exit_2(tmp_path: Path, capsys
     assert main([str(tmp_path)]) == 2
     assert "result schema version 99" in capsys.readouterr().err
 
-
-def test_a_process_gone_before_it_is_watched_leaves_no_empty_role(tmp_path: Path) -> None:
-    import subprocess
-
-    from harness.sampling import Sampler
-
-    done = subprocess.Popen(["true"])
-    done.wait()
-    sampler = Sampler(tmp_path / "resources.csv")
-    sampler.watch("target", done.pid)
-    assert "target" not in sampler.trees
-    assert sampler.rss_bytes("target") is None

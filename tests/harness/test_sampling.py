@@ -1,0 +1,45 @@
+"""harness.sampling: the 1 Hz samples of a point's processes and namespaces."""
+
+from __future__ import annotations
+
+import csv
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from common import schema
+from harness.sampling import Sampler
+
+
+def test_a_process_gone_before_it_is_watched_leaves_no_empty_role(tmp_path: Path) -> None:
+    done = subprocess.Popen(["true"])
+    done.wait()
+    sampler = Sampler(tmp_path / schema.RESOURCES_CSV)
+    sampler.watch("target", done.pid)
+    assert "target" not in sampler.trees
+    assert sampler.rss_bytes("target") is None
+
+
+def test_a_watched_tree_and_a_namespace_are_sampled_to_their_csv_files(tmp_path: Path) -> None:
+    """A live child's samples reach resources.csv under its role; the namespace's TCP counts
+    (this process's own, here) reach sockstat.csv beside it."""
+    child = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"])
+    try:
+        sampler = Sampler(tmp_path / schema.RESOURCES_CSV, interval_s=0.2)
+        sampler.watch("target", child.pid)
+        sampler.watch_sockstat("server", Path(f"/proc/{os.getpid()}/net"))
+        sampler.start()
+        time.sleep(0.7)
+        samples = sampler.stop()
+    finally:
+        child.kill()
+        child.wait()
+    assert samples and {s.role for s in samples} == {"target"}
+    with (tmp_path / schema.RESOURCES_CSV).open(newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert rows and all(r["role"] == "target" and int(r["rss_bytes"]) > 1_000_000 for r in rows)
+    with (tmp_path / schema.SOCKSTAT_CSV).open(newline="") as f:
+        socks = list(csv.DictReader(f))
+    assert socks and socks[0]["side"] == "server" and int(socks[0]["TCP_inuse"]) >= 0
