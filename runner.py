@@ -31,10 +31,8 @@ from common.schema import RunStatus, runner_fields, utc_now
 from harness import plan, procs, provenance
 from harness.execute import (
     Outcome,
-    describe,
     error_rate,
     main_latency,
-    run_point,
     run_sweep,
 )
 from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
@@ -276,21 +274,23 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
                         "choose another --out")  # fmt: skip
     store = RunStore.create(args.out, "run")
     _start_meta(store, "run", points)
-    outcomes = []
-    with _run_status(store):
-        for point in points:
-            say(f"wsbench run: {point.point_id} -> {store.root}")
-            outcome = run_point(point, store, say)
-            outcomes.append(outcome)
-            say(describe(outcome))
-            for warning in outcome.warnings:
-                say(f"warning: {warning}")
-    print_table(outcomes)
+    say(f"wsbench run: {', '.join(p.point_id for p in points)} -> {store.root}")
+    # A sweep of this point (one per kernel profile), with no SLO stop.
+    outcomes = _measure(store, Sweep((args.target,), (args.scenario,), (args.users,)), points)
     say(f"results: {store.root}")
     failed = [o for o in outcomes if o.status != "ok"]
     for outcome in failed:
         print(f"wsbench: point failed: {outcome.reason}", file=sys.stderr)
     return 1 if failed else 0
+
+
+def _measure(store: RunStore, sweep: Sweep, points: list[Point]) -> list[Outcome]:
+    """What `run` and `sweep` both do once the run folder has its meta.json: the points in
+    order (the sweep's SLO stop per series), meta.json's end status, the table."""
+    with _run_status(store):
+        outcomes = run_sweep(sweep, store, say, points)
+    print_table(outcomes)
+    return outcomes
 
 
 def _max_error_rate(args: argparse.Namespace) -> float:
@@ -334,9 +334,7 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     else:
         _start_meta(store, "sweep", points, slo=slo)
     say(f"wsbench sweep: {len(points)} points -> {store.root}")
-    with _run_status(store):
-        outcomes = run_sweep(sweep, store, say, points)
-    print_table(outcomes)
+    outcomes = _measure(store, sweep, points)
     failed = [o for o in outcomes if o.status == "failed"]
     say(f"results: {store.root} ({len(outcomes)} points run, {len(failed)} failed)")
     page = write_report(store.root)

@@ -354,6 +354,8 @@ def run_sweep(
         outcome = run_point(point, store, say)
         outcomes.append(outcome)
         say(f"  -> {describe(outcome)}")
+        for warning in outcome.warnings:
+            say(f"  warning: {warning}")
         if sweep.slo:
             _note_breach(sweep.slo, outcome, stopped, key)
     return outcomes
