@@ -9,6 +9,11 @@ Sources (all text files under /proc):
                             "TCP_orphan", "TCP_tw", "TCP_alloc", "TCP_mem" (pages), "sockets_used";
                             inuse, tw and sockets_used are the namespace's, orphan, alloc and mem
                             the whole machine's
+    NET/stat/nf_conntrack   conntrack statistics, a header line and one row of hex numbers per
+                            CPU; summed over CPUs as "Conntrack" + the column in CamelCase, e.g.
+                            "ConntrackDrop", "ConntrackInsertFailed" (the "entries" column is the
+                            gauge "conntrack_entries"); per namespace, and absent (nothing read,
+                            nothing said) when the nf_conntrack module is not loaded
     /proc/sys/fs/file-nr    file handles allocated, unused, max; global, not per namespace
 
 NET is /proc/self/net for this process's namespace; /proc/PID/net reads the namespace of
@@ -29,16 +34,29 @@ from typing import Any
 
 NET_DIR = Path("/proc/self/net")
 FILE_NR = Path("/proc/sys/fs/file-nr")
+CONNTRACK_STAT = Path("stat") / "nf_conntrack"  # under NET
 
-# (nstat section, name) of every counter a report shows; the plain names are unique.
+# (nstat section, name) of every counter a report shows; the plain names are unique. A
+# counter this kernel lacks (PAWSPassive went in 4.x; conntrack without its module) is omitted.
 _KEYS = (
     ("TcpExt", "ListenOverflows"),
     ("TcpExt", "ListenDrops"),
     ("TcpExt", "TCPReqQFullDrop"),
     ("TcpExt", "TCPReqQFullDoCookies"),
     ("TcpExt", "SyncookiesSent"),
+    ("TcpExt", "SyncookiesRecv"),
     ("TcpExt", "SyncookiesFailed"),
     ("TcpExt", "TCPTimeWaitOverflow"),
+    ("TcpExt", "TCPSynRetrans"),
+    ("TcpExt", "PAWSActive"),
+    ("TcpExt", "PAWSPassive"),
+    ("TcpExt", "PAWSEstab"),
+    ("TcpExt", "TCPChallengeACK"),
+    ("TcpExt", "TCPSYNChallenge"),
+    ("TcpExt", "TWRecycled"),
+    ("TcpExt", "TWKilled"),
+    ("TcpExt", "TCPACKSkippedSynRecv"),
+    ("TcpExt", "TCPACKSkippedPAWS"),
     ("TcpExt", "TCPAbortOnMemory"),
     ("TcpExt", "TCPAbortOnData"),
     ("TcpExt", "TCPAbortOnClose"),
@@ -55,6 +73,9 @@ _KEYS = (
     ("Tcp", "RetransSegs"),
     ("Tcp", "InErrs"),
     ("Tcp", "OutRsts"),
+    ("", "ConntrackDrop"),
+    ("", "ConntrackEarlyDrop"),
+    ("", "ConntrackInsertFailed"),
 )
 KEY_COUNTERS = tuple(name for _, name in _KEYS)
 _NSTAT_NAME = {name: section + name for section, name in _KEYS}
@@ -63,7 +84,8 @@ KEY_GAUGES = ("sockets_used", "TCP_inuse", "TCP_orphan", "TCP_tw", "TCP_alloc", 
 SNAPSHOTS = "snapshots"
 FILE_NR_KEY = "file_nr"
 
-# What a grown counter means; only counters whose growth says the kernel refused or dropped.
+# What a grown counter means; only counters whose growth says the kernel refused, dropped or
+# had to retransmit (a handshake got no answer).
 MEANING = {
     "ListenOverflows": "the accept queue (listen backlog, capped by net.core.somaxconn) was "
     "full; SYNs or handshake ACKs were dropped and clients retransmitted (first SYN retry "
@@ -74,6 +96,28 @@ MEANING = {
     "SyncookiesFailed": "handshake ACKs carried invalid or expired syncookies and were rejected",
     "TCPTimeWaitOverflow": "net.ipv4.tcp_max_tw_buckets was reached; closed connections "
     "skipped TIME-WAIT",
+    "TCPSynRetrans": "SYNs (or, on the listening side, SYN-ACKs) were retransmitted: a "
+    "handshake got no answer in time, and each retry waits 1 s, then 2 s, 4 s, ... more",
+    "PAWSActive": "SYN-ACKs echoed a timestamp this side never sent (an answer meant for an "
+    "earlier connection on the same port pair) and were rejected; the connect was reset",
+    "PAWSPassive": "SYNs carried a timestamp older than the last one seen from that peer "
+    "(PAWS) and were dropped",
+    "PAWSEstab": "segments carried a timestamp older than the connection's last (PAWS) and "
+    "were dropped, e.g. on a port pair reused while the peer still held the old connection",
+    "TCPChallengeACK": "challenge ACKs (RFC 5961) answered unexpected SYNs or RSTs; a SYN "
+    "for a port pair the peer still holds gets one instead of a SYN-ACK and is retried later",
+    "TCPSYNChallenge": "SYNs arrived for connections this side still held open (a reused "
+    "port pair); they were answered with a challenge ACK, not a SYN-ACK",
+    "TCPACKSkippedSynRecv": "answers to out-of-window segments on half-open connections were "
+    "not sent (net.ipv4.tcp_invalid_ratelimit)",
+    "TCPACKSkippedPAWS": "answers to segments rejected by PAWS were not sent "
+    "(net.ipv4.tcp_invalid_ratelimit)",
+    "ConntrackDrop": "packets were dropped by conntrack: its table was full "
+    "(net.netfilter.nf_conntrack_max) and no entry could be evicted",
+    "ConntrackEarlyDrop": "conntrack evicted entries to make room: its table was full "
+    "(net.netfilter.nf_conntrack_max)",
+    "ConntrackInsertFailed": "new connections could not be entered in the conntrack table "
+    "(a clash on the same addresses and ports); their first packet was dropped",
     "TCPAbortOnMemory": "connections were reset because orphaned sockets "
     "(net.ipv4.tcp_max_orphans) or TCP memory (net.ipv4.tcp_mem) ran out",
     "TCPBacklogDrop": "packets were dropped because a socket's backlog was full while the "
@@ -128,6 +172,11 @@ def read_snapshot(net_dir: Path = NET_DIR, file_nr: Path = FILE_NR) -> Snapshot:
         **parse_counters(_read(net_dir / "snmp")),
     }
     gauges = parse_sockstat(_read(net_dir / "sockstat"))
+    conntrack = _conntrack(net_dir / CONNTRACK_STAT)
+    if conntrack is not None:
+        entries, totals = conntrack
+        counters.update(totals)
+        gauges["conntrack_entries"] = entries
     try:
         handles = parse_file_nr(file_nr.read_text())
     except (OSError, CounterError):
@@ -155,6 +204,44 @@ def parse_counters(text: str) -> dict[str, int]:
         for name, value in zip(header[1:], values[1:], strict=True):
             out[section + name] = _int(value, section + name)
     return out
+
+
+def _conntrack(path: Path) -> tuple[int, dict[str, int]] | None:
+    # Optional: without the nf_conntrack module the file is absent, and an odd one must not
+    # cost the point its TCP counters.
+    try:
+        return parse_conntrack(path.read_text())
+    except (OSError, UnicodeDecodeError, CounterError):
+        return None
+
+
+def parse_conntrack(text: str) -> tuple[int, dict[str, int]]:
+    """stat/nf_conntrack text -> (entries, {"ConntrackDrop": n, ...}) summed over the CPU rows.
+
+    Every column is hex; "entries" is the namespace's table size, repeated on every row.
+    """
+    lines = [line.split() for line in text.splitlines() if line.strip()]
+    if len(lines) < 2 or lines[0][0] != "entries":
+        raise CounterError("nf_conntrack statistics do not start with an 'entries' header")
+    header = lines[0]
+    sums = [0] * len(header)
+    for row in lines[1:]:
+        if len(row) != len(header):
+            raise CounterError("nf_conntrack: header and values do not match")
+        for k, word in enumerate(row):
+            try:
+                sums[k] += int(word, 16)
+            except ValueError:
+                raise CounterError(f"nf_conntrack {header[k]}: {word!r} is not hex") from None
+    entries = int(lines[1][0], 16)
+    totals = {"Conntrack" + _camel(name): total
+              for name, total in zip(header[1:], sums[1:], strict=True)}  # fmt: skip
+    return entries, totals
+
+
+def _camel(name: str) -> str:
+    """insert_failed -> InsertFailed."""
+    return "".join(word.capitalize() for word in name.split("_"))
 
 
 def parse_sockstat(text: str) -> dict[str, int]:
