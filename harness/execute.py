@@ -32,7 +32,7 @@ from common.schema import (
 from harness import measured, procs, sampling, topology
 from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, sized
 from harness.store import RunStore
-from kernel import counters, netns
+from kernel import counters, netns, stalls
 
 POLL_S = 0.2
 # Locust gets this long beyond its run time (spawning, stopping users, writing CSVs).
@@ -236,10 +236,13 @@ def _conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> Non
     }
     outcome.summary["locust"] = sampling.summarise(run.samples, "locust")
     outcome.summary["target_exit_status"] = run.target_status
+    totals = measured.histograms_document(run.pdir).get("totals") or {}
+    found = stalls.stalls(totals, record)  # every connect over 1 s, explained or said not to be
     outcome.summary["kernel"] = {
         "profile": point.topology.kernel_profile,
         "counters": counters.side_deltas(record) if record else None,
-        "explain": counters.explain(record) if record else [],
+        "explain": (counters.explain(record) if record else []) + [s.sentence() for s in found],
+        "stalls": [s.as_json() for s in found],
     }
     outcome.notes = notes
     outcome.warnings += run.warnings + _warnings(outcome) + _missing_workers(run.pdir)
