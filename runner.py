@@ -276,7 +276,8 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     _start_meta(store, "run", points)
     say(f"wsbench run: {', '.join(p.point_id for p in points)} -> {store.root}")
     # A sweep of this point (one per kernel profile), with no SLO stop.
-    outcomes = _measure(store, Sweep((args.target,), (args.scenario,), (args.users,)), points)
+    one = Sweep((args.target,), (args.scenario,), (args.users,))
+    outcomes = _measure(store, [(one, point) for point in points])
     say(f"results: {store.root}")
     failed = [o for o in outcomes if o.status != "ok"]
     for outcome in failed:
@@ -284,11 +285,11 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
     return 1 if failed else 0
 
 
-def _measure(store: RunStore, sweep: Sweep, points: list[Point]) -> list[Outcome]:
+def _measure(store: RunStore, planned: list[tuple[Sweep, Point]]) -> list[Outcome]:
     """What `run` and `sweep` both do once the run folder has its meta.json: the points in
-    order (the sweep's SLO stop per series), meta.json's end status, the table."""
+    order (the SLO stop per series of each sweep), meta.json's end status, the table."""
     with _run_status(store):
-        outcomes = run_sweep(sweep, store, say, points)
+        outcomes = run_sweep(planned, store, say)
     print_table(outcomes)
     return outcomes
 
@@ -298,8 +299,9 @@ def _max_error_rate(args: argparse.Namespace) -> float:
     return plan.DEFAULT_MAX_ERROR_RATE if value is None else value
 
 
-def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
-    """The sweep file's settings with the command line's laid over them."""
+def sweeps_from(args: argparse.Namespace, extras: list[str]) -> list[Sweep]:
+    """The sweep file's sweeps (one, or one per part) with the command line's values laid over
+    each."""
     settings: dict[str, Any] = plan.load_sweep_file(args.config) if args.config else {}
     cli = {
         "targets": args.targets, "scenarios": args.scenarios, "users": args.users,
@@ -309,21 +311,36 @@ def sweep_from(args: argparse.Namespace, extras: list[str]) -> Sweep:
         "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
         "slo_error_rate": args.slo_error_rate, "max_error_rate": args.max_error_rate,
     }  # fmt: skip
-    settings.update({k: v for k, v in cli.items() if v is not None})
-    sweep = plan.sweep_from_settings(settings, extras)
-    _check_targets(sweep.targets, args.allow_remote)
-    _check_kernel(sweep.points())
-    plan.check_options(sweep.points())
-    return sweep
+    overrides = {k: v for k, v in cli.items() if v is not None}
+    sweeps = plan.sweeps_from_settings(settings, overrides, extras)
+    points = [point for sweep in sweeps for point in sweep.points()]
+    _check_targets([t for sweep in sweeps for t in sweep.targets], args.allow_remote)
+    _check_kernel(points)
+    plan.check_options(points)
+    return sweeps
+
+
+def _slo_meta(matrix: list[tuple[Sweep, Point]]) -> Any:
+    """meta.json's "slo": the sweep's, or with parts one per part (its name, its SLO and the
+    points it runs: the report judges a point by its part's SLO)."""
+    sweeps = list({id(sweep): sweep for sweep, _ in matrix}.values())
+    if len(sweeps) == 1:
+        return dataclasses.asdict(sweeps[0].slo)
+    return [
+        {"part": s.name, **dataclasses.asdict(s.slo),
+         "points": [p.point_id for owner, p in matrix if owner is s]}
+        for s in sweeps
+    ]  # fmt: skip
 
 
 def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
-    sweep = sweep_from(args, extras)
-    points = sweep.points()
+    sweeps = sweeps_from(args, extras)
+    matrix = plan.matrix_points(sweeps)
+    points = [point for _, point in matrix]
     store = RunStore.create(args.out, "sweep")
     previous = store.claim()
     planned = [p.as_dict() for p in points]
-    slo = dataclasses.asdict(sweep.slo)
+    slo = _slo_meta(matrix)
     if previous is not None:
         if _planned_before(previous.get("plan")) != planned or previous.get("slo") != slo:
             raise PlanError(f"{store.root} holds a different sweep; choose another --out")
@@ -334,7 +351,7 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     else:
         _start_meta(store, "sweep", points, slo=slo)
     say(f"wsbench sweep: {len(points)} points -> {store.root}")
-    outcomes = _measure(store, sweep, points)
+    outcomes = _measure(store, matrix)
     failed = [o for o in outcomes if o.status == "failed"]
     say(f"results: {store.root} ({len(outcomes)} points run, {len(failed)} failed)")
     page = write_report(store.root)

@@ -11,7 +11,7 @@ import contextlib
 import csv
 import shutil
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -325,19 +325,17 @@ def _warnings(outcome: Outcome) -> list[str]:
     return found
 
 
-def run_sweep(
-    sweep: Sweep, store: RunStore, say: Say, points: list[Point] | None = None
-) -> list[Outcome]:
-    """Every point of the sweep not already final in the store, with the SLO stop per series.
+def run_sweep(planned: Sequence[tuple[Sweep, Point]], store: RunStore, say: Say) -> list[Outcome]:
+    """Every point not already final in the store, in order, with the SLO stop per series of
+    the sweep (the matrix part) each point belongs to.
 
     Points finished by an earlier invocation count for the SLO stop as if run now.
     """
     outcomes: list[Outcome] = []
-    stopped: dict[tuple[str, str, str], str] = {}
-    todo = points if points is not None else sweep.points()
-    for n, point in enumerate(todo, 1):
-        key = sweep.series_key(point)
-        tag = f"[{n}/{len(todo)}] {point.point_id}"
+    stopped: dict[tuple[str, ...], str] = {}
+    for n, (sweep, point) in enumerate(planned, 1):
+        key = (sweep.name, *sweep.series_key(point))
+        tag = f"[{n}/{len(planned)}] {point.point_id}"
         previous = store.point_result(point.point_id)
         if store.is_final(point.point_id) and previous is not None:
             say(f"{tag}: already {previous['status']}, skipped")
@@ -353,7 +351,9 @@ def run_sweep(
             say(f"{tag}: skipped ({stopped[key]})")
             outcomes.append(outcome)
             continue
-        say(f"{tag}: {point.workload.users} users for {point.workload.duration_s:g} s")
+        rate = point.workload.rate
+        offered = f", {rate:,g}/s offered" if rate is not None else ""
+        say(f"{tag}: {point.workload.users} users for {point.workload.duration_s:g} s{offered}")
         outcome = run_point(point, store, say)
         outcomes.append(outcome)
         say(f"  -> {describe(outcome)}")
@@ -365,11 +365,13 @@ def run_sweep(
 
 
 def _note_breach(
-    slo: SLO, outcome: Outcome, stopped: dict[tuple[str, str, str], str], key: tuple[str, str, str]
+    slo: SLO, outcome: Outcome, stopped: dict[tuple[str, ...], str], key: tuple[str, ...]
 ) -> None:
     breach = slo_breach(slo, outcome)
     if breach and key not in stopped:
-        stopped[key] = f"SLO stop: {breach} at {outcome.point.workload.users} users"
+        workload = outcome.point.workload
+        at = f"{workload.rate:,g}/s" if workload.rate is not None else f"{workload.users} users"
+        stopped[key] = f"SLO stop: {breach} at {at}"
 
 
 def describe(outcome: Outcome) -> str:

@@ -1,9 +1,11 @@
 """Points and sweeps: what to run, validated before anything starts.
 
-A point is one target x one scenario x one load (users, spawn rate, duration) x one kernel
-profile. A sweep is the cross product of lists of those, read from the command line or a TOML
-file, ordered so that connection counts grow within each (target, scenario, profile) series, which
-is what the SLO stop needs.
+A point is one target x one scenario x one load (users, spawn rate, duration, and for the
+open-model scenarios an offered rate) x one kernel profile. A sweep is the cross product of lists
+of those, read from the command line or a TOML file, ordered so that connection counts grow
+within each (target, scenario, profile) series, or, with rates, so that the offered rate grows at
+each connection count: what the SLO stop needs. A matrix file may hold several sweeps (`[[part]]`
+tables over shared top-level keys): the default benchmark asks several questions in one run.
 """
 
 from __future__ import annotations
@@ -60,6 +62,9 @@ PORT_RANGE_USE = 0.5
 SOURCE_IPS_OPTION = "--ws-source-ips"
 # A point is failed when more than this share of its main measurement's requests failed.
 DEFAULT_MAX_ERROR_RATE = 0.01
+# The scenario option an offered total rate becomes, divided over the connections: the open-model
+# scenarios' per-connection rate (msgs/s for echo_rate, connects/s for connect).
+RATE_OPTIONS = {"echo_rate": "--rate", "connect": "--arrival-rate"}
 
 
 class PlanError(BadInput, ValueError):
@@ -88,6 +93,9 @@ class Workload:
     options: tuple[str, ...] = ()  # scenario options, passed to Locust as they are
     # failures / requests of the main measurement above which the point is failed, 0..1
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    # The offered total rate of an open-model scenario (its RATE_OPTIONS option per connection is
+    # among `options`); None: the scenario's options say what the load is.
+    rate: float | None = None
 
 
 @dataclass(frozen=True)
@@ -146,7 +154,8 @@ class Point:
         if self.topology.external:
             parts = urlsplit(target)
             target = _slug(f"{parts.scheme}_{parts.netloc}{parts.path}")
-        return (f"{target}-{self.workload.scenario}-u{self.workload.users}-"
+        rate = f"-r{self.workload.rate:g}" if self.workload.rate is not None else ""
+        return (f"{target}-{self.workload.scenario}-u{self.workload.users}{rate}-"
                 f"{_slug(self.topology.kernel_profile)}")  # fmt: skip
 
     def with_workload(self, **changes: Any) -> Point:
@@ -160,6 +169,8 @@ class Point:
         data: dict[str, object] = {**asdict(self.topology), **asdict(self.workload)}
         data["options"] = list(self.workload.options)
         data["point_id"] = self.point_id
+        if data["rate"] is None:
+            del data["rate"]  # as points were stored before rates: their sweeps still resume
         return data
 
 
@@ -471,18 +482,38 @@ def make_point(
         raise PlanError(f"users must be between 1 and {MAX_USERS}, got {users}")
     if not 0 < duration_s <= MAX_DURATION_S:
         raise PlanError(f"duration must be more than 0 s and at most 24 h, got {duration_s:g} s")
-    rate = float(spawn_rate) if spawn_rate is not None else float(min(users, 1000))
-    if rate <= 0:
-        raise PlanError(f"spawn rate must be positive, got {rate:g}")
+    spawn = float(spawn_rate) if spawn_rate is not None else float(min(users, 1000))
+    if spawn <= 0:
+        raise PlanError(f"spawn rate must be positive, got {spawn:g}")
     unknown = set(extra) - WORKLOAD_FIELDS - TOPOLOGY_FIELDS
     if unknown:
         raise TypeError(f"make_point() got unexpected keyword arguments {sorted(unknown)}")
-    workload = Workload(scenario, users, rate, duration_s, **_only(extra, WORKLOAD_FIELDS))
+    workload = _with_rate(
+        Workload(scenario, users, spawn, duration_s, **_only(extra, WORKLOAD_FIELDS))
+    )
     topology = Topology(target, **_only(extra, TOPOLOGY_FIELDS))
     if topology.processes < 1 or topology.target_processes < 1:
         raise PlanError("process counts must be at least 1")
     check_rate(workload.max_error_rate, "max error rate")
     return Point(workload, topology)
+
+
+def _with_rate(workload: Workload) -> Workload:
+    """The workload with its offered total rate as the scenario's per-connection option."""
+    if workload.rate is None:
+        return workload
+    flag = RATE_OPTIONS.get(workload.scenario)
+    if flag is None:
+        raise PlanError(f"a rate applies to the open-model scenarios {sorted(RATE_OPTIONS)}, "
+                        f"not {workload.scenario}")  # fmt: skip
+    if not 0 < workload.rate <= 10_000_000:
+        raise PlanError(f"rate must be more than 0 and at most 10,000,000 per s, got "
+                        f"{workload.rate:g}")  # fmt: skip
+    if any(o.split("=")[0] == flag for o in workload.options):
+        raise PlanError(f"{workload.scenario}: give the rate as the sweep's rates or as {flag}, "
+                        "not both")  # fmt: skip
+    per_connection = f"{workload.rate / workload.users:.6g}"
+    return replace(workload, options=(*workload.options, flag, per_connection))
 
 
 def _only(extra: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:
@@ -510,25 +541,32 @@ class Sweep:
     options: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per scenario
     slo: SLO = SLO()
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
+    rates: tuple[float, ...] = ()  # offered total rates (open-model scenarios); () for none
+    name: str = ""  # the part of a matrix file it is, if any
 
     def points(self) -> list[Point]:
-        """Every point, connection counts ascending within each series."""
+        """Every point, connection counts ascending within each series (rates ascending at
+        each connection count, when there are rates)."""
         return [
             make_point(
                 target, scenario, users, self.spawn_rate, self.duration_s,
                 processes=self.processes, target_processes=self.target_processes,
                 kernel_profile=profile, client_hosts=self.client_hosts,
                 host_sysctls=self.host_sysctls, options=self.options.get(scenario, ()),
-                max_error_rate=self.max_error_rate,
+                max_error_rate=self.max_error_rate, rate=rate,
             )  # fmt: skip
             for target, scenario, profile in itertools.product(
                 self.targets, self.scenarios, self.kernel_profiles
             )
             for users in sorted(set(self.users))
+            for rate in (sorted(set(self.rates)) or [None])
         ]
 
-    def series_key(self, point: Point) -> tuple[str, str, str]:
-        return (point.topology.target, point.workload.scenario, point.topology.kernel_profile)
+    def series_key(self, point: Point) -> tuple[str, ...]:
+        """The points one SLO breach stops: the rest of its connection counts, or with rates,
+        the higher rates at its connection count."""
+        key = (point.topology.target, point.workload.scenario, point.topology.kernel_profile)
+        return (*key, str(point.workload.users)) if self.rates else key
 
 
 def split_list(value: object, key: str = "list") -> list[str]:
@@ -610,6 +648,11 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
     host_sysctls = settings.get("host_sysctls", False)
     if not isinstance(host_sysctls, bool):
         raise PlanError(f"host_sysctls must be true or false, got {host_sysctls!r}")
+    rates = split_list(settings.get("rates"), "rates")
+    try:
+        offered = tuple(float(r) for r in rates)
+    except ValueError:
+        raise PlanError(f"rates must be numbers (per second), got {rates}") from None
     return Sweep(
         targets=tuple(check_target(t) for t in targets),
         scenarios=tuple(check_scenario(s) for s in scenarios),
@@ -624,7 +667,45 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         options=options,
         slo=slo,
         max_error_rate=DEFAULT_MAX_ERROR_RATE if max_error_rate is None else max_error_rate,
+        rates=offered,
+        name=str(settings.get("name") or ""),
     )
+
+
+def sweeps_from_settings(
+    settings: Mapping[str, object], overrides: Mapping[str, object] | None = None,
+    extra_options: Sequence[str] = (),
+) -> list[Sweep]:  # fmt: skip
+    """The sweeps of a matrix: one, or one per `part` (its keys over the top-level ones), with
+    `overrides` (the command line's values) over each. Points two parts share run once."""
+    top = {k: v for k, v in settings.items() if k != "part"}
+    parts = settings.get("part") or [{}]
+    if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
+        raise PlanError("part must be a list of tables ([[part]] in the sweep file)")
+    sweeps = []
+    for n, part in enumerate(parts, 1):
+        if "part" in part:
+            raise PlanError(f"part {n}: parts do not nest")
+        merged = {**top, **part, **(overrides or {})}
+        if len(parts) > 1:
+            merged.setdefault("name", f"part {n}")
+        sweeps.append(sweep_from_settings(merged, extra_options))
+    names = [s.name for s in sweeps]
+    if len(set(names)) != len(names):
+        raise PlanError(f"part names must differ, got {names}")
+    return sweeps
+
+
+def matrix_points(sweeps: Sequence[Sweep]) -> list[tuple[Sweep, Point]]:
+    """Every point of the matrix with the sweep it is part of, each point once (its first)."""
+    seen: set[str] = set()
+    found = []
+    for sweep in sweeps:
+        for point in sweep.points():
+            if point.point_id not in seen:
+                seen.add(point.point_id)
+                found.append((sweep, point))
+    return found
 
 
 def _count(settings: Mapping[str, object], key: str) -> int:
@@ -645,9 +726,14 @@ def load_sweep_file(path: Path) -> dict[str, object]:
     known = {
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
-        "client_hosts", "host_sysctls", "max_error_rate",
+        "client_hosts", "host_sysctls", "max_error_rate", "rates",
     }  # fmt: skip
-    unknown = sorted(set(data) - known)
+    unknown = sorted(set(data) - known - {"part"})
     if unknown:
         raise PlanError(f"sweep file {path}: unknown keys {unknown}; known: {sorted(known)}")
+    parts = data.get("part", [])
+    for n, part in enumerate(parts if isinstance(parts, list) else [], 1):
+        extra = sorted(set(part) - known - {"name"}) if isinstance(part, dict) else []
+        if extra:
+            raise PlanError(f"sweep file {path}: part {n}: unknown keys {extra}")
     return data

@@ -214,6 +214,70 @@ def test_sweep_points_grow_connections_within_each_series() -> None:
     assert {p.workload.duration_s for p in points} == {5.0}
 
 
+def test_rates_step_the_offered_load_at_each_connection_count() -> None:
+    """With rates, a series is one connection count with the rate ascending; each rate becomes
+    the open-model scenario's per-connection option and part of the point id."""
+    sweep = Sweep(("raw",), ("echo_rate",), (1000,), rates=(20_000.0, 5_000.0))
+    points = sweep.points()
+    assert [p.point_id for p in points] == ["raw-echo_rate-u1000-r5000-host",
+                                            "raw-echo_rate-u1000-r20000-host"]  # fmt: skip
+    assert [p.workload.options for p in points] == [("--rate", "5"), ("--rate", "20")]
+    assert [sweep.series_key(p) for p in points] == [("raw", "echo_rate", "host", "1000")] * 2
+    assert points[0].as_dict()["rate"] == 5_000.0
+    assert "rate" not in make_point("raw", "echo", 10).as_dict()  # stored as before rates
+    storm = make_point("raw", "connect", 100, rate=1000.0)
+    assert storm.workload.options == ("--arrival-rate", "10")
+
+
+@pytest.mark.parametrize("settings, message", [
+    ({"scenarios": ["echo"], "rates": [100]}, "a rate applies to the open-model scenarios"),
+    ({"rates": ["fast"]}, "rates must be numbers"),
+    ({"rates": [0]}, "rate must be more than 0"),
+    ({"rates": [100], "options": {"echo_rate": ["--rate", "3"]}}, "not both"),
+])  # fmt: skip
+def test_bad_rates_are_one_line_plan_errors(settings: dict, message: str) -> None:
+    base = {"targets": ["raw"], "scenarios": ["echo_rate"], "users": [10]}
+    with pytest.raises(PlanError, match=message):
+        [s.points() for s in plan.sweeps_from_settings({**base, **settings})]
+
+
+def test_matrix_parts_share_the_top_level_keys_and_run_a_shared_point_once() -> None:
+    """Each [[part]] is a sweep of its keys over the top-level ones and the overrides (the
+    command line's) over both; a point two parts plan runs once, in its first part."""
+    settings = {
+        "targets": ["raw", "aiohttp"], "duration": "3s", "users": [1000],
+        "part": [
+            {"name": "knee", "scenarios": ["echo_rate"], "rates": [5000, 10000],
+             "slo_p99_ms": 10},
+            {"name": "latency", "scenarios": ["echo_rate"], "users": [1000, 10000],
+             "rates": [5000]},
+            {"name": "memory", "scenarios": ["hold"], "users": [10000], "duration": "5s"},
+        ],
+    }  # fmt: skip
+    sweeps = plan.sweeps_from_settings(settings, {"targets": ["raw"]})
+    assert [(s.name, s.targets, s.slo.p99_ms) for s in sweeps] == [
+        ("knee", ("raw",), 10.0), ("latency", ("raw",), None), ("memory", ("raw",), None)]
+    matrix = plan.matrix_points(sweeps)
+    assert [(s.name, p.point_id) for s, p in matrix] == [
+        ("knee", "raw-echo_rate-u1000-r5000-host"),
+        ("knee", "raw-echo_rate-u1000-r10000-host"),
+        ("latency", "raw-echo_rate-u10000-r5000-host"),
+        ("memory", "raw-hold-u10000-host"),
+    ]
+    assert matrix[-1][1].workload.duration_s == 5.0 and matrix[0][1].workload.duration_s == 3.0
+    with pytest.raises(PlanError, match="part names must differ"):
+        plan.sweeps_from_settings({**settings, "scenarios": ["echo"],
+                                   "part": [{"name": "a"}, {"name": "a"}]})  # fmt: skip
+
+
+def test_a_sweep_file_with_parts_is_checked_key_by_key(tmp_path: Path) -> None:
+    config = tmp_path / "m.toml"
+    config.write_text('targets = ["raw"]\n[[part]]\nname = "x"\nscenarios = ["echo"]\n'
+                      'usres = [10]\n')  # fmt: skip
+    with pytest.raises(PlanError, match=r"part 1: unknown keys \['usres'\]"):
+        plan.load_sweep_file(config)
+
+
 def test_sweep_points_pass_each_scenario_its_own_options() -> None:
     """Scenario options in a sweep reach only that scenario's points."""
     sweep = Sweep(("raw",), ("echo", "hold"), (1,), options={"hold": ("--ping-interval-s", "1")})
@@ -266,7 +330,7 @@ def test_the_shipped_default_matrix_is_a_valid_sweep() -> None:
     args, extras = runner.build_parser().parse_known_args(
         ["sweep", "--config", str(runner.DEFAULT_SWEEP)]
     )
-    points = runner.sweep_from(args, extras).points()
+    points = [p for s in runner.sweeps_from(args, extras) for p in s.points()]
     assert len(points) == 27
     assert {p.topology.target for p in points} == {"aiohttp", "websockets", "raw"}
     assert {p.workload.scenario for p in points} == {"echo", "connect", "broadcast"}
