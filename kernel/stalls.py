@@ -213,4 +213,4 @@ def _list(moved: list[tuple[str, str, int]]) -> str:
 
 
 def _percent(share: float) -> str:
-    return f"{share:.1%}".replace("%", " %") if share >= 0.001 else f"{share * 100:.2g} %"
+    return f"{share * 100:.1f} %" if share >= 0.01 else f"{share * 100:.2g} %"

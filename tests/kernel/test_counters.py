@@ -14,10 +14,12 @@ import pytest
 from kernel.counters import (
     KEY_COUNTERS,
     KEY_GAUGES,
+    MEANING,
     CounterError,
     Snapshot,
     deltas,
     explain,
+    parse_conntrack,
     point_record,
     read_snapshot,
 )
@@ -195,3 +197,61 @@ def _connect(address: tuple[str, int]) -> socket.socket:
     code = client.connect_ex(address)
     assert code in (0, errno.EINPROGRESS, errno.EAGAIN), os.strerror(code)
     return client
+
+
+# /proc/net/stat/nf_conntrack of a 2-CPU machine (6.x kernel), hex per CPU.
+CONNTRACK = """\
+entries  clashres found new invalid ignore delete chainlength insert insert_failed drop early_drop icmp_error  expect_new expect_create expect_delete search_restart
+0000001c  00000000 00000000 00000000 0000000a 00000000 00000000 00000000 00000000 00000002 0000000f 00000001 00000000  00000000 00000000 00000000 00000003
+0000001c  00000001 00000000 00000000 00000000 00000000 00000000 00000000 00000000 00000001 00000010 00000000 00000000  00000000 00000000 00000000 00000000
+"""  # noqa: E501
+
+
+def test_conntrack_statistics_are_summed_over_cpus(tmp_path: Path) -> None:
+    """stat/nf_conntrack: hex columns summed per CPU, entries as a gauge; drops as key counters."""
+    net = _fake_net(tmp_path, "net")
+    (net / "stat").mkdir()
+    (net / "stat" / "nf_conntrack").write_text(CONNTRACK)
+    before = read_snapshot(net)
+    assert before.counter("ConntrackDrop") == 0x1F and before.counter("ConntrackEarlyDrop") == 1
+    assert before.counter("ConntrackInsertFailed") == 3
+    assert before.counters["ConntrackSearchRestart"] == 3
+    assert before.counters["ConntrackInvalid"] == 10 and before.gauges["conntrack_entries"] == 28
+    (net / "stat" / "nf_conntrack").write_text(CONNTRACK.replace("0000000f", "00000100"))
+    got = deltas(before, read_snapshot(net))
+    assert got["ConntrackDrop"] == 0x100 - 0x0F and got["ConntrackInsertFailed"] == 0
+    assert explain({"server": got}) == [f"server: 241 ConntrackDrop — {MEANING['ConntrackDrop']}"]
+
+
+def test_no_or_odd_conntrack_file_costs_nothing(tmp_path: Path) -> None:
+    """Without nf_conntrack (or with an odd file) the TCP counters stand and conntrack is absent."""
+    net = _fake_net(tmp_path, "net")
+    snap = read_snapshot(net)
+    assert snap.counter("ConntrackDrop") is None and "conntrack_entries" not in snap.gauges
+    assert "ConntrackDrop" not in deltas(snap, snap) and snap.counter("ListenOverflows") == 0
+    (net / "stat").mkdir()
+    (net / "stat" / "nf_conntrack").write_text("entries drop\n00000001 zz\n")
+    assert read_snapshot(net).counter("ConntrackDrop") is None
+    with pytest.raises(CounterError, match="not hex"):
+        parse_conntrack("entries drop\n00000001 zz\n")
+    with pytest.raises(CounterError, match="entries"):
+        parse_conntrack("")
+
+
+@linux_only
+def test_reads_the_stall_counters_this_kernel_has() -> None:
+    """This machine's kernel has the SYN-retransmit, PAWS, challenge-ACK and TIME-WAIT counters;
+    each key counter it has gives a delta, PAWSPassive (gone since 4.x) none when absent."""
+    snap = read_snapshot()
+    for name in ("TCPSynRetrans", "PAWSActive", "PAWSEstab", "TCPChallengeACK", "TCPSYNChallenge",
+                 "TWRecycled", "TWKilled", "TCPTimeWaitOverflow", "SyncookiesRecv",
+                 "TCPMemoryPressures", "TCPACKSkippedSynRecv", "TCPACKSkippedPAWS"):  # fmt: skip
+        assert isinstance(snap.counter(name), int), name
+    got = deltas(snap, read_snapshot())
+    assert {name for name in KEY_COUNTERS if snap.counter(name) is not None} == (
+        set(got) & set(KEY_COUNTERS))
+    assert ("PAWSPassive" in got) == (snap.counter("PAWSPassive") is not None)
+    if (PROC_NET / "stat" / "nf_conntrack").exists():  # the module is loaded here
+        assert isinstance(snap.counter("ConntrackDrop"), int)
+        assert parse_conntrack((PROC_NET / "stat" / "nf_conntrack").read_text())[1] == {
+            k: v for k, v in snap.counters.items() if k.startswith("Conntrack")}
