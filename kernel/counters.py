@@ -51,12 +51,14 @@ _KEYS = (
     ("TcpExt", "PAWSActive"),
     ("TcpExt", "PAWSPassive"),
     ("TcpExt", "PAWSEstab"),
+    ("TcpExt", "PAWSTimewait"),
     ("TcpExt", "TCPChallengeACK"),
     ("TcpExt", "TCPSYNChallenge"),
     ("TcpExt", "TWRecycled"),
     ("TcpExt", "TWKilled"),
     ("TcpExt", "TCPACKSkippedSynRecv"),
     ("TcpExt", "TCPACKSkippedPAWS"),
+    ("TcpExt", "TCPACKSkippedTimeWait"),
     ("TcpExt", "TCPAbortOnMemory"),
     ("TcpExt", "TCPAbortOnData"),
     ("TcpExt", "TCPAbortOnClose"),
@@ -104,6 +106,8 @@ MEANING = {
     "(PAWS) and were dropped",
     "PAWSEstab": "segments carried a timestamp older than the connection's last (PAWS) and "
     "were dropped, e.g. on a port pair reused while the peer still held the old connection",
+    "PAWSTimewait": "segments reaching TIME-WAIT sockets carried an older timestamp (PAWS) "
+    "and were dropped: a SYN reusing such a port pair is refused and retried after 1 s",
     "TCPChallengeACK": "challenge ACKs (RFC 5961) answered unexpected SYNs or RSTs; a SYN "
     "for a port pair the peer still holds gets one instead of a SYN-ACK and is retried later",
     "TCPSYNChallenge": "SYNs arrived for connections this side still held open (a reused "
@@ -111,6 +115,8 @@ MEANING = {
     "TCPACKSkippedSynRecv": "answers to out-of-window segments on half-open connections were "
     "not sent (net.ipv4.tcp_invalid_ratelimit)",
     "TCPACKSkippedPAWS": "answers to segments rejected by PAWS were not sent "
+    "(net.ipv4.tcp_invalid_ratelimit)",
+    "TCPACKSkippedTimeWait": "answers to segments reaching TIME-WAIT sockets were not sent "
     "(net.ipv4.tcp_invalid_ratelimit)",
     "ConntrackDrop": "packets were dropped by conntrack: its table was full "
     "(net.netfilter.nf_conntrack_max) and no entry could be evicted",

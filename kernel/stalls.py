@@ -47,18 +47,21 @@ CAUSES = {
     "PAWSActive": "SYN-ACKs answering an earlier connection on the same port pair were "
     "rejected (PAWS)",
     "PAWSPassive": "SYNs with an old timestamp were dropped (PAWS)",
+    "PAWSTimewait": "SYNs reusing a port pair still in TIME-WAIT were refused for an old "
+    "timestamp (PAWS)",
     "TCPSYNChallenge": "SYNs met a connection still held on the same port pair and got a "
     "challenge ACK, not a SYN-ACK",
     "TCPChallengeACK": "challenge ACKs were sent (RFC 5961) where a SYN-ACK was expected",
     "TCPACKSkippedSynRecv": "answers on half-open connections were rate-limited away",
     "TCPACKSkippedPAWS": "answers to PAWS-rejected segments were rate-limited away",
+    "TCPACKSkippedTimeWait": "answers from TIME-WAIT sockets were rate-limited away",
     "TCPMemoryPressures": "TCP was under memory pressure (net.ipv4.tcp_mem)",
     "TCPAbortOnMemory": "connections were reset for lack of TCP memory or orphan slots",
     "TCPBacklogDrop": "packets were dropped at a busy socket's backlog",
 }
 # Said next to a PAWS or challenge-ACK cause: how the port pair came to be reused.
 CONTEXT = {"TWRecycled": "connects reused port pairs still in TIME-WAIT"}
-REUSE_CAUSES = ("PAWSActive", "PAWSPassive", "TCPSYNChallenge", "TCPChallengeACK")
+REUSE_CAUSES = ("PAWSActive", "PAWSPassive", "PAWSTimewait", "TCPSYNChallenge", "TCPChallengeACK")
 EVIDENCE = "TCPSynRetrans"
 
 

@@ -243,7 +243,8 @@ def test_reads_the_stall_counters_this_kernel_has() -> None:
     """This machine's kernel has the SYN-retransmit, PAWS, challenge-ACK and TIME-WAIT counters;
     each key counter it has gives a delta, PAWSPassive (gone since 4.x) none when absent."""
     snap = read_snapshot()
-    for name in ("TCPSynRetrans", "PAWSActive", "PAWSEstab", "TCPChallengeACK", "TCPSYNChallenge",
+    for name in ("TCPSynRetrans", "PAWSActive", "PAWSEstab", "PAWSTimewait", "TCPChallengeACK",
+                 "TCPSYNChallenge", "TCPACKSkippedTimeWait",
                  "TWRecycled", "TWKilled", "TCPTimeWaitOverflow", "SyncookiesRecv",
                  "TCPMemoryPressures", "TCPACKSkippedSynRecv", "TCPACKSkippedPAWS"):  # fmt: skip
         assert isinstance(snap.counter(name), int), name

@@ -251,3 +251,29 @@ def test_syns_dropped_in_a_namespace_show_as_a_one_second_stall() -> None:
     while made & namespaces() and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not made & namespaces(), "the test's namespaces were left behind"
+
+
+def test_a_point_summary_stores_its_stalls_and_says_them(tmp_path: Path) -> None:
+    """The harness's summary.kernel: stalls as dicts, their sentences after the counters' lines
+    in explain, and so in the point's warnings; a point without the histograms has none."""
+    from common.schema import HISTOGRAMS_JSON, PointStatus
+    from harness import execute, plan, topology
+
+    point = plan.make_point("raw", "connect", 10, duration_s=1)
+    (tmp_path / HISTOGRAMS_JSON).write_text(json.dumps({"totals": {"tcp connect": MODES}}))
+    run = topology.PointRun(point, tmp_path, lambda _: None)
+    run.counter_record = STORM
+    outcome = execute.Outcome(point, PointStatus.OK)
+    execute._conclude(outcome, run, [])
+    kernel = json.loads(json.dumps(outcome.summary["kernel"]))  # as point.json keeps it
+    assert [s["at_s"] for s in kernel["stalls"]] == [1.0, 1.8, 3.0]
+    assert kernel["stalls"][0]["connects"] == 200 and kernel["stalls"][0]["share"] == 0.02
+    assert kernel["explain"][0].startswith("server: 298 ListenOverflows — ")
+    sentences = [Stall(**s).sentence() for s in kernel["stalls"]]
+    assert kernel["explain"][-3:] == sentences and sentences[0].startswith("200 TCP connects")
+    assert set(sentences) <= set(outcome.warnings)
+
+    (tmp_path / HISTOGRAMS_JSON).unlink()
+    outcome = execute.Outcome(point, PointStatus.OK)
+    execute._conclude(outcome, run, [])
+    assert outcome.summary["kernel"]["stalls"] == []
