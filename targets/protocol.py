@@ -46,6 +46,10 @@ PUSH_HEADER = struct.Struct("!QQ")
 # /broadcast message header, a client convention (the server never reads it): publisher id,
 # the publisher's sequence number and its send time, CLOCK_MONOTONIC ns.
 BROADCAST_HEADER = struct.Struct("!IQQ")
+# A send time of BROADCAST_END_NS (no real CLOCK_MONOTONIC send time is 0) marks the publisher's
+# end marker: its last message, header only, whose sequence number is one past its last data
+# message's (the number of messages it published), and after which it publishes nothing.
+BROADCAST_END_NS = 0
 
 
 class BadRequest(ValueError):
@@ -154,6 +158,11 @@ def encode_broadcast(
 def decode_broadcast(message: bytes) -> tuple[int, int, int]:
     """(publisher id, sequence number, send time in CLOCK_MONOTONIC ns) of a /broadcast message."""
     return BROADCAST_HEADER.unpack_from(message)
+
+
+def encode_broadcast_end(publisher_id: int, end_seq: int) -> bytes:
+    """A publisher's end marker: `end_seq` is the number of messages it published (seqs from 0)."""
+    return BROADCAST_HEADER.pack(publisher_id, end_seq, BROADCAST_END_NS)
 
 
 STATS_FIELDS = (
