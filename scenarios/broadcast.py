@@ -1,46 +1,88 @@
-"""broadcast: publishers and subscribers in /broadcast rooms; publish-to-receive latency and loss.
+"""broadcast: publishers and subscribers in /broadcast rooms; publish-to-receive latency, delivery.
 
     locust -f scenarios/broadcast.py --host ws://127.0.0.1:PORT --headless -u 20 -r 20 -t 30s \
-        [--rooms 1] [--publishers 1] [--publish-rate 10] [--payload-bytes 64]
+        [--rooms 1] [--publishers 1] [--publish-rate 10] [--payload-bytes 64] [--drain-s 1]
 
 `--publishers` users publish (Locust fixed_count); every other user subscribes. Each user joins
 a random room of `--rooms`. A publisher is also a member of its room and receives its own
 messages, as the protocol says. Every message carries publisher id, sequence number and
 its intended CLOCK_MONOTONIC send time (BROADCAST_HEADER): publishers send on the engine's
 timer, and a late send counts as latency (corrected, as echo_rate's), the lateness also as the
-generator's send lag. Every member records "broadcast" (publish to receive, µs) and counts
-"broadcast received", "broadcast lost" (sequence gaps) and "broadcast out of order";
-publishers count "broadcast published". A gap is also a Locust failure ("sequence gap"), so
-loss shows in the web UI, not only at the end. Publisher and
-subscriber share a clock, so this works with a remote server too. Target: the wsbench
-targets (the room relay is their protocol), with --processes 1 or one room per process.
---host with a path is the endpoint as given (the room query is then yours to put in it).
+generator's send lag. Every member records "broadcast" (publish to receive, µs); publishers
+count "broadcast published". Publisher and subscriber share a clock, so this works with a
+remote server too. Target: the wsbench targets (the room relay is their protocol), with
+--processes 1 or one room per process. --host with a path is the endpoint as given (the room
+query is then yours to put in it).
+
+Exact delivery. The protocol's server relays every frame unchanged, in order, over one TCP
+stream per member, and never reads the payload. So the first message a member gets from
+publisher P is the first P message the server relayed after the member joined: every earlier
+one was relayed before it joined (it would otherwise have come first), every later one was
+published while it was a member. That first sequence number is where the member's expectation
+of P begins, known to the member alone, without asking the server anything. Where it ends:
+publishers stop publishing `--drain-s` (default 1 s) before the run ends and send one end
+marker (BROADCAST_END_NS, carrying the number of messages they published); everything a member
+should get from P was relayed before P's marker. Each member connection then counts, per
+publisher (scenarios/delivery.py): expected, received (distinct), duplicated, out of order,
+lost (known at the marker, or when the connection was lost) and in flight (missing when the
+run stopped it before the marker came, not called lost), and streams "without end marker".
+A sequence gap is also a Locust failure ("sequence gap") as soon as it shows, so loss is seen
+in the web UI, not only at the end. Every count is made before the run's last latency window
+is shipped (at the marker, or when Locust stops the user, before its test_stop), so all are in
+the "counters" of PREFIX_latency_us_histograms.json.
+
+When the run ends: the run time (`-t`, or the web UI's run-time field), from the start of the
+test on the master (or the single process), which passes the moment publishing stops to its
+workers with the spawn message. Without a run time there is no drain: no end marker is sent,
+every stream ends "without end marker" and what it still missed counts as in flight.
 """
 
 from __future__ import annotations
 
+import logging
 import random
 import time
 
 from locust import events, task
+from locust.env import Environment
+from locust.runners import WorkerRunner
 
 from common.units import ns_to_us
 from scenarios.connection import endpoint_url
+from scenarios.delivery import Membership
 from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
 from scenarios.frames import FIN, OP_BINARY, client_frame
-from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
+from scenarios.options import (
+    add_once,
+    non_negative_float,
+    non_negative_int,
+    option,
+    positive_float,
+    positive_int,
+)
 from scenarios.schedule import FixedRate
 from scenarios.selfcheck import SEND_LAG
 from scenarios.user import WebSocketUser
-from targets.protocol import BROADCAST_HEADER, BROADCAST_PATH, decode_broadcast, encode_broadcast
+from targets.protocol import (
+    BROADCAST_END_NS,
+    BROADCAST_HEADER,
+    BROADCAST_PATH,
+    decode_broadcast,
+    encode_broadcast,
+    encode_broadcast_end,
+)
 
 BROADCAST = "broadcast"
 PUBLISH = "broadcast publish"
-RECEIVED = "broadcast received"
-LOST = "broadcast lost"
-OUT_OF_ORDER = "broadcast out of order"
 PUBLISHED = "broadcast published"
+DEFAULT_DRAIN_S = 1.0
+# Set on parsed_options at the test's start by the master (or single process): the unix time
+# publishing stops, None without a run time. Not a declared option, so Locust's spawn message
+# hands it to every worker as it does the scenario's own options.
+PUBLISH_UNTIL = "broadcast_publish_until_unix_s"
+
+logger = logging.getLogger(__name__)
 
 
 @events.init_command_line_parser.add_listener
@@ -53,6 +95,9 @@ def _arguments(parser, **_):
              help="Messages per second per publisher")
     add_once(parser, "--payload-bytes", type=positive_int, default=64,
              help=f"Bytes per message (at least the {BROADCAST_HEADER.size}-byte header)")
+    add_once(parser, "--drain-s", type=non_negative_float, default=DEFAULT_DRAIN_S,
+             help="Publishers stop this long before the run time ends and send their end "
+                  "marker, so delivery is counted exactly (no drain without a run time)")
 
 
 def _set_publishers(environment, **_) -> None:
@@ -60,8 +105,27 @@ def _set_publishers(environment, **_) -> None:
     Publisher.fixed_count = max(0, int(option(environment, "publishers", 1)))
 
 
+def _plan_drain(environment: Environment, **_: object) -> None:
+    """At the test's start on the master (or single process): when publishing stops."""
+    options = environment.parsed_options
+    if options is None or isinstance(environment.runner, WorkerRunner):
+        return  # a worker has the master's value, from the spawn message
+    run_time_s = getattr(options, "run_time", None)
+    drain_s = float(option(environment, "drain_s", DEFAULT_DRAIN_S))
+    if not run_time_s:
+        setattr(options, PUBLISH_UNTIL, None)
+        logger.warning("broadcast: no run time (-t), so no drain and no end markers: "
+                       "delivery is counted without end markers (missing = in flight)")
+        return
+    if drain_s >= run_time_s:
+        logger.warning("broadcast: --drain-s %g is not shorter than the run time (%g s): "
+                       "publishers send their end marker at once", drain_s, run_time_s)
+    setattr(options, PUBLISH_UNTIL, time.time() + run_time_s - drain_s)
+
+
 events.init.add_listener(_set_publishers)
 events.test_start.add_listener(_set_publishers)
+events.test_start.add_listener(_plan_drain)
 
 
 class _Member(WebSocketUser):
@@ -93,10 +157,10 @@ class _Member(WebSocketUser):
 
 
 class _Listening:
-    """A member's connection in the engine: every relayed message timed and its sequence checked.
+    """A member's connection in the engine: every relayed message timed and accounted for.
 
-    No deadline: a quiet room is not a failure. A new connection starts a new sequence record,
-    since what was sent while away is not loss.
+    No deadline: a quiet room is not a failure. A new connection is a new membership with its
+    own accounting, since what was sent while away was not sent to it.
     """
 
     def __init__(self, user: _Member) -> None:
@@ -104,25 +168,27 @@ class _Listening:
         self.channel: Channel | None = None
         recorder = user.measurement.recorder
         self._record, self._count = recorder.record, recorder.count
-        self.last_seq: dict[int, int] = {}
+        self.membership = Membership(recorder.count)
 
     def attached(self, channel: Channel) -> None:
         self.channel = channel
 
     def on_message(self, message: bytes, now_ns: int) -> None:
         publisher, seq, sent_ns = decode_broadcast(message)
-        self._record(BROADCAST, ns_to_us(now_ns - sent_ns), len(message))
-        self._count(RECEIVED)
-        previous = self.last_seq.get(publisher)
-        self.last_seq[publisher] = seq
-        if previous is not None and seq != previous + 1:
-            if seq > previous + 1:
-                self._count(LOST, seq - previous - 1)
-                self.user.report_failure(BROADCAST, 0, SequenceGap())
-            else:
-                self._count(OUT_OF_ORDER)
+        if sent_ns == BROADCAST_END_NS:
+            gap = self.membership.end_marker(publisher, seq)
+        else:
+            self._record(BROADCAST, ns_to_us(now_ns - sent_ns), len(message))
+            gap = self.membership.message(publisher, seq)
+        if gap:
+            self.user.report_failure(BROADCAST, 0, SequenceGap())
+
+    def on_stop(self) -> None:
+        """The run stops this user: what its connection still misses may be in flight."""
+        self.membership.close(run_stopped=True)
 
     def on_end(self, error: WsError | None) -> None:
+        self.membership.close(run_stopped=error is None)
         if error is not None:
             self.user.report_failure(BROADCAST, 0, error)
 
@@ -143,22 +209,53 @@ class Publisher(_Member):
         self.interval_ns = int(1e9 / float(option(env, "publish_rate", 10.0)))
         self.size = max(BROADCAST_HEADER.size, int(option(env, "payload_bytes", 64)))
         self.seq = 0
+        until_s = option(env, PUBLISH_UNTIL, None)
+        self.publish_until_s: float | None = None if until_s is None else float(until_s)
+        self.ended = False  # its end marker is sent: it publishes no more, on any connection
 
     def handler(self) -> _Listening:
         return _Publishing(self)
 
 
 class _Publishing(_Listening, FixedRate):
-    """A publisher's connection: its schedule of sends, and the messages it hears back."""
+    """A publisher's connection: its schedule of sends until the drain, its end marker, and the
+    messages it hears back."""
 
     def __init__(self, user: Publisher) -> None:
         _Listening.__init__(self, user)
         FixedRate.__init__(self, user, user.interval_ns, "broadcast")
         self.publisher = user
+        self.scheduled = False
+        self.end_entry: list | None = None
 
     def attached(self, channel: Channel) -> None:
         super().attached(channel)
-        self.start_schedule(time.monotonic_ns())
+        user = self.publisher
+        if user.ended:
+            return  # a reconnection after the marker: a member only
+        now_ns = time.monotonic_ns()
+        if user.publish_until_s is None:
+            end_ns = None
+        else:
+            end_ns = now_ns + int((user.publish_until_s - time.time()) * 1e9)
+            if end_ns <= now_ns:
+                self._send_end_marker()
+                return
+        self.scheduled = True
+        self.start_schedule(now_ns)
+        if end_ns is not None:
+            self.end_entry = self.timer.at(end_ns, self._end_due)
+
+    def _end_due(self, _intended_ns: int, _now_ns: int) -> None:
+        self.scheduled = False
+        self.end_schedule()  # sends due until now against those made: the self-check
+        self._send_end_marker()
+
+    def _send_end_marker(self) -> None:
+        user = self.publisher
+        marker = encode_broadcast_end(user.publisher_id, user.seq)
+        self.channel.send(client_frame(FIN | OP_BINARY, marker))
+        user.ended = True
 
     def _due(self, intended_ns: int, now_ns: int) -> None:
         self._lag(SEND_LAG, ns_to_us(now_ns - intended_ns))
@@ -171,6 +268,10 @@ class _Publishing(_Listening, FixedRate):
         self._sent(intended_ns)
 
     def on_end(self, error: WsError | None) -> None:
-        self.end_schedule()
+        self.timer.cancel(self.end_entry)
+        if self.scheduled:
+            self.scheduled = False
+            self.end_schedule()
+        self.membership.close(run_stopped=error is None)
         if error is not None:
             self.user.report_failure(PUBLISH, 0, error)
