@@ -56,18 +56,29 @@ def option_value(options: str, flag: str, default: float) -> float:
 
 
 def broadcast_delivery(points: pd.DataFrame) -> pd.DataFrame:
-    """Messages delivered out of those expected per broadcast point.
+    """Messages delivered out of those expected per broadcast point, as the members counted them.
 
-    Expected = published x members per room, with users spread evenly over --rooms rooms
-    (the scenario joins a random room, so with several rooms this is an estimate).
+    Each member connection counted, per publisher, what was published while it was a member
+    (from the first message it got to the publisher's end marker), and of that what it
+    received, lost, got twice, out of order, or still awaited when the run stopped (in flight:
+    the end marker had not come): scenarios/broadcast.py. delivered_pct = received / expected.
+    `without_end_marker`: streams whose end marker never came (no drain: no run time; or a
+    marker later than the drain; or a lost connection); what they were sent after their last
+    message is in no figure, so for such points expected is a lower bound.
+
+    Runs from before these counts (no "broadcast expected") get the old estimate: expected =
+    published x users per room, users spread evenly over --rooms (the scenario joins a random
+    room, and members join during the ramp, so it is only an estimate); their duplicated,
+    in_flight and without_end_marker are NaN (not counted), out_of_order as counted then.
     """
     subset = points[(points["scenario"] == "broadcast") & (points["status"] == OK)]
     subset = subset.assign(series=series_names(points).loc[subset.index])
     subset = subset.sort_values(["series", "users"], kind="stable")
-    members = subset["users"] / [option_value(o, "--rooms", 1.0) for o in subset["options"]]
     published = _column(subset, "broadcast_published")
     received = _column(subset, "broadcast_received")
-    expected = published * members
+    counted = _counted(subset, "broadcast_expected")
+    members = subset["users"] / [option_value(o, "--rooms", 1.0) for o in subset["options"]]
+    expected = _column(subset, "broadcast_expected").where(counted, published * members)
     return pd.DataFrame(
         {
             "series": subset["series"].to_numpy(),
@@ -77,9 +88,23 @@ def broadcast_delivery(points: pd.DataFrame) -> pd.DataFrame:
             "lost": _column(subset, "broadcast_lost").to_numpy(),
             "expected": expected.to_numpy(),
             "delivered_pct": (100.0 * received / expected.where(expected > 0)).to_numpy(),
+            "duplicated": _column(subset, "broadcast_duplicated").where(counted).to_numpy(),
+            "out_of_order": _column(subset, "broadcast_out_of_order").to_numpy(),
+            "in_flight": _column(subset, "broadcast_in_flight").where(counted).to_numpy(),
+            "without_end_marker": _column(subset, "broadcast_without_end_marker")
+            .where(counted)
+            .to_numpy(),
+            "expected_counted": counted.to_numpy(),
             "generator_saturated": subset["generator_saturated"].to_numpy(),
         }
     )
+
+
+def _counted(frame: pd.DataFrame, name: str) -> pd.Series:
+    """Rows where counter `name` was recorded (a run from before it has no value there)."""
+    if name in frame:
+        return pd.to_numeric(frame[name], errors="coerce").notna()
+    return pd.Series(False, index=frame.index)
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
