@@ -357,6 +357,7 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
     page = write_report(store.root)
     if page is not None:
         say(f"report: {page}")
+    say_findings(store.root)  # last: the console ends with the answers
     if failed:
         print(f"wsbench: {len(failed)} point(s) failed; their point.json says why "
               "(re-running the same sweep retries them)", file=sys.stderr)  # fmt: skip
@@ -460,6 +461,19 @@ def write_report(run_dir: Path) -> Path | None:
     except BadInput as exc:  # a report's bad input (ReportError, a stored file not readable)
         print(f"wsbench: no report: {exc}", file=sys.stderr)
         return None
+
+
+def say_findings(run_dir: Path) -> None:
+    """The run's findings table and sentences (reports/findings.py), as the report opens with."""
+    from reports import findings
+    from reports.load import load_run
+
+    try:
+        found = findings.build(load_run(run_dir))
+    except BadInput as exc:
+        print(f"wsbench: no findings: {exc}", file=sys.stderr)
+        return
+    print("\n".join(findings.as_text(found)), flush=True)
 
 
 def cmd_report(args: argparse.Namespace, extras: list[str]) -> int:

@@ -184,7 +184,8 @@ def slug(name: str) -> str:
 
 
 TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "status", "reason",
-                "warnings", "main_name", "generator_verdict")  # fmt: skip
+                "warnings", "main_name", "generator_verdict", "kernel_explain",
+                "kernel_stalls")  # fmt: skip
 LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
 FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
 WINDOW_COLUMNS = ("point_id", "t_s", "window_s", "name", "count", "msgs_per_s", "p50_us",
@@ -245,6 +246,9 @@ def _load_point(
     row.update(_server(resources, row["users"], idle))
     row.update(_generator(document, schema.read_csv(pdir / LATENCY_CSV)))
     _fill_from_summary(row, result.get("summary") or {})
+    kernel_summary = (result.get("summary") or {}).get("kernel") or {}
+    row["kernel_explain"] = list(kernel_summary.get("explain") or [])
+    row["kernel_stalls"] = list(kernel_summary.get("stalls") or [])
     row.update({slug(c): v for c, v in zip(counters["counter"], counters["value"], strict=True)})
     for side, name, delta in zip(kernel["side"], kernel["counter"], kernel["delta"], strict=True):
         row[f"kernel_{side}_{name}"] = delta
@@ -278,6 +282,7 @@ def _params_row(point_id: str, params: dict[str, Any], status: str, reason: str)
         "scenario": params.get("scenario"),
         "kernel_profile": params.get("kernel_profile") or HOST_PROFILE,
         "users": params.get("users"),
+        "rate": params.get("rate"),  # offered total rate of an open-model point, else None
         "options": " ".join(params.get("options") or []),
         "duration_s": params.get("duration_s"),
         "processes": params.get("processes"),
@@ -605,8 +610,9 @@ def _generator(document: dict[str, Any], csv_rows: list[dict[str, str]]) -> dict
 def _point_columns(rows: list[dict[str, Any]], percentiles: tuple[float, ...]) -> list[str]:
     """The fixed columns first (so an empty run still has them), then counters and kernel."""
     fixed = [
-        "point_id", "target", "scenario", "kernel_profile", "users", "options", "duration_s",
-        "processes", "target_processes", "status", "reason", "warnings", "main_name",
+        "point_id", "target", "scenario", "kernel_profile", "users", "rate", "options",
+        "duration_s", "processes", "target_processes", "status", "reason", "warnings",
+        "kernel_explain", "kernel_stalls", "main_name",
         "requests", "failures", "failure_rate", "main_error_rate", "msgs_per_s", "bytes_per_s",
         "count",
         *(histograms.column_name(p) for p in percentiles),

@@ -1,0 +1,349 @@
+"""The answers a run gives, per target: one row each, every cell linked to its evidence.
+
+The questions (README, "What make bench answers"): how fast can this server go before latency
+passes the SLO (the knee of a rate-stepped echo series), what latency do messages see at 1,000
+and 10,000 connections, how many connects per second does it sustain under each kernel profile
+and what broke first, how much memory does an idle connection cost, how quickly does a
+broadcast reach 1,000 subscribers. Each answer is read from the stored points; a point whose
+load generator was the limit (its self-check) answers nothing about the server and says so.
+Sentences are built from the same figures, never written by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import pandas as pd
+
+from reports.load import Run
+from reports.tables import option_value
+
+OK = "ok"
+DEFAULT_SLO_P99_MS = 10.0
+KIB = 1024
+# A rate step that kept fewer of its scheduled sends than this did not carry its offered load.
+SENDS_KEPT_MIN = 0.95
+CONNECT_LATENCY = "connect corrected"  # an open-model connect's latency from its intended start
+
+
+@dataclass(frozen=True)
+class Cell:
+    text: str  # what the cell shows
+    href: str | None = None  # evidence: "#point-<point_id>", "#chart-<slug>" or a CSV beside it
+    title: str = ""  # tooltip
+
+
+EMPTY = Cell("–", None, "not measured in this run")
+
+
+@dataclass(frozen=True)
+class Findings:
+    columns: list[str]
+    rows: list[list[Cell]]  # one per target
+    sentences: list[str]  # one generated sentence per finding
+
+
+def build(run: Run) -> Findings:
+    """The findings table of a run: the columns its points can answer, one row per target."""
+    points = run.points
+    targets = list(dict.fromkeys(points["target"].dropna()))
+    columns: list[tuple[str, Callable[[str], tuple[Cell, str | None]]]] = []
+    knees = _knee_series(run)
+    if knees:
+        columns.append(("knee (msgs/s within SLO)", lambda t: _knee(run, knees, t)))
+    for users in _latency_plan(run)[1]:
+        columns.append((f"echo p50 / p99 at {users:,} conns",
+                        lambda t, u=users: _latency(run, t, u)))  # fmt: skip
+    for profile in _connect_profiles(points):
+        columns.append((f"connects/s · {profile}", lambda t, p=profile: _connect(run, t, p)))
+    if _has(points, "hold"):
+        columns.append(("memory per idle conn", lambda t: _memory(points, t)))
+    if _has(points, "broadcast"):
+        columns.append(("broadcast p99 · delivered", lambda t: _broadcast(points, t)))
+    rows, sentences = [], []
+    for target in targets:
+        row = [Cell(str(target))]
+        for _, answer in columns:
+            cell, sentence = answer(target)
+            row.append(cell)
+            if sentence:
+                sentences.append(sentence)
+        rows.append(row)
+    return Findings(["target", *(name for name, _ in columns)], rows if columns else [], sentences)
+
+
+def as_text(findings: Findings) -> list[str]:
+    """The table and its sentences as console lines."""
+    if not findings.rows:
+        return ["findings: no point of this run answers the questions (see README)"]
+    table = [findings.columns, *([c.text for c in row] for row in findings.rows)]
+    widths = [max(len(r[i]) for r in table) for i in range(len(findings.columns))]
+    lines = ["findings:"]
+    for n, cells in enumerate(table):
+        lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    lines += [f"- {s}" for s in findings.sentences]
+    return lines
+
+
+# -- helpers ---------------------------------------------------------------------------------
+
+
+def _link(point_id: str) -> str:
+    return f"#point-{point_id}"
+
+
+def _has(points: pd.DataFrame, scenario: str) -> bool:
+    return bool((points["scenario"] == scenario).any())
+
+
+def _num(value: Any) -> float | None:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return None
+    try:
+        return float(value)
+    except (TypeError, ValueError):
+        return None
+
+
+def _ms(us: float | None) -> str:
+    if us is None:
+        return "–"
+    return f"{us / 1000:.1f} ms" if us >= 1000 else f"{us:.0f} µs"
+
+
+def _count(value: float | None) -> str:
+    return "–" if value is None else f"{value:,.0f}"
+
+
+def _bound(point: pd.Series) -> bool:
+    return bool(point.get("generator_saturated"))
+
+
+def _not_ok(point: pd.Series) -> str:
+    """Why a point answers nothing, or '' when it does."""
+    if point["status"] != OK:
+        return f"{point['status']}: {point.get('reason') or 'no reason stored'}"
+    if _bound(point):
+        return "the load generator was the limit (its self-check)"
+    return ""
+
+
+def _slo_p99_us(run: Run, point_id: str) -> float:
+    """The SLO the point was run under (its matrix part's, else the run's), else 10 ms."""
+    slo = run.meta.get("slo")
+    parts = slo if isinstance(slo, list) else [slo] if isinstance(slo, dict) else []
+    for part in parts:
+        if "points" in part and point_id not in part["points"]:
+            continue
+        if _num(part.get("p99_ms")) is not None:
+            return float(part["p99_ms"]) * 1000
+    return DEFAULT_SLO_P99_MS * 1000
+
+
+def _sends_kept(run: Run, point: pd.Series) -> float | None:
+    """Scheduled sends made / due of an open-model point, from its counters."""
+    mine = run.counters[run.counters["point_id"] == point["point_id"]]
+    due = mine[mine["counter"].str.endswith("sends due")]["value"].sum()
+    made = mine[mine["counter"].str.endswith("sends made")]["value"].sum()
+    return made / due if due else None
+
+
+# -- the knee --------------------------------------------------------------------------------
+
+
+def _knee_series(run: Run) -> dict[str, pd.DataFrame]:
+    """Per target, its rate-stepped echo_rate points at the most-stepped connection count."""
+    p = run.points
+    stepped = p[(p["scenario"] == "echo_rate") & p["rate"].notna()]
+    found = {}
+    for target, mine in stepped.groupby("target", sort=False):
+        users = mine.groupby("users")["rate"].nunique().idxmax()
+        series = mine[mine["users"] == users].sort_values("rate")
+        if len(series) >= 2:
+            found[str(target)] = series
+    return found
+
+
+def _knee(run: Run, knees: dict[str, pd.DataFrame], target: str) -> tuple[Cell, str | None]:
+    """The highest offered rate whose point kept its sends within the SLO, without failures,
+    with the generator clean; and what the next step showed."""
+    series = knees.get(target)
+    if series is None:
+        return EMPTY, None
+    users = int(series["users"].iloc[0])
+    best, breach = None, None
+    for _, point in series.iterrows():
+        why = _step_fails(run, point)
+        if why:
+            breach = (point, why)
+            break
+        best = point
+    slo_ms = _slo_p99_us(run, str(series["point_id"].iloc[0])) / 1000
+    if best is None:
+        point, why = breach
+        text = f"< {point['rate']:,.0f}"
+        sentence = (f"{target} did not hold even {point['rate']:,.0f} msgs/s at {users:,} "
+                    f"connections: {why}.")  # fmt: skip
+        return Cell(text, _link(point["point_id"]), why), sentence
+    rate, p99 = best["rate"], _num(best["p99_us"])
+    if breach is None:
+        text = f"≥ {rate:,.0f}"
+        sentence = (f"{target} held every step up to {rate:,.0f} msgs/s at {users:,} connections "
+                    f"(p99 {_ms(p99)}, SLO {slo_ms:g} ms): its knee is above what this run "
+                    "offered.")  # fmt: skip
+        return Cell(text, _link(best["point_id"]), f"p99 {_ms(p99)}"), sentence
+    point, why = breach
+    generator = "generator" in why
+    text = f"≥ {rate:,.0f}" if generator else f"{rate:,.0f}"
+    if generator:
+        sentence = (f"{target} held {rate:,.0f} msgs/s at {users:,} connections (p99 {_ms(p99)}); "
+                    f"at {point['rate']:,.0f} {why}, so its knee is not found on this machine.")
+    else:
+        sentence = (f"{target}'s knee at {users:,} connections is {rate:,.0f} msgs/s (p99 "
+                    f"{_ms(p99)}); at {point['rate']:,.0f} msgs/s {why}.")  # fmt: skip
+    return Cell(text, _link(best["point_id"]), f"next step: {why}"), sentence
+
+
+def _step_fails(run: Run, point: pd.Series) -> str:
+    """Why a rate step is past the knee (or unusable), or '' when it is within it."""
+    if point["status"] != OK:
+        return f"the point {point['status']} ({point.get('reason') or '?'})"
+    if _bound(point):
+        return "the load generator was the limit (its self-check)"
+    slo_us = _slo_p99_us(run, str(point["point_id"]))
+    p99 = _num(point["p99_us"])
+    if p99 is not None and p99 > slo_us:
+        return f"p99 was {_ms(p99)}, over the {slo_us / 1000:g} ms SLO"
+    failed = _num(point.get("main_error_rate")) or 0.0
+    if failed > 0:
+        return f"{failed:.1%} of the echoes failed"
+    kept = _sends_kept(run, point)
+    if kept is not None and kept < SENDS_KEPT_MIN:
+        return f"only {kept:.0%} of the scheduled sends were made (the server held them back)"
+    return ""
+
+
+# -- latency at fixed connection counts ------------------------------------------------------
+
+
+def _latency_plan(run: Run) -> tuple[float | None, list[int]]:
+    """The offered rate measured at several connection counts (in the default matrix 1,000 and
+    10,000), and those counts: the same load, more connections."""
+    p = run.points
+    mine = p[(p["scenario"] == "echo_rate") & p["rate"].notna()]
+    counts = mine.groupby("rate")["users"].nunique()
+    common = counts[counts >= 2]
+    if common.empty:
+        return None, []
+    rate = float(common.index.max())
+    return rate, sorted(int(u) for u in mine[mine["rate"] == rate]["users"].unique())
+
+
+def _latency(run: Run, target: str, users: int) -> tuple[Cell, str | None]:
+    p = run.points
+    rate, _ = _latency_plan(run)
+    mine = p[(p["target"] == target) & (p["scenario"] == "echo_rate") & (p["users"] == users)
+             & (p["rate"] == rate)]  # fmt: skip
+    if mine.empty:
+        return EMPTY, None
+    point = mine.iloc[0]
+    why = _not_ok(point)
+    if why:
+        return Cell("no answer", _link(point["point_id"]), why), None
+    p50, p99 = _num(point["p50_us"]), _num(point["p99_us"])
+    sentence = (f"{target} at {users:,} connections and {rate:,.0f} msgs/s: p50 {_ms(p50)}, "
+                f"p99 {_ms(p99)}.")  # fmt: skip
+    return Cell(f"{_ms(p50)} / {_ms(p99)}", _link(point["point_id"])), sentence
+
+
+# -- connect storms per kernel profile -------------------------------------------------------
+
+
+def _connect_profiles(points: pd.DataFrame) -> list[str]:
+    mine = points[points["scenario"] == "connect"]
+    return list(dict.fromkeys(mine["kernel_profile"].dropna()))
+
+
+def _connect(run: Run, target: str, profile: str) -> tuple[Cell, str | None]:
+    p = run.points
+    mine = p[(p["target"] == target) & (p["scenario"] == "connect")
+             & (p["kernel_profile"] == profile)].sort_values("users")  # fmt: skip
+    if mine.empty:
+        return EMPTY, None
+    point = mine.iloc[-1]
+    if point["status"] not in (OK, "failed") or (point["status"] != OK and not point["requests"]):
+        return Cell("no answer", _link(point["point_id"]), _not_ok(point)), None
+    rate, offered = _num(point["msgs_per_s"]), _num(point.get("rate"))
+    failed = _num(point.get("main_error_rate")) or 0.0
+    broke = first_broken(run, point)
+    text = _count(rate) + (f" of {offered:,.0f}" if offered else "")
+    if failed:
+        text += f" · {failed:.0%} failed"
+    if _bound(point):
+        text += " (generator-bound)"
+    offered_text = f" of {offered:,.0f} offered" if offered else ""
+    sentence = (f"{target} under the {profile} profile sustained {_count(rate)} connects/s"
+                f"{offered_text}, {failed:.1%} failed; "
+                f"{broke or 'nothing broke (no drop counter moved, no connect tail over 1 s)'}.")
+    return Cell(text, _link(point["point_id"]), broke or "nothing broke"), sentence
+
+
+def first_broken(run: Run, point: pd.Series) -> str:
+    """The first thing that broke at a point, in words: a stall's cause, a kernel counter that
+    moved, or the commonest error; '' if nothing did."""
+    stalls = point.get("kernel_stalls")
+    if isinstance(stalls, list) and stalls:
+        return str(stalls[0].get("cause") or "")
+    explain = point.get("kernel_explain")
+    if isinstance(explain, list) and explain:
+        return str(explain[0])
+    errors = run.failures[run.failures["point_id"] == point["point_id"]]
+    if not errors.empty:
+        top = errors.sort_values("occurrences", ascending=False).iloc[0]
+        return f"{int(top['occurrences']):,} × {top['error']} ({top['name']})"
+    return ""
+
+
+# -- memory and broadcast --------------------------------------------------------------------
+
+
+def _memory(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
+    mine = points[(points["target"] == target) & (points["scenario"] == "hold")]
+    mine = mine.sort_values("users")
+    if mine.empty:
+        return EMPTY, None
+    point = mine.iloc[-1]
+    per_conn = _num(point["server_rss_per_conn_bytes"])
+    why = _not_ok(point) if point["status"] != OK else ""
+    if why or per_conn is None:
+        return Cell("no answer", _link(point["point_id"]), why or "no memory figure"), None
+    users = int(point["users"])
+    kib = per_conn / KIB
+    sentence = (f"{target} holds an idle connection in {kib:.1f} KiB of server memory "
+                f"(measured at {users:,} connections).")  # fmt: skip
+    return Cell(f"{kib:.1f} KiB", _link(point["point_id"]), f"at {users:,} connections"), sentence
+
+
+def _broadcast(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
+    mine = points[(points["target"] == target) & (points["scenario"] == "broadcast")]
+    mine = mine.sort_values("users")
+    if mine.empty:
+        return EMPTY, None
+    point = mine.iloc[-1]
+    why = _not_ok(point)
+    if why:
+        return Cell("no answer", _link(point["point_id"]), why), None
+    p99 = _num(point["p99_us"])
+    expected = _num(point.get("broadcast_expected"))
+    received = _num(point.get("broadcast_received"))
+    delivered = (f"{received / expected:.2%}" if expected and received is not None
+                 else "delivery not counted")  # fmt: skip
+    subscribers = int(point["users"]) - int(option_value(point["options"], "--publishers", 1.0))
+    sentence = (f"{target} fans a message out to {subscribers:,} subscribers with p99 "
+                f"{_ms(p99)}; {delivered} of the expected deliveries arrived.")  # fmt: skip
+    return Cell(f"{_ms(p99)} · {delivered}", _link(point["point_id"])), sentence
