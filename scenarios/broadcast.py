@@ -15,11 +15,14 @@ remote server too. Target: the wsbench targets (the room relay is their protocol
 query is then yours to put in it).
 
 Exact delivery. The protocol's server relays every frame unchanged, in order, over one TCP
-stream per member, and never reads the payload. So the first message a member gets from
-publisher P is the first P message the server relayed after the member joined: every earlier
-one was relayed before it joined (it would otherwise have come first), every later one was
-published while it was a member. That first sequence number is where the member's expectation
-of P begins, known to the member alone, without asking the server anything. Where it ends:
+stream per member, and never reads the payload; P's frames reach it in P's order, over P's one
+stream. So the first message a member gets from publisher P is the first P message the server
+relayed after the member joined: every earlier P message was relayed before that one, so
+before the member joined (had it been relayed after, it would have come first), and every later
+one was relayed while it was a member. That first sequence number is where the member's
+expectation of P begins, known to the member alone, without asking the server anything. (A
+message a publisher sent into a connection that then died was published but never relayed:
+its members count it lost, as they should.) Where it ends:
 publishers stop publishing `--drain-s` (default 1 s) before the run ends and send one end
 marker (BROADCAST_END_NS, carrying the number of messages they published); everything a member
 should get from P was relayed before P's marker. Each member connection then counts, per
@@ -34,7 +37,9 @@ the "counters" of PREFIX_latency_us_histograms.json.
 When the run ends: the run time (`-t`, or the web UI's run-time field), from the start of the
 test on the master (or the single process), which passes the moment publishing stops to its
 workers with the spawn message. Without a run time there is no drain: no end marker is sent,
-every stream ends "without end marker" and what it still missed counts as in flight.
+every stream ends "without end marker" and what it still missed counts as in flight. (Locust's
+web UI keeps the last run time it was given: a later run started with the field empty still
+drains at that time after its start.)
 """
 
 from __future__ import annotations
