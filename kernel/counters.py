@@ -99,7 +99,8 @@ MEANING = {
     "TCPTimeWaitOverflow": "net.ipv4.tcp_max_tw_buckets was reached; closed connections "
     "skipped TIME-WAIT",
     "TCPSynRetrans": "SYNs (or, on the listening side, SYN-ACKs) were retransmitted: a "
-    "handshake got no answer in time, and each retry waits 1 s, then 2 s, 4 s, ... more",
+    "handshake got no answer in time; the first retry waits 1 s, later ones 1 s more "
+    "(SYNs on Linux 6.5+, net.ipv4.tcp_syn_linear_timeouts) or twice as long each time",
     "PAWSActive": "SYN-ACKs echoed a timestamp this side never sent (an answer meant for an "
     "earlier connection on the same port pair) and were rejected; the connect was reset",
     "PAWSPassive": "SYNs carried a timestamp older than the last one seen from that peer "

@@ -1,8 +1,10 @@
 """Connect tails at retransmit timeouts, and the kernel counters that moved with them.
 
-A SYN that gets no answer is sent again 1 s after the first, then 3, 7, 15 and 31 s after it
-(the timeout starts at 1 s and doubles); a listener that gets no ACK for its SYN-ACK resends
-it on the same clock. So a connect latency mode that starts at one of those times is a lost
+A SYN that gets no answer is sent again after a timeout that starts at 1 s and doubles: 1, 3,
+7, 15, 31 s after the first. Since Linux 6.5 the first net.ipv4.tcp_syn_linear_timeouts
+(default 4) retries do not double, so the SYN goes out again 1, 2, 3, 4, 5, then 7, 11, 19 s
+after the first; a listener that gets no ACK for its SYN-ACK resends it at 1, 3, 7, 15 s
+whatever the kernel. So a connect latency mode that starts at one of those times is a lost
 handshake packet, and the point's counters (counters.point_record) say who dropped it: the
 server's accept or SYN queue, conntrack, PAWS, a challenge ACK for a port pair the peer still
 held, memory. `stalls` turns the "tcp connect" and "ws upgrade" histograms (µs, encoded
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from hdrh.histogram import HdrHistogram
@@ -24,14 +27,15 @@ from hdrh.histogram import HdrHistogram
 from kernel import counters
 
 US_PER_S = 1_000_000
-# Seconds after the first SYN at which its 1st, 2nd, ... retransmit goes out.
-RETRANSMIT_S = (1.0, 3.0, 7.0, 15.0, 31.0)
+INITIAL_RTO_S = 1.0  # TCP_TIMEOUT_INIT, for SYNs and SYN-ACKs alike
+HISTOGRAM_MAX_S = 60.0  # the scenarios' histograms clamp there
+LINEAR_TIMEOUTS = Path("/proc/sys/net/ipv4/tcp_syn_linear_timeouts")  # absent before 6.5
 # A mode "sits at" a timeout T when it lies in [T, T + TOLERANCE_S): the round trip and a
 # busy generator's wake-up lag come on top of the kernel's timer.
 TOLERANCE_S = 0.3
 # Every connect slower than this gets a stall: explained, or said to be unexplained.
 TAIL_S = 1.0
-# The request names looked at, and what one sample of each is called in a sentence.
+# The request names looked at, what one sample of each is called and the packet it waits for.
 PHASES = {"tcp connect": ("TCP connects", "SYN"), "ws upgrade": ("WebSocket upgrades", "SYN-ACK")}
 
 # Counters whose growth names who dropped a handshake packet, in the order they are said.
@@ -93,8 +97,48 @@ class Stall:
         return asdict(self)
 
 
-def stalls(encoded_histograms: Mapping[str, str], record: Mapping[str, Any] | None) -> list[Stall]:
-    """Every tail over TAIL_S of the connect histograms, split at the retransmit timeouts."""
+def syn_schedule(linear_timeouts: int = 0) -> tuple[float, ...]:
+    """Seconds after the first SYN at which its 1st, 2nd, ... retransmit goes out (within
+    the histograms' 60 s): one initial timeout apart linear_timeouts + 1 times, then doubling.
+
+    0 gives the classic 1, 3, 7, 15, 31 s (and every kernel's SYN-ACK schedule); 4, Linux
+    6.5's default, gives 1, 2, 3, 4, 5, 7, 11, 19, 35 s.
+    """
+    times, at_s, rto_s = [], 0.0, INITIAL_RTO_S
+    for k in range(64):
+        at_s += rto_s
+        if at_s > HISTOGRAM_MAX_S:
+            break
+        times.append(at_s)
+        if k >= linear_timeouts:
+            rto_s *= 2
+    return tuple(times)
+
+
+def syn_linear_timeouts(path: Path = LINEAR_TIMEOUTS) -> int:
+    """net.ipv4.tcp_syn_linear_timeouts of this process's namespace; 0 where the kernel lacks it.
+
+    Every new namespace starts at the kernel's default (4), as the host does unless changed.
+    """
+    try:
+        return int(path.read_text())
+    except (OSError, ValueError):
+        return 0
+
+
+def stalls(
+    encoded_histograms: Mapping[str, str],
+    record: Mapping[str, Any] | None,
+    linear_timeouts: int | None = None,
+) -> list[Stall]:
+    """Every tail over TAIL_S of the connect histograms, split at the retransmit times.
+
+    linear_timeouts is the clients' net.ipv4.tcp_syn_linear_timeouts; None reads this
+    namespace's (syn_linear_timeouts), right for a point run on this kernel's defaults.
+    """
+    if linear_timeouts is None:
+        linear_timeouts = syn_linear_timeouts()
+    schedules = {"SYN": syn_schedule(linear_timeouts), "SYN-ACK": syn_schedule(0)}
     sides = counters.side_deltas(dict(record)) if record else {}
     found = []
     for name in PHASES:
@@ -106,12 +150,15 @@ def stalls(encoded_histograms: Mapping[str, str], record: Mapping[str, Any] | No
         except Exception:  # the package raises bare zlib/struct errors; a bad one tells nothing
             continue
         total = histogram.get_total_count()
-        for at_s, upto_s, n, retransmits in _tails(histogram):
-            found.append(_stall(name, at_s, upto_s, n, n / total, retransmits, sides))
+        schedule = schedules[PHASES[name][1]]
+        for at_s, upto_s, n, retransmits in _tails(histogram, schedule):
+            found.append(_stall(name, at_s, upto_s, n, n / total, retransmits, schedule, sides))
     return found
 
 
-def _tails(histogram: HdrHistogram) -> list[tuple[float, float, int, int]]:
+def _tails(
+    histogram: HdrHistogram, schedule: tuple[float, ...]
+) -> list[tuple[float, float, int, int]]:
     """(fastest s, slowest s, count, retransmits) per stretch of tail: a timeout's window
     [T, T + TOLERANCE_S) has the number of its retransmit, a stretch between windows 0."""
     bins: dict[tuple[int, int], list[float]] = {}  # (order, retransmits) -> [min, max, count]
@@ -119,17 +166,17 @@ def _tails(histogram: HdrHistogram) -> list[tuple[float, float, int, int]]:
         value_s = item.value_iterated_to / US_PER_S  # the bucket's highest equivalent value
         if value_s < TAIL_S:
             continue
-        found = bins.setdefault(_bin(value_s), [value_s, value_s, 0])
+        found = bins.setdefault(_bin(value_s, schedule), [value_s, value_s, 0])
         found[0], found[1] = min(found[0], value_s), max(found[1], value_s)
         found[2] += item.count_at_value_iterated_to
     return [(lo, hi, int(n), retransmits)
             for (_, retransmits), (lo, hi, n) in sorted(bins.items())]  # fmt: skip
 
 
-def _bin(value_s: float) -> tuple[int, int]:
+def _bin(value_s: float, schedule: tuple[float, ...]) -> tuple[int, int]:
     """Where a tail value falls: (2k, k + 1) in the window of timeout k, (2k + 1, 0) after it."""
     order = -1
-    for k, at_s in enumerate(RETRANSMIT_S):
+    for k, at_s in enumerate(schedule):
         if value_s < at_s:
             break
         if value_s < at_s + TOLERANCE_S:
@@ -140,14 +187,14 @@ def _bin(value_s: float) -> tuple[int, int]:
 
 def _stall(
     name: str, at_s: float, upto_s: float, n: int, share: float, retransmits: int,
-    sides: Mapping[str, Mapping[str, int]],
+    schedule: tuple[float, ...], sides: Mapping[str, Mapping[str, int]],
 ) -> Stall:  # fmt: skip
     packet = PHASES[name][1]
     evidence = _moved(sides, (EVIDENCE,))
     causes = _moved(sides, CAUSES)
     lost = bool(retransmits) and (bool(evidence) or not _recorded(sides, (EVIDENCE,)))
     if retransmits:
-        at_s = RETRANSMIT_S[retransmits - 1]
+        at_s = schedule[retransmits - 1]
         timing = f"{retransmits} {packet} retransmits" if retransmits > 1 else (
             f"a {packet} retransmit")  # fmt: skip
         if evidence:
@@ -157,8 +204,8 @@ def _stall(
         else:
             head = f"the time of {timing}, yet no side's TCPSynRetrans moved: not a retransmit"
     else:
-        head = (f"between SYN retransmit timeouts ({', '.join(f'{t:g}' for t in RETRANSMIT_S)}"
-                f" s, each + {TOLERANCE_S:g} s), so not one lost packet alone")  # fmt: skip
+        head = (f"between {packet} retransmit times ({', '.join(f'{t:g}' for t in schedule)} s, "
+                f"each + {TOLERANCE_S:g} s), so not one lost packet alone")  # fmt: skip
     cause = f"{head}; {_because(sides, causes, lost)}"
     moved = {f"{side}.{c}": d for side, c, d in [*evidence, *causes]}
     if any(c in REUSE_CAUSES for _, c, _ in causes):

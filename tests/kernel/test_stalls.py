@@ -15,7 +15,7 @@ from test_namespaces import namespaces
 from kernel import netns, profile
 from kernel.counters import MEANING, explain, point_record, read_snapshot
 from kernel.netns import SERVER_ADDRESS, missing_privileges
-from kernel.stalls import CAUSES, RETRANSMIT_S, Stall, stalls
+from kernel.stalls import CAUSES, Stall, stalls, syn_linear_timeouts, syn_schedule
 
 US = 1_000_000
 
@@ -30,6 +30,11 @@ STORM = {
 # A host point stored before the stall counters were read: no TCPSynRetrans, no PAWS.
 OLD_HOST = {"host": {"ListenOverflows": 0, "ListenDrops": 0, "TCPReqQFullDrop": 0,
                      "RetransSegs": 9335, "TCP_tw": 8557}}  # fmt: skip
+
+
+def classic(histograms: dict[str, str], record: dict | None) -> list[Stall]:
+    """stalls() for a kernel whose SYN timeouts double from the start (1, 3, 7, 15, 31 s)."""
+    return stalls(histograms, record, linear_timeouts=0)
 
 
 def encoded(samples_us: dict[int, int]) -> str:
@@ -47,7 +52,7 @@ MODES = encoded({350: 9_000, 2_000: 688, 1_004_000: 150, 1_090_000: 50, 3_010_00
 
 def test_modes_at_retransmit_timeouts_are_counted_with_their_cause() -> None:
     """1 s and 3 s modes: their counts and shares, the SYN retransmits and the full queue."""
-    found = stalls({"tcp connect": MODES}, STORM)
+    found = classic({"tcp connect": MODES}, STORM)
     at = {s.at_s: s for s in found}
     assert sorted(at) == [1.0, 1.8, 3.0]
     one, three = at[1.0], at[3.0]
@@ -69,9 +74,9 @@ def test_modes_at_retransmit_timeouts_are_counted_with_their_cause() -> None:
 
 def test_a_tail_between_timeouts_is_not_called_a_retransmit() -> None:
     """12 connects at 1.8 s: counted, said to lie between the timeouts, counters still named."""
-    (mid,) = [s for s in stalls({"tcp connect": MODES}, STORM) if s.at_s == 1.8]
+    (mid,) = [s for s in classic({"tcp connect": MODES}, STORM) if s.at_s == 1.8]
     assert mid.connects == 12 and mid.share == pytest.approx(0.0012)
-    assert mid.cause.startswith("between SYN retransmit timeouts")
+    assert mid.cause.startswith("between SYN retransmit times (1, 3, 7, 15, 31 s, each + 0.3 s)")
     assert "server ListenOverflows +298" in mid.cause
     assert "TCPSynRetrans" not in mid.counters
     assert "(0.12 %) took 1.80 s" in mid.sentence()
@@ -81,7 +86,7 @@ def test_every_tail_over_one_second_is_in_some_stall() -> None:
     """The stalls' connects add up to every sample at or over 1 s, whatever its value."""
     samples = {900_000: 5, 1_000_000: 1, 1_299_000: 2, 1_301_000: 3, 2_990_000: 4,
                7_100_000: 6, 15_000_000: 7, 40_000_000: 8, 59_000_000: 9}  # fmt: skip
-    found = stalls({"tcp connect": encoded(samples), "ws upgrade": encoded(samples)}, STORM)
+    found = classic({"tcp connect": encoded(samples), "ws upgrade": encoded(samples)}, STORM)
     for name in ("tcp connect", "ws upgrade"):
         mine = [s for s in found if s.name == name]
         assert sum(s.connects for s in mine) == sum(samples.values()) - 5
@@ -95,39 +100,63 @@ def test_every_tail_over_one_second_is_in_some_stall() -> None:
     assert upgrade.sentence().startswith("3 WebSocket upgrades (")
 
 
+def test_linear_syn_timeouts_put_the_retransmits_one_second_apart(tmp_path: Path) -> None:
+    """Linux 6.5+ (tcp_syn_linear_timeouts 4): SYNs go again at 1, 2, 3, 4, 5, 7, 11 s, so a
+    2 s mode is the second SYN retransmit, 3 s the third; SYN-ACKs still double (1, 3, 7 s)."""
+    assert syn_schedule(0) == (1, 3, 7, 15, 31)
+    assert syn_schedule(4) == (1, 2, 3, 4, 5, 7, 11, 19, 35)
+    assert syn_schedule(2) == (1, 2, 3, 5, 9, 17, 33)  # the kernel's example: 1, 1, 1, 2, 4 s
+    modes = encoded({350: 9_000, 1_010_000: 600, 2_060_000: 300, 3_020_000: 100})
+    found = stalls({"tcp connect": modes, "ws upgrade": modes}, STORM, linear_timeouts=4)
+    connects = [(s.at_s, s.connects, s.cause.split(" (")[0]) for s in found
+                if s.name == "tcp connect"]  # fmt: skip
+    assert connects == [(1.0, 600, "a SYN retransmit"), (2.0, 300, "2 SYN retransmits"),
+                        (3.0, 100, "3 SYN retransmits")]  # fmt: skip
+    upgrades = [(s.at_s, s.cause.split(" (")[0]) for s in found if s.name == "ws upgrade"]
+    assert upgrades == [(1.0, "a SYN-ACK retransmit"), (pytest.approx(2.06, abs=0.01),
+                        "between SYN-ACK retransmit times"), (3.0, "2 SYN-ACK retransmits")]
+    sysctl = tmp_path / "tcp_syn_linear_timeouts"
+    assert syn_linear_timeouts(sysctl) == 0  # a kernel before 6.5 has no such file
+    sysctl.write_text("2\n")
+    assert syn_linear_timeouts(sysctl) == 2
+    if Path("/proc/sys/net/ipv4/tcp_syn_linear_timeouts").exists():
+        assert syn_linear_timeouts() == int(
+            Path("/proc/sys/net/ipv4/tcp_syn_linear_timeouts").read_text())
+
+
 def test_no_tail_no_stall() -> None:
     """Connects all under 1 s (or no connect histogram at all, or an empty one): no stall."""
     fast = encoded({300: 1000, 999_000: 3})
-    assert stalls({"tcp connect": fast, "ws upgrade": fast}, STORM) == []
-    assert stalls({"echo": MODES}, STORM) == []
-    assert stalls({"tcp connect": encoded({})}, STORM) == []
-    assert stalls({"tcp connect": "not a histogram"}, STORM) == []
+    assert classic({"tcp connect": fast, "ws upgrade": fast}, STORM) == []
+    assert classic({"echo": MODES}, STORM) == []
+    assert classic({"tcp connect": encoded({})}, STORM) == []
+    assert classic({"tcp connect": "not a histogram"}, STORM) == []
 
 
 def test_nothing_moved_is_said_plainly_with_what_was_checked() -> None:
     """Retransmits counted but no drop counter: the sentence says so and lists the checks."""
     quiet = {side: {k: 0 for k in (*CAUSES, "TCPSynRetrans")} for side in ("server", "client")}
     quiet["client"]["TCPSynRetrans"] = 210
-    (one, _, three) = stalls({"tcp connect": MODES}, quiet)
+    (one, _, three) = classic({"tcp connect": MODES}, quiet)
     assert one.cause == (
         "a SYN retransmit (client TCPSynRetrans +210); no drop counter moved on the server or the "
         f"client (checked {', '.join(CAUSES)}): the SYN or its answer was lost elsewhere")
     assert one.counters == {"client.TCPSynRetrans": 210}
     quiet["client"]["TCPSynRetrans"] = 0
-    one = stalls({"tcp connect": MODES}, quiet)[0]
+    one = classic({"tcp connect": MODES}, quiet)[0]
     assert "yet no side's TCPSynRetrans moved: not a retransmit" in one.cause
     assert one.cause.endswith("the time went elsewhere (a busy generator or server)")
 
 
 def test_old_record_and_no_record_still_give_a_sentence() -> None:
     """A record without the new counters, or none at all: each stall still ends in a cause."""
-    old = stalls({"tcp connect": MODES}, OLD_HOST)
+    old = classic({"tcp connect": MODES}, OLD_HOST)
     assert [s.at_s for s in old] == [1.0, 1.8, 3.0]
     assert old[0].cause == (
         "the time of a SYN retransmit (TCPSynRetrans was not recorded); no drop counter moved on "
         "the host (checked ListenOverflows, TCPReqQFullDrop, ListenDrops): the SYN or its "
         "answer was lost elsewhere")
-    none = stalls({"tcp connect": MODES}, None)
+    none = classic({"tcp connect": MODES}, None)
     assert [s.connects for s in none] == [200, 12, 100]
     assert all(s.cause.endswith("kernel counters were not recorded for this point, so no cause "
                                 "can be named") for s in none)  # fmt: skip
@@ -139,7 +168,7 @@ def test_reused_port_pairs_are_named_with_the_challenge_acks() -> None:
         "server": {"TCPSYNChallenge": 40, "TCPChallengeACK": 40, "ConntrackInsertFailed": 3},
         "client": {"TCPSynRetrans": 43, "TWRecycled": 900, "PAWSActive": 2},
     }
-    one = stalls({"tcp connect": MODES}, record)[0]
+    one = classic({"tcp connect": MODES}, record)[0]
     assert "server ConntrackInsertFailed +3: conntrack could not enter new connections" in one.cause
     assert "client PAWSActive +2: SYN-ACKs answering an earlier connection" in one.cause
     assert "server TCPSYNChallenge +40: SYNs met a connection still held" in one.cause
@@ -147,12 +176,12 @@ def test_reused_port_pairs_are_named_with_the_challenge_acks() -> None:
                               "TIME-WAIT")  # fmt: skip
     assert one.counters["client.TWRecycled"] == 900
     # without a reuse cause, TWRecycled alone explains nothing and is not said
-    assert "TWRecycled" not in stalls({"tcp connect": MODES}, STORM)[0].cause
+    assert "TWRecycled" not in classic({"tcp connect": MODES}, STORM)[0].cause
 
 
 def test_stalls_are_json_as_stored_in_point_json() -> None:
     """as_json has the record's keys and survives a JSON round trip unchanged."""
-    stall = stalls({"tcp connect": MODES}, STORM)[0]
+    stall = classic({"tcp connect": MODES}, STORM)[0]
     stored = json.loads(json.dumps(stall.as_json()))
     assert {"at_s", "connects", "share", "counters", "cause"} <= set(stored)
     assert Stall(**stored) == stall
@@ -240,7 +269,7 @@ def test_syns_dropped_in_a_namespace_show_as_a_one_second_stall() -> None:
     found = stalls({"tcp connect": result["tcp connect"]}, record)
     assert found, "no connect took over 1 s"
     first = found[0]
-    assert first.at_s == RETRANSMIT_S[0] and first.name == "tcp connect"
+    assert first.at_s == 1.0 and first.name == "tcp connect"
     assert first.connects >= CONNECTS // 2 and 0.5 <= first.share < 1  # the first two got in
     assert first.cause.startswith("a SYN retransmit (")
     assert f"client TCPSynRetrans +{record['client']['TCPSynRetrans']}" in first.cause
