@@ -67,6 +67,8 @@ CAUSES = {
 CONTEXT = {"TWRecycled": "connects reused port pairs still in TIME-WAIT"}
 REUSE_CAUSES = ("PAWSActive", "PAWSPassive", "PAWSTimewait", "TCPSYNChallenge", "TCPChallengeACK")
 EVIDENCE = "TCPSynRetrans"
+# The sides that do not send a packet's retransmits (side names as counters.point_record's).
+SENDS_NOT = {"SYN": "server", "SYN-ACK": "client"}
 
 
 @dataclass(frozen=True)
@@ -190,9 +192,12 @@ def _stall(
     schedule: tuple[float, ...], sides: Mapping[str, Mapping[str, int]],
 ) -> Stall:  # fmt: skip
     packet = PHASES[name][1]
-    evidence = _moved(sides, (EVIDENCE,))
+    # The sender's count: clients retransmit SYNs, the server SYN-ACKs (a host side both).
+    sender = {side: v for side, v in sides.items() if side != SENDS_NOT[packet]
+              and not side.startswith(SENDS_NOT[packet])}  # fmt: skip
+    evidence = _moved(sender, (EVIDENCE,))
     causes = _moved(sides, CAUSES)
-    lost = bool(retransmits) and (bool(evidence) or not _recorded(sides, (EVIDENCE,)))
+    lost = bool(retransmits) and (bool(evidence) or not _recorded(sender, (EVIDENCE,)))
     if retransmits:
         at_s = schedule[retransmits - 1]
         timing = f"{retransmits} {packet} retransmits" if retransmits > 1 else (
@@ -202,11 +207,12 @@ def _stall(
         elif lost:
             head = f"the time of {timing} (TCPSynRetrans was not recorded)"
         else:
-            head = f"the time of {timing}, yet no side's TCPSynRetrans moved: not a retransmit"
+            head = (f"the time of {timing}, yet the {' or '.join(_ordered(sender))} counted "
+                    "no TCPSynRetrans: not a retransmit")  # fmt: skip
     else:
         head = (f"between {packet} retransmit times ({', '.join(f'{t:g}' for t in schedule)} s, "
                 f"each + {TOLERANCE_S:g} s), so not one lost packet alone")  # fmt: skip
-    cause = f"{head}; {_because(sides, causes, lost)}"
+    cause = f"{head}; {_because(sides, causes, lost, bool(retransmits))}"
     moved = {f"{side}.{c}": d for side, c, d in [*evidence, *causes]}
     if any(c in REUSE_CAUSES for _, c, _ in causes):
         context = _moved(sides, CONTEXT)
@@ -217,10 +223,12 @@ def _stall(
 
 
 def _because(
-    sides: Mapping[str, Mapping[str, int]], causes: list[tuple[str, str, int]], lost: bool
-) -> str:
-    if causes:
-        return "; ".join(f"{side} {c} +{d:,}: {CAUSES[c]}" for side, c, d in causes)
+    sides: Mapping[str, Mapping[str, int]], causes: list[tuple[str, str, int]], lost: bool,
+    at_timeout: bool,
+) -> str:  # fmt: skip
+    if causes:  # between timeouts they moved in the point, not necessarily with this tail
+        said = "; ".join(f"{side} {c} +{d:,}: {CAUSES[c]}" for side, c, d in causes)
+        return said if at_timeout else f"moved in this point: {said}"
     if not sides:
         return "kernel counters were not recorded for this point, so no cause can be named"
     checked = [c for c in CAUSES if _recorded(sides, (c,))]
