@@ -178,6 +178,8 @@ class Merger:
     _open: dict[float, _Window] = field(default_factory=dict)
     _closed: dict[float, _Window] = field(default_factory=dict)
     _finished_before_s: float = float("-inf")
+    # Set (mark_steady): the totals count the windows from this start on, not the ramp before.
+    steady_from_s: float | None = None
 
     def add_counts(
         self,
@@ -239,13 +241,35 @@ class Merger:
         windows = [*self._closed.values(), *self._open.values()]
         return [max(w.cpu_pct.values()) for w in windows if w.cpu_pct]
 
+    def mark_steady(self, after_s: float, connections: int | None, window_s: float) -> None:
+        """Once a closed window starting at or after `after_s` had `connections` open (None:
+        any), count the totals from the window after it (one window to settle)."""
+        if self.steady_from_s is not None:
+            return
+        for start_s, window in sorted(self._closed.items()):
+            if start_s < after_s:
+                continue
+            if connections is None or sum(window.open_connections.values()) >= connections:
+                self.steady_from_s = start_s + window_s
+                return
+
+    def _steady(self, lags: bool) -> Counts:
+        merged: Counts = {}
+        for start_s, window in (*self._closed.items(), *self._open.items()):
+            if start_s >= (self.steady_from_s or 0.0):
+                for name, values in (window.lags if lags else window.counts).items():
+                    _add_counts(merged, name, values)
+        return merged
+
     @property
     def totals(self) -> dict[str, HdrHistogram]:
-        return histograms_of(dict(sorted(self.counts.items())))
+        counts = self.counts if self.steady_from_s is None else self._steady(lags=False)
+        return histograms_of(dict(sorted(counts.items())))
 
     @property
     def lag_totals(self) -> dict[str, HdrHistogram]:
-        return histograms_of(self.lag_counts)
+        return histograms_of(self.lag_counts if self.steady_from_s is None else
+                             self._steady(lags=True))  # fmt: skip
 
     def total_rows(self) -> dict[str, dict[str, int]]:
         return {name: summarise(h) for name, h in self.totals.items()}

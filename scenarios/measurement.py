@@ -56,6 +56,7 @@ class Measurement:
     request_type: str = "WS"  # the Type column of Locust's rows (set by the users)
     _flusher: gevent.Greenlet | None = None
     _frozen_connections: int = -1
+    spawned_s: float | None = None  # when the spawning completed, for --skip-ramp
 
     @property
     def records(self) -> bool:
@@ -74,6 +75,7 @@ class Measurement:
         self.recorder.recording = True
         self.merger = Merger()
         self.run_cpu_pct = {}
+        self.spawned_s = None
         self.cpu.start()
         if self.records and self._flusher is None:
             engine(self.recorder.lag).resume()
@@ -155,6 +157,19 @@ class Measurement:
         if "run_cpu_pct" in data:
             self.run_cpu_pct[source] = data["run_cpu_pct"]
         self.merger.finish_windows(start_s - FINISH_AFTER_WINDOWS * self.window_s)
+        if self.spawned_s is not None and self._skip_ramp():
+            self.merger.mark_steady(self.spawned_s, self._connections_expected(), self.window_s)
+
+    def _skip_ramp(self) -> bool:
+        return bool(getattr(self.environment.parsed_options, "skip_ramp", False))
+
+    def _connections_expected(self) -> int | None:
+        """Connections open once the ramp is over: one per user, when the users hold theirs
+        (None for scenarios whose connections come and go)."""
+        classes = self.environment.user_classes
+        if not all(getattr(c, "holds_connection", True) for c in classes):
+            return None
+        return int(getattr(self.environment.runner, "target_user_count", 0) or 0) or None
 
     def reset_totals(self) -> None:
         """--reset-stats or the web UI's reset: start over, as Locust's own statistics do."""
@@ -225,6 +240,8 @@ def _hook(environment: Environment, measurement: Measurement) -> None:
         events.quitting.add_listener(lambda **_: measurement.finish())
 
     def on_spawning_complete(**_: object) -> None:
+        if measurement.spawned_s is None:
+            measurement.spawned_s = measurement._window_start(time.time())
         if environment.reset_stats:
             measurement.reset_totals()
 

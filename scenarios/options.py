@@ -113,6 +113,10 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
              help="Longest back-off between reconnects after a dropped or refused connection")
     add_once(parser, "--latency-window-s", type=positive_float, default=1.0,
              help="Length of the windows of the latency history (PREFIX_latency_us_history.csv)")
+    add_once(parser, "--skip-ramp", action="store_true", default=False,
+             help="Leave the ramp out of the run's totals and the generator self-check: count "
+             "from one window after every user's connection was open (after the spawning, "
+             "where connections come and go); the history keeps every window")
     add_once(parser, "--no-histograms", action="store_true", default=False,
              include_in_web_ui=False,
              help="Benchmarking only: skip the µs histograms (python -m benchmarks.generator "

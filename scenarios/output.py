@@ -95,6 +95,7 @@ class RunResult:
     measurement: dict[str, object]
     selfcheck: SelfCheck
     encoded_lags: dict[str, str]
+    steady_from_s: float | None = None  # --skip-ramp: the totals count from this window on
 
     @classmethod
     def of(
@@ -130,6 +131,7 @@ class RunResult:
             measurement=measurement,
             selfcheck=check,
             encoded_lags=encode_all(lag_totals),
+            steady_from_s=merger.steady_from_s,
         )
 
 
@@ -258,6 +260,7 @@ def _histograms_document(result: RunResult) -> dict[str, object]:
         "significant_figures": SIGNIFICANT_FIGURES,
         "encoding": "HdrHistogram V2, zlib, base64 (hdrh.histogram.HdrHistogram.decode)",
         "window_s": result.window_s,
+        "steady_from_unix_s": result.steady_from_s,  # None: the totals include the ramp
         "totals": result.encoded_totals,
         "windows": [
             {"start_unix_s": start_s, "histograms": encoded}

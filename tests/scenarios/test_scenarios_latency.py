@@ -62,3 +62,33 @@ def test_a_process_at_ninety_percent_flags_the_run():
     calm = judge({"w1": 60.0}, [95.0, 50.0, 40.0])
     assert not calm.saturated and calm.saturated_windows == 1
     assert "SATURATED" in judge({"w1": 90.0}, [90.0]).describe()
+
+
+def test_skip_ramp_counts_the_totals_from_the_window_after_every_connection_was_open():
+    """Windows of the ramp stay in the history but not in the totals, nor in the lag totals;
+    for scenarios whose connections come and go, the window after the spawning is the start."""
+    merger = Merger()
+    ramp = {"echo": {5_000: 10}}
+    steady = {"echo": {100: 50}}
+    for start_s, counts, open_now in ((10.0, ramp, 400), (11.0, ramp, 1000), (12.0, steady, 1000),
+                                      (13.0, steady, 1000)):  # fmt: skip
+        merger.add_counts("w1", start_s, counts, {}, 10.0, open_now,
+                          lags={"wake lag": {9_000 if counts is ramp else 200: 5}})  # fmt: skip
+    merger.finish_windows()
+    assert merger.totals["echo"].get_total_count() == 120  # before: everything
+    merger.mark_steady(after_s=10.0, connections=1000, window_s=1.0)
+    assert merger.steady_from_s == 12.0
+    assert merger.totals["echo"].get_total_count() == 100
+    assert merger.totals["echo"].get_max_value() < 1_000
+    assert merger.lag_totals["wake lag"].get_max_value() < 1_000
+    assert len(merger.windows()) == 4  # the history keeps the ramp
+    churn = Merger()
+    churn.add_counts("w1", 20.0, ramp, {}, 10.0, 3)
+    churn.finish_windows()
+    churn.mark_steady(after_s=20.0, connections=None, window_s=1.0)
+    assert churn.steady_from_s == 21.0
+    never = Merger()
+    never.add_counts("w1", 30.0, steady, {}, 10.0, 999)
+    never.finish_windows()
+    never.mark_steady(after_s=30.0, connections=1000, window_s=1.0)
+    assert never.steady_from_s is None and never.totals["echo"].get_total_count() == 50

@@ -54,3 +54,28 @@ def test_schedule_timer_is_never_early_and_far_finer_than_gevent_sleep():
     assert min(late) >= 0
     assert engine() is engine()  # one engine (and timerfd) per process and hub
     assert statistics.median(late) < 400, sorted(late)  # gevent.sleep: about 500-600 µs
+
+
+def test_skip_ramp_leaves_the_ramp_out_of_the_totals(echo_url, run_locust):
+    """--skip-ramp: the totals start one window after every connection was open, and the
+    file says from when; without it they hold every window."""
+    run = run_locust("echo_rate", echo_url, "--rate", "50", "--skip-ramp", users=20,
+                     duration="4s")  # fmt: skip
+    assert run.returncode == 0, run.describe()
+    document = run.histograms
+    steady = document["steady_from_unix_s"]
+    starts = [w["start_unix_s"] for w in document["windows"]]
+    assert steady is not None and min(starts) < steady <= max(starts)
+    windowed = sum(
+        row_count(w, "echo corrected") for w in document["windows"] if w["start_unix_s"] >= steady
+    )
+    assert run.latency["echo corrected"]["count"] == windowed
+    everything = sum(row_count(w, "echo corrected") for w in document["windows"])
+    assert windowed < everything
+
+
+def row_count(window: dict, name: str) -> int:
+    from hdrh.histogram import HdrHistogram
+
+    encoded = window["histograms"].get(name)
+    return HdrHistogram.decode(encoded).get_total_count() if encoded else 0
