@@ -21,6 +21,7 @@ PALETTE = ("#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd", "#8c564b", "#17becf", "#e
            "#7f7f7f", "#bcbd22")  # fmt: skip
 SATURATED_COLOR = "#d62728"
 SATURATED_LABEL = "generator-bound (self-check)"
+KNEE_LABEL = "knee: first step over the SLO"
 PERCENTILE_STYLES = {"p50_us": (":", "p50"), "p99_us": ("-", "p99"), "p999_us": ("--", "p99.9")}
 PROFILE_STYLES = (("-", "o"), ("--", "s"), (":", "^"), ("-.", "D"))  # line, marker
 CONNECTIONS = "connections (Locust users)"
@@ -182,16 +183,21 @@ def connect_chart(frame: pd.DataFrame, title: str) -> Figure:
 
 
 def server_chart(frame: pd.DataFrame, title: str) -> Figure:
-    """The target's peak RSS, RSS per connection and mean CPU vs connections."""
-    fig, axes = _figure(3, PANELS_HEIGHT)
-    palette = colors(frame["series"].tolist())
+    """The target's peak RSS, RSS per connection and mean CPU vs connections.
+
+    The memory per connection panel is drawn only when the frame has that column: the page
+    leaves it out where the figure means nothing (see page.memory_per_connection).
+    """
+    per_conn = "server_rss_per_conn_bytes" in frame
     panels = (
         ("server_rss_mib", "peak RSS (MiB)", "server memory", frame["server_rss_bytes_max"] / MIB),
-        ("server_rss_per_conn_kib", "RSS growth ÷ connections (KiB)", "memory per connection",
-         frame["server_rss_per_conn_bytes"] / 1024),
+        *([("server_rss_per_conn_kib", "RSS growth ÷ connections (KiB)", "memory per connection",
+            frame["server_rss_per_conn_bytes"] / 1024)] if per_conn else []),
         ("server_cpu_pct", "CPU (% of one core, mean)", "server CPU",
          frame["server_cpu_pct_mean"]),
     )  # fmt: skip
+    fig, axes = _figure(len(panels), PANELS_HEIGHT)
+    palette = colors(frame["series"].tolist())
     for ax, (metric, ylabel, subtitle, values) in zip(axes, panels, strict=True):
         for series, rows in frame.groupby("series", sort=True):
             y = values.loc[rows.index]
@@ -204,6 +210,106 @@ def server_chart(frame: pd.DataFrame, title: str) -> Figure:
         ax.set_title(subtitle, fontsize="medium")
         _connections_axis(ax, frame["users"])
     _figure_legend(fig, axes)
+    fig.suptitle(title)
+    return fig
+
+
+def _rate_axis(ax: Axes, values: pd.Series, label: str) -> None:
+    """An x axis of rates: log when they span a decade or more, plain-number ticks."""
+    ax.set_xlabel(label)
+    values = pd.to_numeric(values, errors="coerce").dropna()
+    if not values.empty and values.min() > 0 and values.max() / values.min() >= 10:
+        ax.set_xscale("log")
+        ax.xaxis.set_minor_formatter(NullFormatter())
+    if 0 < values.nunique() <= 8:  # few steps: a tick at each
+        ax.set_xticks(sorted(values.unique()))
+    ax.xaxis.set_major_formatter(THOUSANDS)
+
+
+def knee_chart(frame: pd.DataFrame, slo_us: float, title: str) -> Figure:
+    """Capacity: p99 (µs, log) and achieved msgs/s vs offered msgs/s, one line per series.
+
+    The frame has one row per rate step (series, offered_msgs_per_s, msgs_per_s, p99_us,
+    knee, generator_saturated); the SLO is a horizontal line and each series' knee (its first
+    step over the SLO) a large cross on both panels.
+    """
+    fig, (lat, got) = _figure(2, PANELS_HEIGHT)
+    palette = colors(frame["series"].tolist())
+    for series, rows in frame.groupby("series", sort=True):
+        x = rows["offered_msgs_per_s"]
+        for ax, column in ((lat, "p99_us"), (got, "msgs_per_s")):
+            ax.plot(x, rows[column], marker="o", color=palette[series], label=series,
+                    gid=f"{column}:{series}")  # fmt: skip
+            _ring_saturated(ax, x, rows[column], rows["generator_saturated"], column)
+            knee = rows[rows["knee"]]
+            if not knee.empty:
+                ax.plot(knee["offered_msgs_per_s"], knee[column], linestyle="none", marker="X",
+                        markersize=12, color=palette[series], markeredgecolor="black",
+                        label=KNEE_LABEL, gid=f"knee_{column}:{series}", zorder=6)  # fmt: skip
+    lat.axhline(slo_us, color=SATURATED_COLOR, linestyle="--", linewidth=1,
+                label=f"SLO: p99 {slo_us / 1000:g} ms", gid="slo_us")  # fmt: skip
+    _log_y(lat)
+    lat.set_ylabel("p99 latency (µs, log scale)")
+    lat.set_title("p99 vs offered load")
+    if not frame.empty:  # what a server keeping up achieves: all of the offered load
+        top = float(frame["offered_msgs_per_s"].max())
+        bottom = float(frame["offered_msgs_per_s"].min())
+        got.plot([bottom, top], [bottom, top], color="#7f7f7f", linestyle=":", linewidth=1,
+                 label="achieved = offered", gid="offered")  # fmt: skip
+    got.set_ylabel("achieved (msgs/s)")
+    got.set_ylim(bottom=0)
+    got.yaxis.set_major_formatter(THOUSANDS)
+    got.set_title("achieved vs offered")
+    for ax in (lat, got):
+        _rate_axis(ax, frame["offered_msgs_per_s"], "offered load (msgs/s = --rate × connections)")
+    if frame["p99_us"].isna().all():
+        _empty(lat, "rate steps")
+    _figure_legend(fig, [lat, got])
+    fig.suptitle(title)
+    return fig
+
+
+def connect_profiles_chart(frame: pd.DataFrame, title: str) -> Figure:
+    """Connect storm per kernel profile: upgrades/s and failure share, a bar per target.
+
+    The frame has one row per (kernel_profile, target): upgrades_per_s, failure_pct,
+    generator_saturated. Bars are grouped by profile, one colour per target; each bar's gid is
+    "<metric>:<target> · <profile>".
+    """
+    fig, (rate, fail) = _figure(2, PANELS_HEIGHT)
+    profiles = sorted(frame["kernel_profile"].unique())
+    targets = sorted(frame["target"].unique())
+    palette = colors(targets)
+    width = 0.8 / max(1, len(targets))
+    for ax, column in ((rate, "upgrades_per_s"), (fail, "failure_pct")):
+        for i, target in enumerate(targets):
+            for j, profile in enumerate(profiles):
+                row = frame[(frame["target"] == target) & (frame["kernel_profile"] == profile)]
+                if row.empty:
+                    continue
+                x = j - 0.4 + width * (i + 0.5)
+                value = float(row[column].iloc[0])
+                ax.bar([x], [0.0 if np.isnan(value) else value], width=width * 0.9,
+                       color=palette[target], label=target,
+                       gid=f"{column}:{target} · {profile}")  # fmt: skip
+                if bool(row["generator_saturated"].iloc[0]):
+                    ax.plot([x], [value], linestyle="none", marker="o", markersize=13,
+                            markerfacecolor="none", markeredgecolor=SATURATED_COLOR,
+                            markeredgewidth=2, label=SATURATED_LABEL, clip_on=False,
+                            gid=f"saturated:{column}")  # fmt: skip
+        ax.set_xticks(range(len(profiles)), profiles)
+        ax.set_xlabel("kernel profile (of the namespaces; host = none)")
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.grid(False, axis="x")
+    rate.set_ylabel("upgrades/s (new connections)")
+    rate.set_ylim(bottom=0)
+    rate.yaxis.set_major_formatter(THOUSANDS)
+    rate.set_title("connect rate sustained")
+    fail.set_ylabel("failed upgrades (% of attempts)")
+    fail.yaxis.set_major_formatter(PercentFormatter())
+    fail.set_ylim(bottom=0, top=max(1.0, float(frame["failure_pct"].max() or 0) * 1.2))
+    fail.set_title("failures")
+    _figure_legend(fig, [rate, fail])
     fig.suptitle(title)
     return fig
 

@@ -1,7 +1,9 @@
-"""Pages -> one self-contained HTML file each, with every chart's data as CSV beside it.
+"""Pages -> one HTML file each, with every chart's data as CSV beside it.
 
-Charts are inlined as SVG (glyphs drawn as paths, so the page looks the same without any font
-installed); the CSS is inline; nothing is fetched from anywhere, so the page works offline.
+The headline charts are inlined as SVG (glyphs drawn as paths, so the page looks the same
+without any font installed); charts marked not inline (the per point detail) are SVG files
+beside the page, shown with <img loading="lazy">, which works offline and from file:// (where
+a script's fetch() would be refused). The CSS is inline; nothing is fetched from elsewhere.
 """
 
 from __future__ import annotations
@@ -33,16 +35,31 @@ def environment() -> Environment:
     )
 
 
+def _svg_document(figure: Figure, salt: str) -> str:
+    buffer = io.StringIO()
+    with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "path"}):
+        figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
+    return _METADATA.sub("", buffer.getvalue(), count=1)
+
+
 def svg(figure: Figure, salt: str) -> str:
     """The figure as an inline <svg> element: no XML prologue or DOCTYPE, no RDF metadata.
 
     Element ids are salted per chart so that many SVGs can share one page without clashing.
     """
-    buffer = io.StringIO()
-    with matplotlib.rc_context({"svg.hashsalt": salt, "svg.fonttype": "path"}):
-        figure.savefig(buffer, format="svg", metadata={"Date": None, "Creator": None})
-    text = _METADATA.sub("", _XML_PROLOGUE.sub("", buffer.getvalue(), count=1), count=1)
+    text = _XML_PROLOGUE.sub("", _svg_document(figure, salt), count=1)
     return text.replace("<svg ", f'<svg role="img" aria-label="{_attr(_title(figure))}" ', 1)
+
+
+def write_svg(out_dir: Path, chart: Chart) -> dict[str, str]:
+    """The chart as a standalone SVG file in out_dir; what its <img> needs (src, size, alt)."""
+    path = out_dir / f"{chart.slug}.svg"
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(_svg_document(chart.figure, chart.slug), encoding="utf-8")
+    tmp.replace(path)
+    width, height = chart.figure.get_size_inches() * 96  # CSS px; the page scales it down
+    return {"src": path.name, "width": f"{width:.0f}", "height": f"{height:.0f}",
+            "alt": _title(chart.figure)}  # fmt: skip
 
 
 def _title(figure: Figure) -> str:
@@ -77,9 +94,11 @@ def _csv(frame: pd.DataFrame, path: Path) -> Path:
 
 
 def write_page(path: Path, template: str, charts: list[Chart], **context: Any) -> Path:
-    """Render the page with its charts' SVGs and write it atomically."""
-    svgs = {chart.slug: svg(chart.figure, chart.slug) for chart in charts}
-    text = render(template, svgs=svgs, **context)
+    """Render the page with its inline charts' SVGs, write the others' SVG files beside it,
+    and write the page atomically."""
+    svgs = {chart.slug: svg(chart.figure, chart.slug) for chart in charts if chart.inline}
+    images = {chart.slug: write_svg(path.parent, chart) for chart in charts if not chart.inline}
+    text = render(template, svgs=svgs, images=images, **context)
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(text, encoding="utf-8")
     tmp.replace(path)

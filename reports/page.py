@@ -6,6 +6,7 @@ turns the result into one self-contained file. Captions say what to look for.
 
 from __future__ import annotations
 
+import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,6 +26,20 @@ RATE_LABEL = {
     "push": "messages received/s",
 }
 MIB = 1024 * 1024
+SLO_P99_MS = 10.0  # the knee's SLO when meta.json names none
+ECHO_RATE_DEFAULT = 100.0  # echo_rate's --rate (msgs/s per connection) when not given
+# Memory per connection is (peak RSS - idle RSS) / connections, or peak RSS / connections when
+# the run measured no idle server. It says something only when all those connections are open at
+# the peak and the quotient is not mostly the process's own size. Never for these scenarios:
+# connect's users open and close connections, so the peak holds a handful of them and the
+# quotient is the process size over the user count (2,500 KiB "per connection" at 10 users).
+NO_MEMORY_PER_CONNECTION = frozenset({"connect"})
+# Without an idle figure, only from this many connections up: a 30 MiB process then adds at
+# most ~3 KiB to each connection's figure, small against what a connection costs.
+MEMORY_MIN_CONNECTIONS = 10_000
+# The latency-vs-connections question, per scenario in this order of preference: echo_rate's
+# points at one total rate, else closed-loop echo.
+LATENCY_SCENARIOS = ("echo_rate", "echo")
 Environment = list[tuple[str, list[tuple[str, str]]]]  # (heading, [(key, value)])
 
 
@@ -37,6 +52,7 @@ class Chart:
     figure: Figure
     data: dict[str, pd.DataFrame]  # CSV name suffix ("" for the only one) -> plotted table
     group: str = ""  # charts of one group share a collapsible box (per point charts)
+    inline: bool = True  # else written beside the page as <slug>.svg and shown with <img>
 
     def csv_names(self) -> dict[str, str]:
         return {key: f"{self.slug}-{key}.csv" if key else f"{self.slug}.csv" for key in self.data}
@@ -52,6 +68,16 @@ class Table:
     header: list[str]
     rows: list[tuple[str, list[str]]]  # (css class, cells)
     frame: pd.DataFrame
+    text_columns: tuple[int, ...] = ()  # prose cells: left-aligned, may wrap (numbers never do)
+
+
+@dataclass
+class Detail:
+    """A collapsed box of one group's charts: its anchor, its one-line summary, a note."""
+
+    anchor: str
+    summary: str
+    note: str = ""
 
 
 @dataclass
@@ -61,13 +87,32 @@ class Section:
     intro: str = ""
     charts: list[Chart] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
+    details: dict[str, Detail] = field(default_factory=dict)  # group -> its box
 
     def groups(self) -> list[tuple[str, list[Chart]]]:
-        """Charts by group, in page order."""
-        grouped: dict[str, list[Chart]] = {}
+        """Charts by group, in page order; a group with a Detail shows even without charts."""
+        grouped: dict[str, list[Chart]] = {group: [] for group in self.details}
         for chart in self.charts:
             grouped.setdefault(chart.group, []).append(chart)
         return list(grouped.items())
+
+
+@dataclass
+class FindingsView:
+    """reports.findings' Findings as the page shows them, or a note saying why there are none.
+
+    columns, rows (of findings.Cell: text, href, title) and sentences as findings.build made them.
+    """
+
+    columns: list[str]
+    rows: list[list[Any]]
+    sentences: list[str]
+    note: str = ""
+
+
+NO_FINDINGS = ("This run has no points that answer the questions (capacity knee, latency at 1k "
+               "and 10k connections, connect rate per kernel profile, memory per idle "
+               "connection, broadcast p99).")  # fmt: skip
 
 
 @dataclass
@@ -79,12 +124,17 @@ class Page:
     sections: list[Section]
     environment: Environment
     no_warnings: str = "No warnings: every point ran, without failures or a bound generator."
+    findings: FindingsView | None = None  # run pages only: first on the page
+    headline: Section | None = None  # one chart per question, after the warnings
+
+    def all_sections(self) -> list[Section]:
+        return [*([self.headline] if self.headline else []), *self.sections]
 
     def charts(self) -> list[Chart]:
-        return [c for s in self.sections for c in s.charts]
+        return [c for s in self.all_sections() for c in s.charts]
 
     def tables(self) -> list[Table]:
-        return [self.summary, *(t for s in self.sections for t in s.tables)]
+        return [self.summary, *(t for s in self.all_sections() for t in s.tables)]
 
 
 def fmt(value: Any, digits: int = 0, suffix: str = "") -> str:
@@ -101,6 +151,7 @@ def fmt(value: Any, digits: int = 0, suffix: str = "") -> str:
 def build(run: Run) -> Page:
     points = run.points
     sections = [_scenario_section(run, name) for name in tables.scenarios(points)]
+    headline = _headline(run, sections)
     if len(run.profiles) > 1:
         sections.append(_kernel_section(run))
     elif not run.kernel.empty:
@@ -120,16 +171,235 @@ def build(run: Run) -> Page:
         summary=summary_table(points),
         sections=sections,
         environment=environment(meta, run.profiles),
+        findings=findings_view(run),
+        headline=headline,
     )
 
 
+def findings_view(run: Run) -> FindingsView:
+    """The findings table and sentences of reports.findings, or a note when there are none."""
+    # reports/findings.py is written alongside this page; until it is in the tree the page
+    # says so rather than failing (find_spec, not a caught ImportError: a broken import inside
+    # findings.py must still fail loudly).
+    if importlib.util.find_spec("reports.findings") is None:
+        return FindingsView([], [], [], note="No findings: reports/findings.py is not installed.")
+    from reports import findings
+
+    found = findings.build(run)
+    note = "" if found.rows else NO_FINDINGS
+    return FindingsView(list(found.columns), [list(r) for r in found.rows],
+                        list(found.sentences), note)  # fmt: skip
+
+
+def slo_p99_us(meta: dict[str, Any], point_ids: list[str] | None = None) -> float:
+    """The p99 SLO in µs of the given points (any, when None): meta.json's slo.p99_ms, from the
+    first matrix part naming one that applies to them, else SLO_P99_MS."""
+    slo = meta.get("slo")
+    parts = slo if isinstance(slo, list) else [slo] if isinstance(slo, dict) else []
+    for part in parts:
+        if point_ids is not None and "points" in part and not set(point_ids) & set(part["points"]):
+            continue
+        value = part.get("p99_ms")
+        if isinstance(value, (int, float)) and value > 0:
+            return 1000.0 * float(value)
+    return 1000.0 * SLO_P99_MS
+
+
+def _headline(run: Run, sections: list[Section]) -> Section:
+    """One chart per question, taken out of the scenario sections (or made) in question order:
+    capacity knee, latency vs connections, connect rate per kernel profile, broadcast."""
+    headline = Section("questions", "One chart per question",
+                       intro="Capacity, latency as connections grow, connection set-up per "
+                       "kernel profile and broadcast fan-out; each scenario's other charts "
+                       "follow the summary.")  # fmt: skip
+    stepped = run.points.loc[run.points["scenario"] == "echo_rate", "point_id"].tolist()
+    slo_us = slo_p99_us(run.meta, stepped)
+    knee = knee_table(run.points, slo_us)
+    if not knee.empty:
+        headline.charts.append(_knee_chart(knee, slo_us))
+    wanted = [f"{s}-latency" for s in LATENCY_SCENARIOS]
+    latency = next((slug for slug in wanted if any(c.slug == slug for s in sections
+                                                   for c in s.charts)), None)  # fmt: skip
+    _move(sections, headline, latency)
+    connect = connect_profiles(run.points)
+    if not connect.empty:
+        headline.charts.append(Chart(
+            "connect-profiles",
+            "Connection set-up per kernel profile: new WebSocket connections per second each "
+            "target sustained (left) and the share of upgrade attempts that failed (right), at "
+            "the highest connection count measured per target and profile. A profile that "
+            "fixes the accept path raises the rate and brings failures to zero; the kernel "
+            "counters say which queue overflowed. Red rings: generator-bound (self-check).",
+            charts.connect_profiles_chart(connect, "connect: rate and failures per kernel "
+                                          "profile"),
+            {"": connect}))  # fmt: skip
+    _move(sections, headline, "broadcast-delivery")
+    return headline
+
+
+def _move(sections: list[Section], to: Section, slug: str | None) -> None:
+    """Move the chart `slug` (if any section has it) to the end of `to`."""
+    for section in sections:
+        for chart in section.charts:
+            if chart.slug == slug:
+                section.charts.remove(chart)
+                to.charts.append(chart)
+                return
+
+
+def _offered(points: pd.DataFrame) -> pd.Series:
+    """echo_rate's offered load in msgs/s: the point's total rate where the plan stored one
+    (a sweep's rates), else its --rate option (per connection) times its connections."""
+    rates = [tables.option_value(o, "--rate", ECHO_RATE_DEFAULT) for o in points["options"]]
+    from_option = pd.Series(rates, index=points.index, dtype=float) * points["users"].astype(float)
+    if "rate" not in points:
+        return from_option
+    return pd.to_numeric(points["rate"], errors="coerce").fillna(from_option)
+
+
+def knee_table(points: pd.DataFrame, slo_us: float) -> pd.DataFrame:
+    """The capacity steps: echo_rate points at one connection count with the rate stepped up.
+
+    One row per step, by line then offered load. A line is a series (target, and profile when
+    several) at one connection count, named with the count when a series has steps at several.
+    Failed steps count (errors are how a knee can show); `knee` marks each line's first step
+    past the SLO: p99 over it, or failed, or with failed echoes (as findings judges a step;
+    a generator-bound step is ringed instead: it says nothing about the server).
+    """
+    columns = ["series", "users", "rate_per_conn", "offered_msgs_per_s", "msgs_per_s",
+               "p99_us", "main_error_rate", "status", "over_slo", "knee",
+               "generator_saturated"]  # fmt: skip
+    mine = points[(points["scenario"] == "echo_rate")
+                  & points["status"].isin([tables.OK, "failed"]) & points["p99_us"].notna()]
+    if mine.empty:
+        return pd.DataFrame(columns=columns)
+    mine = mine.assign(series=tables.series_names(points).loc[mine.index],
+                       offered_msgs_per_s=_offered(mine))  # fmt: skip
+    # A step series has two rates or more at one connection count; others answer other questions.
+    steps = mine.groupby(["series", "users"])["offered_msgs_per_s"].transform("nunique") >= 2
+    mine = mine[steps]
+    if mine.empty:
+        return pd.DataFrame(columns=columns)
+    counts = mine.groupby("series")["users"].transform("nunique")
+    line = [s if n == 1 else f"{s} · {u:,} conn" for s, n, u in
+            zip(mine["series"], counts, mine["users"], strict=True)]  # fmt: skip
+    frame = pd.DataFrame({
+        "series": line, "users": mine["users"].to_numpy(),
+        "rate_per_conn": (mine["offered_msgs_per_s"] / mine["users"]).to_numpy(),
+        "offered_msgs_per_s": mine["offered_msgs_per_s"].to_numpy(),
+        "msgs_per_s": mine["msgs_per_s"].to_numpy(), "p99_us": mine["p99_us"].to_numpy(),
+        "main_error_rate": pd.to_numeric(mine["main_error_rate"], errors="coerce").to_numpy(),
+        "status": mine["status"].to_numpy(),
+        "generator_saturated": mine["generator_saturated"].astype(bool).to_numpy(),
+    })  # fmt: skip
+    frame = frame.sort_values(["series", "offered_msgs_per_s"], kind="stable")
+    frame["over_slo"] = ((frame["p99_us"] > slo_us) | (frame["status"] != tables.OK)
+                         | (frame["main_error_rate"].fillna(0) > 0))  # fmt: skip
+    first = frame["over_slo"].astype(int).groupby(frame["series"]).cumsum() == 1
+    frame["knee"] = frame["over_slo"] & first
+    return frame[columns].reset_index(drop=True)
+
+
+def _knee_chart(frame: pd.DataFrame, slo_us: float) -> Chart:
+    return Chart(
+        "knee",
+        "Capacity: each target at a fixed connection count with the per-connection rate "
+        "stepped up (x: offered msgs/s = --rate × connections). Left: p99 against the SLO "
+        f"(dashed, p99 {slo_us / 1000:g} ms); right: echoes achieved against those offered "
+        "(dotted: all of them). The cross is each target's knee, its first step over the SLO "
+        "(or with failed echoes); its capacity is the step before. Red rings: generator-bound "
+        "(such a step bounds the generator, not the server).",
+        charts.knee_chart(frame, slo_us, "capacity: p99 and throughput vs offered load"),
+        {"": frame},
+    )
+
+
+def connect_profiles(points: pd.DataFrame) -> pd.DataFrame:
+    """Connect points by kernel profile and target, at each pair's highest connection count.
+
+    Failed points count: under a constraining profile failing is the result.
+    """
+    columns = ["kernel_profile", "target", "users", "point_id", "status", "upgrades_per_s",
+               "failure_pct", "generator_saturated"]  # fmt: skip
+    mine = points[(points["scenario"] == "connect")
+                  & points["status"].isin([tables.OK, "failed"]) & points["msgs_per_s"].notna()]
+    if mine.empty:
+        return pd.DataFrame(columns=columns)
+    top = mine.sort_values("users", kind="stable").groupby(["kernel_profile", "target"]).tail(1)
+    top = top.sort_values(["kernel_profile", "target"], kind="stable")
+    failed = top["main_error_rate"].fillna(top["failure_rate"])  # the upgrade's, when judged
+    return pd.DataFrame({
+        "kernel_profile": top["kernel_profile"].to_numpy(), "target": top["target"].to_numpy(),
+        "users": top["users"].to_numpy(), "point_id": top["point_id"].to_numpy(),
+        "status": top["status"].to_numpy(), "upgrades_per_s": top["msgs_per_s"].to_numpy(),
+        "failure_pct": (100.0 * failed).to_numpy(),
+        "generator_saturated": top["generator_saturated"].astype(bool).to_numpy(),
+    })[columns]  # fmt: skip
+
+
+def _scaling(points: pd.DataFrame, scenario: str) -> pd.DataFrame:
+    """tables.scaling's frame with each row's point_id, options and idle server RSS."""
+    frame = tables.scaling(points, scenario)
+    mine = points[(points["scenario"] == scenario) & (points["status"] == tables.OK)]
+    mine = mine.assign(series=tables.series_names(points).loc[mine.index])
+    mine = mine.sort_values(["series", "users"], kind="stable")  # tables.scaling's order
+    idle = pd.to_numeric(mine.get("server_rss_bytes_idle", pd.Series(float("nan"),
+                                                                    index=mine.index)))
+    rate = mine["rate"] if "rate" in mine else pd.Series(None, index=mine.index, dtype=float)
+    return frame.assign(point_id=mine["point_id"].to_numpy(), options=mine["options"].to_numpy(),
+                        rate=pd.to_numeric(rate, errors="coerce").to_numpy(dtype=float),
+                        server_rss_bytes_idle=idle.to_numpy(dtype=float))
+
+
+def _fixed_total_rate(frame: pd.DataFrame) -> tuple[pd.DataFrame, float | None]:
+    """echo_rate points at one offered total rate measured at several connection counts.
+
+    The capacity steps share a connection count; latency vs connections compares points at one
+    total rate, so those are the only echo_rate points plotted against connections. Of several
+    such rates the highest, as findings reports. None (empty) when no total rate was measured
+    at two connection counts or more.
+    """
+    offered = _offered(frame).round(3)
+    counts = frame.groupby(offered)["users"].nunique()
+    common = counts[counts >= 2]
+    if common.empty:
+        return frame.iloc[0:0], None
+    total = float(common.index.max())
+    chosen = frame[offered == total].drop_duplicates(["series", "users"])
+    return chosen.reset_index(drop=True), total
+
+
+def memory_per_connection(frame: pd.DataFrame, scenario: str) -> pd.Series | None:
+    """Each point's server memory per connection where it means something, NaN elsewhere;
+    None when it means nothing for any point (the chart then has no such panel).
+
+    See NO_MEMORY_PER_CONNECTION and MEMORY_MIN_CONNECTIONS for why.
+    """
+    if scenario in NO_MEMORY_PER_CONNECTION or frame.empty:
+        return None
+    idle = pd.to_numeric(frame["server_rss_bytes_idle"], errors="coerce")
+    meaningful = idle.notna() | (frame["users"] >= MEMORY_MIN_CONNECTIONS)
+    if not meaningful.any():
+        return None
+    return frame["server_rss_per_conn_bytes"].where(meaningful)
+
+
 def _scenario_section(run: Run, scenario: str) -> Section:
-    frame = tables.scaling(run.points, scenario)
+    frame = _scaling(run.points, scenario)
     rate = RATE_LABEL.get(scenario, "messages/s")
     name = frame["main_name"].iloc[0] if not frame.empty else scenario
     section = Section(f"scenario-{scenario}", f"Scenario: {scenario}",
                       intro=f"Main measurement: “{name}”. Lines are targets; x is the number of "
                       "concurrent connections (Locust users).")  # fmt: skip
+    if scenario == "echo_rate":
+        frame, total = _fixed_total_rate(frame)
+        section.intro += (" No two echo_rate points share a total rate at different connection "
+                          "counts, so nothing here is plotted against connections; the rate "
+                          "steps are in the capacity chart." if total is None else
+                          f" Points at one offered total rate, {total:,.0f} msgs/s (--rate × "
+                          "connections); the rate steps are in the capacity chart.")  # fmt: skip
+        if total is None:
+            return section
     add = section.charts.append
     latency = _plotted(frame, "p50_us", "p99_us", "p999_us")
     add(Chart(f"{scenario}-latency",
@@ -171,14 +441,27 @@ def _scenario_section(run: Run, scenario: str) -> Section:
                   "were dropped or the server fell behind.",
                   charts.push_chart(gaps, "push: one-way latency and gaps"),
                   {"": gaps}))  # fmt: skip
-    server = _plotted(frame, "server_rss_bytes_max", "server_rss_per_conn_bytes",
-                      "server_cpu_pct_mean")  # fmt: skip
-    add(Chart(f"{scenario}-server",
-              "The target process's peak memory, that memory divided by connections, and "
-              "its mean CPU. Memory per connection is the growth over the idle server "
-              "(measured before the load started) divided by connections; in runs without an "
-              "idle figure it is peak RSS ÷ connections, which includes the process's fixed "
-              "size and so falls with more connections.",
+    per_conn = memory_per_connection(frame, scenario)
+    server = _plotted(frame, "server_rss_bytes_max", "server_cpu_pct_mean")
+    if per_conn is None:
+        why = ("connections come and go in this scenario, so the peak holds only some of them"
+               if scenario in NO_MEMORY_PER_CONNECTION else
+               "no point has an idle-server figure to subtract or "
+               f"{MEMORY_MIN_CONNECTIONS:,} connections or more, so peak RSS ÷ connections "
+               "would mostly be the process's own size")  # fmt: skip
+        caption = (f"The target process's peak memory and its mean CPU. No memory per "
+                   f"connection: {why}.")  # fmt: skip
+    else:
+        server = _plotted(frame.assign(server_rss_per_conn_bytes=per_conn),
+                          "server_rss_bytes_max", "server_rss_per_conn_bytes",
+                          "server_cpu_pct_mean")  # fmt: skip
+        caption = ("The target process's peak memory, that memory divided by connections, and "
+                   "its mean CPU. Memory per connection is the growth over the idle server "
+                   "(measured before the load started) divided by connections; it is shown "
+                   "only for points with that idle figure or with "
+                   f"{MEMORY_MIN_CONNECTIONS:,} connections or more (where the process's own "
+                   "size is a small share of peak RSS ÷ connections).")  # fmt: skip
+    add(Chart(f"{scenario}-server", caption,
               charts.server_chart(server, f"{scenario}: server memory and CPU"),
               {"": server}))  # fmt: skip
     return section
@@ -262,9 +545,17 @@ def _failure_table(frame: pd.DataFrame, known: pd.DataFrame) -> Table:
 def _points_section(run: Run) -> Section:
     section = Section("points", "Per point: time series and percentile spectrum",
                       intro="Each point over its run, and its full latency distribution. "
-                      "Open a point to see its charts.")  # fmt: skip
-    for _, p in run.points[run.points["status"] == tables.OK].iterrows():
+                      "Open a point to see its charts; they are SVG files beside this page, "
+                      "loaded when opened.")  # fmt: skip
+    for _, p in run.points.iterrows():
         pid = p["point_id"]
+        ok = p["status"] == tables.OK
+        reason = f": {p['reason']}" if p["reason"] and not pd.isna(p["reason"]) else ""
+        section.details[pid] = Detail(
+            f"point-{pid}", f"{pid} · {fmt(p['users'])} connections · {p['status']}",
+            "" if ok else f"Status {p['status']}{reason}. Only points that are ok have charts.")
+        if not ok:
+            continue
         rate = RATE_LABEL.get(p["scenario"], "messages/s")
         series = tables.timeseries(run, pid)
         section.charts.append(Chart(
@@ -273,7 +564,7 @@ def _points_section(run: Run) -> Section:
             "CPU and server RSS. Look for p99 spikes and whether they line up with CPU at "
             "the top (red rings: generator-bound by its self-check).",
             charts.timeseries_chart(series, f"{pid}: over time", rate),
-            {"": series}, group=pid,
+            {"": series}, group=pid, inline=False,
         ))  # fmt: skip
         spectrum = tables.point_spectrum(run, pid)
         section.charts.append(Chart(
@@ -281,7 +572,7 @@ def _points_section(run: Run) -> Section:
             f"{pid}: latency at every percentile, per request name. A flat line that turns "
             "up sharply at high percentiles is a tail: a few requests waited far longer.",
             charts.spectrum_chart(spectrum, f"{pid}: latency percentile spectrum"),
-            {"": spectrum}, group=pid,
+            {"": spectrum}, group=pid, inline=False,
         ))  # fmt: skip
     return section
 
@@ -317,7 +608,8 @@ def summary_table(points: pd.DataFrame) -> Table:
                  "requests of the scenario's main measurement; latency is that measurement's, "
                  "from the stored HdrHistograms; failed is the share of that measurement's "
                  "requests that failed. Rows in red did not complete or had failures; "
-                 "amber rows had a saturated load generator.", header, rows, frame)  # fmt: skip
+                 "amber rows had a saturated load generator.", header, rows, frame,
+                 text_columns=(len(header) - 1,))  # fmt: skip
 
 
 def _flat(value: Any) -> str:

@@ -143,6 +143,14 @@ def two_profile_copy(copy_run: Callable[[Path, str], Path]) -> Path:
     return run_dir
 
 
+@pytest.fixture
+def connect_profiles_copy(copy_run: Callable[[Path, str], Path]) -> Path:
+    """sweep-small's connect points under "host" and (renamed copies) under "tuned"."""
+    run_dir = copy_run(SWEEP, "connect-profiles")
+    add_profile_copies(run_dir, "connect", "tuned")
+    return run_dir
+
+
 @pytest.fixture(scope="session")
 def sweep_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """sweep-small's report.html, written once per session (with its CSVs beside it)."""
@@ -153,3 +161,91 @@ def sweep_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def extras_report(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """extras' report.html (failures with a close code, push), written once per session."""
     return write_report(EXTRAS, tmp_path_factory.mktemp("extras-report"))
+
+
+# Capacity steps made from each target's 5-user echo point: (--rate per connection, latency
+# factor). The SLO is set between the second and third steps, so each target's knee is its
+# third step.
+KNEE_STEPS = ((10, 1.0), (40, 2.0), (160, 60.0))
+
+
+def _as_echo_rate(pdir: Path) -> None:
+    """Rename a copied echo point's main request name to echo_rate's ("echo corrected")."""
+    path = pdir / "locust_latency_us_histograms.json"
+    document = json.loads(path.read_text())
+    rename = {"echo": "echo corrected"}
+    document["totals"] = {rename.get(k, k): v for k, v in document["totals"].items()}
+    for window in document.get("windows") or []:
+        window["histograms"] = {rename.get(k, k): v for k, v in window["histograms"].items()}
+    path.write_text(json.dumps(document))
+    for name, prefix in (("locust_latency_us.csv", "echo,"), ("locust_stats.csv", "WS,echo,"),
+                         ("locust_latency_us_history.csv", None)):  # fmt: skip
+        path = pdir / name
+        if not path.exists():
+            continue
+        lines = path.read_text().splitlines(keepends=True)
+        if prefix:
+            lines = [line.replace(prefix, prefix[:-1] + " corrected,", 1)
+                     if line.startswith(prefix) else line for line in lines]  # fmt: skip
+        else:
+            lines = [line.replace(",echo,", ",echo corrected,", 1) for line in lines]
+        path.write_text("".join(lines))
+
+
+def add_knee_steps(run_dir: Path, staging: Path) -> float:
+    """Add echo_rate capacity steps (KNEE_STEPS) per target to a copy of sweep-small.
+
+    Each step is the target's echo-u5 point under a new id, with `--rate R`, its latency
+    scaled by the step's factor. Sets meta.json's SLO between the 2nd and 3rd steps of every
+    target and returns it in µs.
+    """
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    base = {t: json.loads((run_dir / "points" / f"{t}-echo-u5-host" / "point.json").read_text())
+            ["summary"]["latency_us"]["echo"]["p99_us"] for t in ("raw", "aiohttp")}  # fmt: skip
+    slo_us = 4.0 * max(base.values())
+    assert all(60.0 * p99 > slo_us for p99 in base.values())  # every third step is over
+    for target in base:
+        for rate, factor in KNEE_STEPS:
+            new_id = f"{target}-echo_rate-u5-r{rate}-host"
+            stage = staging / new_id
+            shutil.copytree(run_dir / "points" / f"{target}-echo-u5-host",
+                            stage / "points" / new_id)  # fmt: skip
+            scale_latency(stage, factor)
+            pdir = Path(shutil.move(stage / "points" / new_id, run_dir / "points" / new_id))
+            _as_echo_rate(pdir)
+            result = json.loads((pdir / "point.json").read_text())
+            users = result["point"]["users"]  # the offered total, as a sweep's rates store it
+            result["point"].update(scenario="echo_rate", point_id=new_id, rate=rate * users,
+                                   options=["--rate", str(rate)])  # fmt: skip
+            (pdir / "point.json").write_text(json.dumps(result))
+            meta["plan"].append(result["point"])
+    meta["slo"] = {"p99_ms": slo_us / 1000.0, "error_rate": None}
+    meta_path.write_text(json.dumps(meta))
+    return slo_us
+
+
+@pytest.fixture
+def knee_copy(copy_run: Callable[[Path, str], Path], tmp_path: Path) -> tuple[Path, float]:
+    """sweep-small plus echo_rate rate steps per target (KNEE_STEPS), and the SLO in µs."""
+    run_dir = copy_run(SWEEP, "knee")
+    return run_dir, add_knee_steps(run_dir, tmp_path / "staging")
+
+
+# Kernel counters that grew in the wide copy: as many as a namespaced connect storm moves.
+WIDE_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPSynRetrans", "TCPTimeWaitOverflow",
+                 "TCPChallengeACK", "PAWSActive", "TWRecycled", "TCPReqQFullDrop",
+                 "SyncookiesSent", "TCPBacklogDrop", "TCPAbortOnMemory", "TCPMemoryPressures",
+                 "RetransSegs", "TCPAbortOnData", "TCPRcvQDrop")  # fmt: skip
+
+
+@pytest.fixture
+def wide_copy(copy_run: Callable[[Path, str], Path]) -> Path:
+    """sweep-small with every point's kernel counters moving on both sides: a table far wider
+    than the page (30 counter columns), and long generator verdicts in the summary."""
+    run_dir = copy_run(SWEEP, "wide")
+    for i, pdir in enumerate(sorted((run_dir / "points").iterdir())):
+        sides = {side: {c: 1000 * (i + 1) + j for j, c in enumerate(WIDE_COUNTERS)}
+                 for side in ("server", "client")}  # fmt: skip
+        (pdir / "kernel_counters.json").write_text(json.dumps(sides))
+    return run_dir

@@ -32,17 +32,30 @@ def external_references(text: str) -> list[str]:
     return found
 
 
-def test_report_holds_every_chart_inline(sweep: Run, sweep_report: Path) -> None:
-    """Each chart of the page is an inline <svg> inside its own <figure>, with its caption."""
+def test_report_holds_headline_charts_inline_and_point_charts_beside(
+    sweep: Run, sweep_report: Path
+) -> None:
+    """Scenario and headline charts are inline <svg>s; per point charts are lazy <img>s of SVG
+    files beside the page; each chart in its own <figure> with its caption."""
     text = sweep_report.read_text()
     built = page.build(sweep)
-    assert text.count("<svg ") == len(built.charts()) >= 30
+    inline = [c for c in built.charts() if c.inline]
+    beside = [c for c in built.charts() if not c.inline]
+    assert text.count("<svg ") == len(inline) >= 10
+    assert len(beside) == 2 * (sweep.points["status"] == tables.OK).sum() >= 20
+    assert all(c.slug.startswith("point-") for c in beside)
     for chart in built.charts():
         pattern = rf'<figure id="chart-{re.escape(chart.slug)}">(.*?)</figure>'
         figure = re.search(pattern, text, re.S)
         assert figure, chart.slug
-        assert "<svg " in figure.group(1)
         assert str(escape(chart.caption)) in figure.group(1)
+        if chart.inline:
+            assert "<svg " in figure.group(1) and "<img" not in figure.group(1)
+        else:
+            assert "<svg " not in figure.group(1)
+            img = f'<img loading="lazy" src="{chart.slug}.svg"'
+            assert img in figure.group(1), chart.slug
+            assert (sweep_report.parent / f"{chart.slug}.svg").read_text().count("<svg ") == 1
 
 
 def test_report_sections_and_warnings_first(sweep: Run, sweep_report: Path) -> None:
@@ -113,3 +126,164 @@ def test_failures_table_shows_kind_and_close_code(extras: Run, extras_report: Pa
     assert f"{int(kinds['failures'])} failed requests" in text[: text.index('id="summary"')]
     undercount = f"names the kind of {int(kinds['known'])} of {int(kinds['failures'])} failures"
     assert (undercount in failures) == (kinds["known"] < kinds["failures"])
+
+
+# report.html of sweep-small (12 points, 3 scenarios, 2 targets) measured 594 KB once the per
+# point charts moved to files beside it (2.2 MB with all 36 charts inline).
+SWEEP_REPORT_MAX_BYTES = 700_000
+
+
+def test_report_is_small_and_point_charts_are_files(sweep: Run, sweep_report: Path) -> None:
+    """report.html stays under its byte bound; each ok point's two SVGs are files beside it."""
+    assert sweep_report.stat().st_size < SWEEP_REPORT_MAX_BYTES
+    for pid in sweep.points.loc[sweep.points["status"] == tables.OK, "point_id"]:
+        for kind in ("timeseries", "spectrum"):
+            path = sweep_report.parent / f"point-{pid}-{kind}.svg"
+            assert path.stat().st_size > 10_000, path
+            assert path.read_text().lstrip().startswith("<?xml")  # a standalone SVG document
+
+
+def test_every_point_has_an_anchor_in_a_closed_box(sweep: Run, sweep_report: Path) -> None:
+    """Each point, ok or not, has id="point-<id>" inside a <details> that starts closed."""
+    text = sweep_report.read_text()
+    points = text[text.index('id="points"') : text.index('id="environment"')]
+    assert "<details open" not in points
+    for pid in sweep.points["point_id"]:
+        box = re.search(rf'<details>\s*<summary>{re.escape(pid)} [^<]*</summary>\s*'
+                        rf'<div class="detail" id="point-{re.escape(pid)}">', points)
+        assert box, pid
+
+
+def test_points_that_failed_keep_their_anchor(
+    copy_run: Callable[[Path, str], Path], tmp_path: Path
+) -> None:
+    """A point that is not ok still has its box and anchor (findings may link it), with why."""
+    run_dir = copy_run(Path(__file__).parent / "fixtures" / "sweep-small", "one-failed")
+    path = run_dir / "points" / "raw-connect-u5-host" / "point.json"
+    result = json.loads(path.read_text())
+    result.update(status="failed", reason="upgrade error rate 12 % over 1 %")
+    path.write_text(json.dumps(result))
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    box = text[text.index('id="point-raw-connect-u5-host"') :]
+    box = box[: box.index("</details>")]
+    assert "Status failed: upgrade error rate 12 % over 1 %" in box and "<img" not in box
+
+
+def _server_panels(built: page.Page, scenario: str) -> list[str]:
+    chart = next(c for c in built.charts() if c.slug == f"{scenario}-server")
+    return [ax.get_title() for ax in chart.figure.axes]
+
+
+def test_no_memory_per_connection_where_it_means_nothing(sweep: Run) -> None:
+    """No memory per connection for connect, nor for points with few connections and no idle
+    server figure (sweep-small has none): peak RSS ÷ 5 users is not what a connection costs."""
+    built = page.build(sweep)
+    for scenario in ("echo", "connect", "broadcast"):
+        assert "memory per connection" not in _server_panels(built, scenario), scenario
+        chart = next(c for c in built.charts() if c.slug == f"{scenario}-server")
+        assert "server_rss_per_conn_bytes" not in chart.data[""]
+        assert "No memory per connection" in chart.caption
+
+
+def test_memory_per_connection_with_an_idle_figure(
+    copy_run: Callable[[Path, str], Path]
+) -> None:
+    """With the idle server measured, echo shows memory per connection; connect never does."""
+    run_dir = copy_run(Path(__file__).parent / "fixtures" / "sweep-small", "idle")
+    for pdir in (run_dir / "points").iterdir():
+        path = pdir / "point.json"
+        result = json.loads(path.read_text())
+        result["summary"].setdefault("target", {})["rss_bytes_idle"] = 20 * 2**20
+        path.write_text(json.dumps(result))
+    run = load_run(run_dir)
+    built = page.build(run)
+    assert "memory per connection" in _server_panels(built, "echo")
+    assert "memory per connection" not in _server_panels(built, "connect")
+    chart = next(c for c in built.charts() if c.slug == "echo-server")
+    echo = run.points[run.points["scenario"] == "echo"]
+    assert sorted(chart.data[""]["server_rss_per_conn_bytes"]) == sorted(
+        (echo["server_rss_bytes_max"] - 20 * 2**20) / echo["users"])
+
+
+def test_findings_first_then_warnings_then_one_chart_per_question(
+    sweep: Run, sweep_report: Path
+) -> None:
+    """Findings open the page (and the nav), then warnings, the headline charts, the summary."""
+    text = sweep_report.read_text()
+    body = text[text.index("</nav>") :]
+    order = [body.index(f'<section id="{anchor}">') for anchor in (
+        "findings", "warnings", "questions", "summary", "scenario-echo")]  # fmt: skip
+    assert order == sorted(order) and order[0] == body.index("<section")
+    nav = text[text.index("<nav>") : text.index("</nav>")]
+    assert nav.index('href="#findings"') < nav.index('href="#warnings"')
+    questions = body[order[2] : order[3]]
+    slugs = re.findall(r'<figure id="chart-([^"]+)">', questions)
+    assert slugs == ["echo-latency", "connect-profiles", "broadcast-delivery"]
+    assert text.count('<figure id="chart-echo-latency">') == 1  # moved, not copied
+
+
+def _ids_and_files(path: Path) -> tuple[set[str], set[str]]:
+    text = path.read_text()
+    return set(re.findall(r'\bid="([^"]+)"', text)), {p.name for p in path.parent.iterdir()}
+
+
+def test_findings_cells_link_to_evidence_on_or_beside_the_page(
+    sweep_report: Path, extras_report: Path
+) -> None:
+    """Every findings link is an anchor of the page or a file beside it; no rows: one line."""
+    for path in (sweep_report, extras_report):
+        text = path.read_text()
+        section = text[text.index('<section id="findings">') : text.index('id="warnings"')]
+        ids, files = _ids_and_files(path)
+        links = re.findall(r'<a href="([^"]+)"', section)
+        for href in links:
+            assert (href[1:] in ids) if href.startswith("#") else (href in files), href
+        if "<table" not in section:
+            assert re.search(r'<p class="intro">[^<]+</p>', section), section
+
+
+def test_knee_chart_first_with_the_slo_and_offered_load(
+    knee_copy: tuple[Path, float], tmp_path: Path
+) -> None:
+    """Rate steps of echo_rate give the capacity chart, first of the headline charts: x is
+    --rate × connections, the SLO is meta.json's, the knee each target's first step over it."""
+    run_dir, slo_us = knee_copy
+    run = load_run(run_dir)
+    assert page.slo_p99_us(run.meta) == slo_us
+    frame = page.knee_table(run.points, slo_us)
+    assert sorted(frame["offered_msgs_per_s"].unique()) == [50.0, 200.0, 800.0]  # x 5 users
+    knees = frame[frame["knee"]]
+    assert sorted(knees["series"]) == ["aiohttp", "raw"] and set(knees["rate_per_conn"]) == {160}
+    assert (frame.loc[~frame["over_slo"], "p99_us"] <= slo_us).all()
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    questions = text[text.index('<section id="questions">') : text.index('id="summary"')]
+    assert re.findall(r'<figure id="chart-([^"]+)">', questions)[0] == "knee"
+    assert f"p99 {slo_us / 1000:g} ms" in questions
+    rate_steps = text[text.index('id="scenario-echo_rate"') : text.index('id="points"')]
+    assert 'id="chart-echo_rate-' not in rate_steps  # no chart vs connections of rate steps
+
+
+def test_slo_defaults_to_10_ms(sweep: Run) -> None:
+    """A run whose meta.json sets no p99 SLO is judged at 10 ms."""
+    assert sweep.meta["slo"]["p99_ms"] is None
+    assert page.slo_p99_us(sweep.meta) == 10_000.0
+    assert page.slo_p99_us({"slo": {"p99_ms": 25}}) == 25_000.0
+
+
+def test_connect_profiles_table_per_target_and_profile(
+    connect_profiles_copy: Path, tmp_path: Path
+) -> None:
+    """Connect points by profile and target, at the highest connection count: upgrades/s and
+    the upgrades' failure share."""
+    run_dir = connect_profiles_copy
+    run = load_run(run_dir)
+    frame = page.connect_profiles(run.points)
+    assert list(zip(frame["kernel_profile"], frame["target"], strict=True)) == [
+        ("host", "aiohttp"), ("host", "raw"), ("tuned", "aiohttp"), ("tuned", "raw")]
+    points = run.points.set_index("point_id")
+    for row in frame.itertuples():
+        assert row.users == 5
+        assert row.upgrades_per_s == points.loc[row.point_id, "msgs_per_s"]
+        assert row.failure_pct == 100 * points.loc[row.point_id, "main_error_rate"]
+    text = write_report(run_dir, tmp_path / "out").read_text()
+    assert 'id="chart-connect-profiles"' in text[: text.index('id="summary"')]
