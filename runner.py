@@ -68,6 +68,9 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
                    "addresses; with 2 or more, the first runs the Locust master and the "
                    "others its workers (default 1)")  # fmt: skip
     p.add_argument("--out", type=Path, help="results folder (default results/<run-id>)")
+    p.add_argument("--pin-cpus", action="store_true",
+                   help="the target on the first half of the CPUs, Locust on the rest (on a "
+                   "small machine they otherwise share a core and the generator's delay grows)")
     p.add_argument("--max-error-rate", type=float, metavar="F",
                    help="a point is failed when more than this share (0..1) of its main "
                    "measurement's requests failed (default "
@@ -262,7 +265,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             host_sysctls=args.host_sysctls, target_port=args.port, tls=args.tls,
             options=tuple(extras), expect_workers=args.expect_workers,
             master_bind_host=args.master_bind_host, master_port=args.master_port,
-            max_error_rate=_max_error_rate(args),
+            max_error_rate=_max_error_rate(args), pin_cpus=args.pin_cpus,
         )
         for profile in _profiles(args.kernel_profile)
     ]  # fmt: skip
@@ -310,6 +313,7 @@ def sweeps_from(args: argparse.Namespace, extras: list[str]) -> list[Sweep]:
         "spawn_rate": args.spawn_rate, "processes": args.processes,
         "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
         "slo_error_rate": args.slo_error_rate, "max_error_rate": args.max_error_rate,
+        "pin_cpus": args.pin_cpus or None,
     }  # fmt: skip
     overrides = {k: v for k, v in cli.items() if v is not None}
     sweeps = plan.sweeps_from_settings(settings, overrides, extras)
@@ -370,8 +374,8 @@ def _planned_before(plan_dicts: Any) -> Any:
     max_error_rate had the default, and still resume."""
     if not isinstance(plan_dicts, list):
         return plan_dicts
-    return [{"max_error_rate": plan.DEFAULT_MAX_ERROR_RATE, **p} if isinstance(p, dict) else p
-            for p in plan_dicts]  # fmt: skip
+    before = {"max_error_rate": plan.DEFAULT_MAX_ERROR_RATE, "pin_cpus": False}
+    return [{**before, **p} if isinstance(p, dict) else p for p in plan_dicts]
 
 
 def print_table(outcomes: Sequence[Outcome]) -> None:

@@ -36,6 +36,7 @@ READ_CHUNK = 65536
 
 AnyPopen = subprocess.Popen[bytes] | subprocess.Popen[str]
 Nofile = int | Literal["hard"] | None  # see spawn
+Cpus = int | frozenset[int] | None  # one CPU, a set of them, or wherever the scheduler likes
 
 
 class ProcessError(WsbenchError):
@@ -81,12 +82,14 @@ def die_with_parent(parent: int, signum: int = signal.SIGTERM) -> Callable[[], N
 
 
 def _child_setup(
-    parent: int, signum: int, nofile: Nofile, cpu: int | None
+    parent: int, signum: int, nofile: Nofile, cpu: Cpus
 ) -> Callable[[], None]:
+    cpus = None if cpu is None else {cpu} if isinstance(cpu, int) else set(cpu)
+
     def preexec() -> None:
         # Between fork and exec, so that every thread and child the program starts inherits it.
-        if cpu is not None:
-            os.sched_setaffinity(0, {cpu})
+        if cpus is not None:
+            os.sched_setaffinity(0, cpus)
         if nofile is not None:
             # Sockets are files: a load generator or a target needs many of them.
             _, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -100,24 +103,25 @@ def _child_setup(
 def spawn(
     cmd: Sequence[str], log_path: Path | None = None, *, text: Literal[False] = False,
     stdout_pipe: bool = False, new_session: bool = True, nofile: Nofile = None,
-    cpu: int | None = None, cwd: Path | None = None, die_signal: int = signal.SIGKILL,
+    cpu: Cpus = None, cwd: Path | None = None, die_signal: int = signal.SIGKILL,
 ) -> subprocess.Popen[bytes]: ...  # fmt: skip
 @overload
 def spawn(
     cmd: Sequence[str], log_path: Path | None = None, *, text: Literal[True],
     stdout_pipe: bool = False, new_session: bool = True, nofile: Nofile = None,
-    cpu: int | None = None, cwd: Path | None = None, die_signal: int = signal.SIGKILL,
+    cpu: Cpus = None, cwd: Path | None = None, die_signal: int = signal.SIGKILL,
 ) -> subprocess.Popen[str]: ...  # fmt: skip
 def spawn(
     cmd: Sequence[str], log_path: Path | None = None, *, text: bool = False,
     stdout_pipe: bool = False, new_session: bool = True, nofile: Nofile = None,
-    cpu: int | None = None, cwd: Path | None = None, die_signal: int = signal.SIGKILL,
+    cpu: Cpus = None, cwd: Path | None = None, die_signal: int = signal.SIGKILL,
 ) -> AnyPopen:  # fmt: skip
     """Start `cmd` dying with us (`die_signal` when we die), stdin from /dev/null.
 
     stderr (and stdout unless `stdout_pipe`) is appended to `log_path`; without one they are
     ours. `new_session`: its own session and process group (what `stop` ends). `nofile`: its
-    open-file soft limit (HARD: the hard limit; None: ours). `cpu`: the one CPU it runs on.
+    open-file soft limit (HARD: the hard limit; None: ours). `cpu`: the CPU (or the set of
+    CPUs) it runs on.
     `text`: its piped stdout as str rather than bytes.
     """
     log = log_path.open("ab") if log_path is not None else None

@@ -15,6 +15,7 @@ import ipaddress
 import itertools
 import json
 import math
+import os
 import re
 import resource
 import shlex
@@ -117,6 +118,9 @@ class Topology:
     expect_workers: int = 0
     master_bind_host: str = "127.0.0.1"
     master_port: int = 5557
+    # The target on the first half of this process's CPUs, Locust on the rest: on a small
+    # machine the two otherwise take turns on one core and the generator's delay grows.
+    pin_cpus: bool = False
 
     @property
     def external(self) -> bool:
@@ -135,6 +139,14 @@ class Topology:
     @property
     def workers_expected(self) -> int:
         return self.expect_workers or self.processes
+
+    def cpu_split(self) -> tuple[frozenset[int] | None, frozenset[int] | None]:
+        """(the target's CPUs, Locust's) with pin_cpus and two CPUs or more, else (None, None)."""
+        cpus = sorted(os.sched_getaffinity(0))
+        if not self.pin_cpus or len(cpus) < 2 or self.external:
+            return None, None
+        half = len(cpus) // 2
+        return frozenset(cpus[:half]), frozenset(cpus[half:])
 
     def load_hosts(self) -> list[int]:
         """The client hosts whose Locust processes open connections (not a master's host)."""
@@ -543,6 +555,7 @@ class Sweep:
     max_error_rate: float = DEFAULT_MAX_ERROR_RATE
     rates: tuple[float, ...] = ()  # offered total rates (open-model scenarios); () for none
     name: str = ""  # the part of a matrix file it is, if any
+    pin_cpus: bool = False
 
     def points(self) -> list[Point]:
         """Every point, connection counts ascending within each series (rates ascending at
@@ -553,7 +566,7 @@ class Sweep:
                 processes=self.processes, target_processes=self.target_processes,
                 kernel_profile=profile, client_hosts=self.client_hosts,
                 host_sysctls=self.host_sysctls, options=self.options.get(scenario, ()),
-                max_error_rate=self.max_error_rate, rate=rate,
+                max_error_rate=self.max_error_rate, rate=rate, pin_cpus=self.pin_cpus,
             )  # fmt: skip
             for target, scenario, profile in itertools.product(
                 self.targets, self.scenarios, self.kernel_profiles
@@ -645,9 +658,10 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
     check_rate(slo.error_rate, "slo_error_rate")
     max_error_rate = number(settings.get("max_error_rate"), "max_error_rate", float)
     check_rate(max_error_rate, "max_error_rate")
-    host_sysctls = settings.get("host_sysctls", False)
-    if not isinstance(host_sysctls, bool):
-        raise PlanError(f"host_sysctls must be true or false, got {host_sysctls!r}")
+    host_sysctls, pin_cpus = settings.get("host_sysctls", False), settings.get("pin_cpus", False)
+    for key, value in (("host_sysctls", host_sysctls), ("pin_cpus", pin_cpus)):
+        if not isinstance(value, bool):
+            raise PlanError(f"{key} must be true or false, got {value!r}")
     rates = split_list(settings.get("rates"), "rates")
     try:
         offered = tuple(float(r) for r in rates)
@@ -669,6 +683,7 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         max_error_rate=DEFAULT_MAX_ERROR_RATE if max_error_rate is None else max_error_rate,
         rates=offered,
         name=str(settings.get("name") or ""),
+        pin_cpus=bool(pin_cpus),
     )
 
 
@@ -726,7 +741,7 @@ def load_sweep_file(path: Path) -> dict[str, object]:
     known = {
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
-        "client_hosts", "host_sysctls", "max_error_rate", "rates",
+        "client_hosts", "host_sysctls", "max_error_rate", "rates", "pin_cpus",
     }  # fmt: skip
     unknown = sorted(set(data) - known - {"part"})
     if unknown:

@@ -35,15 +35,17 @@ class RunError(WsbenchError):
 
 
 def spawn(
-    cmd: Sequence[str], log_path: Path, stdout: int | None = None, nofile: int | None = None
-) -> subprocess.Popen[bytes]:
+    cmd: Sequence[str], log_path: Path, stdout: int | None = None, nofile: int | None = None,
+    cpus: frozenset[int] | None = None,
+) -> subprocess.Popen[bytes]:  # fmt: skip
     """Start `cmd` in its own session with stderr (and stdout unless piped) to `log_path`.
 
     `nofile` is its open-file limit: sockets are files, so the kernel profile's limit (which
-    the plan checked is not above the hard limit), else the whole hard limit."""
+    the plan checked is not above the hard limit), else the whole hard limit. `cpus`: the
+    CPUs it may run on (Topology.cpu_split), None: any."""
     return child.spawn(
         cmd, log_path, stdout_pipe=stdout == subprocess.PIPE, nofile=nofile or child.HARD,
-        die_signal=signal.SIGKILL,
+        die_signal=signal.SIGKILL, cpu=cpus,
     )  # fmt: skip
 
 
@@ -109,7 +111,8 @@ def start_target(
         return Target(topology.target, None, None)
     ca_file = log_path.with_name("ca.pem") if topology.tls else None
     cmd = [*enter, *target_command(topology, ca_file, host)]
-    proc = spawn(cmd, log_path, stdout=subprocess.PIPE, nofile=nofile_of(topology))
+    proc = spawn(cmd, log_path, stdout=subprocess.PIPE, nofile=nofile_of(topology),
+                 cpus=topology.cpu_split()[0])  # fmt: skip
     try:
         line = child.wait_ready(proc, timeout_s, log_path)
     except child.NotReady:

@@ -157,7 +157,9 @@ def locust(
     try:
         nofile = nofile_of(point.topology)
         enter = bed.clients[0].enter() if bed else []
-        started.append(procs.spawn([*enter, *run.command], run.pdir / LOCUST_LOG, nofile=nofile))
+        cpus = point.topology.cpu_split()[1]
+        started.append(procs.spawn([*enter, *run.command], run.pdir / LOCUST_LOG, nofile=nofile,
+                                   cpus=cpus))  # fmt: skip
         if bed is not None and master is not None:
             started += _workers(point, bed, master, run.pdir, nofile)
         run.locust_started = time.monotonic()
@@ -181,7 +183,8 @@ def _workers(
             point.topology.processes // len(hosts), point.workload.options,
         )  # fmt: skip
         log = pdir / f"locust-worker{host}.log"
-        workers.append(procs.spawn([*bed.clients[host].enter(), *cmd], log, nofile=nofile))
+        workers.append(procs.spawn([*bed.clients[host].enter(), *cmd], log, nofile=nofile,
+                                   cpus=point.topology.cpu_split()[1]))  # fmt: skip
     return workers
 
 

@@ -173,6 +173,14 @@ def test_spawn_options_reach_the_child(started: list, tmp_path: Path) -> None:
         assert isinstance(proc.stdout.read(), str)  # type: ignore[union-attr]
 
 
+def test_a_set_of_cpus_is_the_childs_affinity(started: list) -> None:
+    code = "import os; print('ready', sorted(os.sched_getaffinity(0)), flush=True)"
+    cpus = frozenset(sorted(os.sched_getaffinity(0))[-2:])
+    proc = procs.spawn(python(code), stdout_pipe=True, text=True, cpu=cpus)
+    started.append(proc)
+    assert procs.wait_ready(proc, 10.0) == f"ready {sorted(cpus)}"
+
+
 def test_spawn_appends_stdout_and_stderr_to_the_log(tmp_path: Path) -> None:
     """Without a pipe both streams go to the log, after what it held already."""
     log = tmp_path / "child.log"

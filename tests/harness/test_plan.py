@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -212,6 +213,20 @@ def test_sweep_points_grow_connections_within_each_series() -> None:
     for start in range(0, len(points), 3):
         assert [p.workload.users for p in points[start : start + 3]] == [10, 100, 1000]
     assert {p.workload.duration_s for p in points} == {5.0}
+
+
+def test_pinned_cpus_split_this_processs_cpus_between_target_and_locust() -> None:
+    cpus = sorted(os.sched_getaffinity(0))
+    pinned = make_point("raw", "echo", 10, pin_cpus=True).topology.cpu_split()
+    if len(cpus) < 2:
+        assert pinned == (None, None)
+    else:
+        target, load = pinned
+        assert target and load and not target & load and target | load == set(cpus)
+        assert min(load) > max(target)
+    assert make_point("raw", "echo", 10).topology.cpu_split() == (None, None)
+    url = make_point("ws://127.0.0.1:9/x", "echo", 10, pin_cpus=True)
+    assert url.topology.cpu_split() == (None, None)  # not our server: nothing to pin it to
 
 
 def test_rates_step_the_offered_load_at_each_connection_count() -> None:
