@@ -37,7 +37,7 @@ from harness.execute import (
 )
 from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
 from harness.store import RunStore
-from kernel import hostsysctl
+from kernel import hostsysctl, netns
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent / "harness" / "sweeps" / "default.toml"
 EXIT_INTERRUPTED = 130
@@ -316,12 +316,35 @@ def sweeps_from(args: argparse.Namespace, extras: list[str]) -> list[Sweep]:
         "pin_cpus": args.pin_cpus or None,
     }  # fmt: skip
     overrides = {k: v for k, v in cli.items() if v is not None}
-    sweeps = plan.sweeps_from_settings(settings, overrides, extras)
+    sweeps = _without_namespaces_if_refused(plan.sweeps_from_settings(settings, overrides, extras))
     points = [point for sweep in sweeps for point in sweep.points()]
     _check_targets([t for sweep in sweeps for t in sweep.targets], args.allow_remote)
     _check_kernel(points)
     plan.check_options(points)
     return sweeps
+
+
+def _without_namespaces_if_refused(sweeps: list[Sweep]) -> list[Sweep]:
+    """A matrix of parts (the default benchmark) still runs where namespaces cannot be made:
+    its parts' kernel profiles other than host are left out, said in one line each. A single
+    sweep keeps them, and the kernel check refuses it with the reason."""
+    if len(sweeps) < 2 or all(s.kernel_profiles == (HOST_PROFILE,) for s in sweeps):
+        return sweeps
+    try:
+        netns.check_privileges("default")
+        return sweeps
+    except netns.KernelError as exc:
+        reason = str(exc).split(";")[0].replace("kernel profile 'default' runs", "they run")
+    kept = []
+    for sweep in sweeps:
+        host = tuple(p for p in sweep.kernel_profiles if p == HOST_PROFILE)
+        if host != sweep.kernel_profiles:
+            left = ", ".join(p for p in sweep.kernel_profiles if p != HOST_PROFILE)
+            say(f"wsbench sweep: part {sweep.name}: skipped kernel profiles {left}: {reason} "
+                "(run as root to compare them)")
+        if host:
+            kept.append(dataclasses.replace(sweep, kernel_profiles=host))
+    return kept
 
 
 def _slo_meta(matrix: list[tuple[Sweep, Point]]) -> Any:
