@@ -341,7 +341,7 @@ def run_sweep(planned: Sequence[tuple[Sweep, Point]], store: RunStore, say: Say)
             say(f"{tag}: already {previous['status']}, skipped")
             if sweep.slo and previous["status"] == PointStatus.OK:
                 done = Outcome(point, PointStatus.OK, summary=previous.get("summary") or {})
-                _note_breach(sweep.slo, done, stopped, key)
+                _note_breach(sweep, done, stopped, key)
             elif previous["status"] == PointStatus.SKIPPED:
                 stopped.setdefault(key, previous.get("reason", ""))
             continue
@@ -360,14 +360,17 @@ def run_sweep(planned: Sequence[tuple[Sweep, Point]], store: RunStore, say: Say)
         for warning in outcome.warnings:
             say(f"  warning: {warning}")
         if sweep.slo:
-            _note_breach(sweep.slo, outcome, stopped, key)
+            _note_breach(sweep, outcome, stopped, key)
     return outcomes
 
 
 def _note_breach(
-    slo: SLO, outcome: Outcome, stopped: dict[tuple[str, ...], str], key: tuple[str, ...]
+    sweep: Sweep, outcome: Outcome, stopped: dict[tuple[str, ...], str], key: tuple[str, ...]
 ) -> None:
-    breach = slo_breach(slo, outcome)
+    breach = slo_breach(sweep.slo, outcome)
+    if not breach and sweep.rates and outcome.summary.get("generator_bound"):
+        # A higher rate would measure the generator again, not the server.
+        breach = "the load generator was the limit (its self-check)"
     if breach and key not in stopped:
         workload = outcome.point.workload
         at = f"{workload.rate:,g}/s" if workload.rate is not None else f"{workload.users} users"

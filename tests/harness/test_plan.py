@@ -399,3 +399,31 @@ def test_a_bare_number_of_users_in_a_sweep_file_is_not_a_traceback(
         assert plan_users == [5]
     else:
         assert len(done.stderr.strip().splitlines()) == 1 and "users" in done.stderr
+
+
+def test_a_rate_series_stops_at_its_slo_breach_or_where_the_generator_was_the_limit() -> None:
+    """With rates, a point over the SLO, or one whose generator was the limit, stops the rest
+    of its series (higher rates would measure the generator again); without rates a
+    generator-bound point stops nothing."""
+    from common.schema import PointStatus
+    from harness.execute import Outcome, _note_breach
+
+    stepped = Sweep(("raw",), ("echo_rate",), (100,), rates=(100.0, 200.0),
+                    slo=plan.SLO(p99_ms=10.0))  # fmt: skip
+    point = stepped.points()[0]
+    stopped: dict = {}
+    bound = Outcome(point, PointStatus.OK, summary={"generator_bound": True})
+    _note_breach(stepped, bound, stopped, ("k",))
+    assert stopped == {("k",): "SLO stop: the load generator was the limit (its self-check) "
+                               "at 100/s"}  # fmt: skip
+    slow = Outcome(point, PointStatus.OK, summary={
+        "main": {"names": ["echo corrected"]},
+        "latency_us": {"echo corrected": {"p99_us": 25_000}}})  # fmt: skip
+    stopped = {}
+    _note_breach(stepped, slow, stopped, ("k",))
+    assert "p99 25.00 ms > 10 ms at 100/s" in stopped[("k",)]
+    plain = Sweep(("raw",), ("echo",), (10,), slo=plan.SLO(p99_ms=10.0))
+    stopped = {}
+    _note_breach(plain, Outcome(plain.points()[0], PointStatus.OK,
+                                summary={"generator_bound": True}), stopped, ("k",))  # fmt: skip
+    assert stopped == {}
