@@ -241,11 +241,19 @@ WIDE_COUNTERS = ("ListenOverflows", "ListenDrops", "TCPSynRetrans", "TCPTimeWait
 
 @pytest.fixture
 def wide_copy(copy_run: Callable[[Path, str], Path]) -> Path:
-    """sweep-small with every point's kernel counters moving on both sides: a table far wider
-    than the page (30 counter columns), and long generator verdicts in the summary."""
+    """sweep-small's echo points under two kernel profiles (so the summary has a profile
+    column), each point's self-check with a six-digit delay, and kernel counters moving on
+    both sides: a kernel table far wider than the page (30 counter columns)."""
     run_dir = copy_run(SWEEP, "wide")
+    add_profile_copies(run_dir, "echo", "tuned")
     for i, pdir in enumerate(sorted((run_dir / "points").iterdir())):
         sides = {side: {c: 1000 * (i + 1) + j for j, c in enumerate(WIDE_COUNTERS)}
                  for side in ("server", "client")}  # fmt: skip
         (pdir / "kernel_counters.json").write_text(json.dumps(sides))
+        path = pdir / "locust_latency_us_histograms.json"
+        document = json.loads(path.read_text())
+        document["generator"] = {**document.get("generator", {}), "bound": True,
+                                 "delay_p99_us": 123_456 + i, "busiest_run_pct": 99.5,
+                                 "verdict": "GENERATOR-BOUND: delay p99 123,456 µs"}  # fmt: skip
+        path.write_text(json.dumps(document))
     return run_dir

@@ -171,20 +171,22 @@ def test_change_chart_bars_are_worse_pct(sweep: Run, slower_copy: Path) -> None:
         assert same(np.array(widths), rows["worse_pct"].fillna(0.0))
 
 
-def _all_charts(sweep: Run, extras: Run, two_profiles: Run) -> list[page.Chart]:
+def _all_charts(sweep: Run, extras: Run, two_profiles: Run, knee: Run) -> list[page.Chart]:
     return [
         *page.build(sweep).charts(),
         *page.build(extras).charts(),
         *(c for c in page.build(two_profiles).charts() if c.slug.startswith("kernel-")),
+        *(c for c in page.build(knee).charts() if c.slug == "knee"),
     ]
 
 
 def test_every_chart_has_title_units_and_legend(
-    sweep: Run, extras: Run, two_profile_copy: Path
+    sweep: Run, extras: Run, two_profile_copy: Path, knee_copy: tuple[Path, float]
 ) -> None:
     """Every chart of the pages has a title, axis labels with units and a legend."""
-    built = _all_charts(sweep, extras, load_run(two_profile_copy))
+    built = _all_charts(sweep, extras, load_run(two_profile_copy), load_run(knee_copy[0]))
     assert any(c.slug.startswith("kernel-") for c in built)
+    assert {"knee", "connect-profiles"} <= {c.slug for c in built}
     for chart in built:
         fig = chart.figure
         assert fig.get_suptitle() or fig.axes[0].get_title(), chart.slug
@@ -205,3 +207,41 @@ def test_charts_do_not_change_their_tables(echo: pd.DataFrame) -> None:
     charts.throughput_chart(echo, "t", "msgs/s")
     charts.server_chart(echo, "t")
     pd.testing.assert_frame_equal(echo, before)
+
+
+def test_knee_chart_plots_p99_and_achieved_vs_offered(knee_copy: tuple[Path, float]) -> None:
+    """Per target: p99 and achieved msgs/s against offered msgs/s, the SLO line at the run's
+    SLO, and a cross on each target's knee step only."""
+    run_dir, slo_us = knee_copy
+    frame = page.knee_table(load_run(run_dir).points, slo_us)
+    fig = charts.knee_chart(frame, slo_us, "t")
+    lines = plotted(fig)
+    for series, rows in frame.groupby("series"):
+        for column in ("p99_us", "msgs_per_s"):
+            x, y = lines[f"{column}:{series}"]
+            assert same(x, rows["offered_msgs_per_s"]) and same(y, rows[column])
+            kx, ky = lines[f"knee_{column}:{series}"]
+            knee = rows[rows["knee"]]
+            assert len(knee) == 1 and same(kx, knee["offered_msgs_per_s"])
+            assert same(ky, knee[column])
+    assert same(lines["slo_us"][1], [slo_us, slo_us])
+    assert fig.axes[0].get_yscale() == "log"
+
+
+def test_connect_profiles_chart_bars_per_target_and_profile(connect_profiles_copy: Path) -> None:
+    """One bar per target and profile: its upgrades/s, and its failed share in %."""
+    frame = page.connect_profiles(load_run(connect_profiles_copy).points)
+    fig = charts.connect_profiles_chart(frame, "t")
+    bars = {p.get_gid(): p.get_height() for ax in fig.axes for p in ax.patches if p.get_gid()}
+    assert len(bars) == 2 * len(frame) == 8
+    for row in frame.itertuples():
+        assert bars[f"upgrades_per_s:{row.target} · {row.kernel_profile}"] == row.upgrades_per_s
+        assert bars[f"failure_pct:{row.target} · {row.kernel_profile}"] == row.failure_pct
+    assert [t.get_text() for t in fig.axes[0].get_xticklabels()] == ["host", "tuned"]
+
+
+def test_server_chart_without_memory_per_connection(echo: pd.DataFrame) -> None:
+    """Without the per connection column the chart has two panels: peak RSS and CPU."""
+    fig = charts.server_chart(echo.drop(columns=["server_rss_per_conn_bytes"]), "t")
+    assert [ax.get_title() for ax in fig.axes] == ["server memory", "server CPU"]
+    assert not any(gid.startswith("server_rss_per_conn") for gid in plotted(fig))
