@@ -278,7 +278,9 @@ def _connect(run: Run, target: str, profile: str) -> tuple[Cell, str | None]:
     point = mine.iloc[-1]
     if point["status"] not in (OK, "failed") or (point["status"] != OK and not point["requests"]):
         return Cell("no answer", _link(point["point_id"]), _not_ok(point)), None
-    rate, offered = _num(point["msgs_per_s"]), _num(point.get("rate"))
+    rate = _num(point.get("main_per_s"))
+    rate = _num(point["msgs_per_s"]) if rate is None else rate
+    offered = _num(point.get("rate"))
     failed = _num(point.get("main_error_rate")) or 0.0
     broke = first_broken(run, point)
     text = _count(rate) + (f" of {offered:,.0f}" if offered else "")

@@ -246,6 +246,9 @@ def _load_point(
     row.update(_server(resources, row["users"], idle))
     row.update(_generator(document, schema.read_csv(pdir / LATENCY_CSV)))
     _fill_from_summary(row, result.get("summary") or {})
+    # The harness's rate: the main measurement's successes over the measured time (Locust's
+    # own span starts a window late, as its statistics are logged a window at a time).
+    row["main_per_s"] = number((result.get("summary") or {}).get("requests_per_s"))
     kernel_summary = (result.get("summary") or {}).get("kernel") or {}
     row["kernel_explain"] = list(kernel_summary.get("explain") or [])
     row["kernel_stalls"] = list(kernel_summary.get("stalls") or [])
