@@ -340,16 +340,31 @@ def test_load_sweep_file_names_unknown_keys_and_the_known_ones(tmp_path: Path) -
     assert "'user'" in message and "'users'" in message and "'slo_p99_ms'" in message
 
 
-def test_the_shipped_default_matrix_is_a_valid_sweep() -> None:
-    """`make bench`'s harness/sweeps/default.toml loads into 3 targets x 3 scenarios x 3 counts."""
+def test_the_shipped_default_matrix_asks_the_four_questions() -> None:
+    """`make bench`'s harness/sweeps/default.toml: per target a rate-stepped knee at 1,000
+    connections under an SLO, one rate at 1,000 and 10,000 connections, an open-model connect
+    storm under three kernel profiles, a broadcast to 1,000 subscribers and 10,000 idle
+    connections; each point once, the target and Locust on their own CPUs."""
     args, extras = runner.build_parser().parse_known_args(
         ["sweep", "--config", str(runner.DEFAULT_SWEEP)]
     )
-    points = [p for s in runner.sweeps_from(args, extras) for p in s.points()]
-    assert len(points) == 27
+    sweeps = runner.sweeps_from(args, extras)
+    parts = {s.name: s for s in sweeps}
+    assert list(parts) == ["knee", "latency", "connect storm", "broadcast", "memory"]
+    assert parts["knee"].slo.p99_ms == 10 and parts["knee"].users == (1000,)
+    assert len(parts["knee"].rates) >= 3
+    assert parts["latency"].users == (1000, 10000) and len(parts["latency"].rates) == 1
+    assert parts["connect storm"].kernel_profiles == ("default", "tuned", "constrained")
+    matrix = plan.matrix_points(sweeps)
+    points = [p for _, p in matrix]
+    assert len({p.point_id for p in points}) == len(points)
     assert {p.topology.target for p in points} == {"aiohttp", "websockets", "raw"}
-    assert {p.workload.scenario for p in points} == {"echo", "connect", "broadcast"}
-    assert all(p.workload.duration_s > 0 and p.workload.spawn_rate > 0 for p in points)
+    assert all(p.topology.pin_cpus for p in points)
+    broadcast = [p for p in points if p.workload.scenario == "broadcast"]
+    assert {p.workload.users for p in broadcast} == {1001}
+    assert {p.workload.users for p in points if p.workload.scenario == "hold"} == {10000}
+    # About six minutes on 2 cores: the points' run time, without their start and stop.
+    assert sum(p.workload.duration_s for p in points) <= 240
 
 
 def _sweep_file(tmp_path: Path, port: int, line: str) -> Path:
