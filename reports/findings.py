@@ -170,62 +170,78 @@ def _knee_series(run: Run) -> dict[str, pd.DataFrame]:
 
 
 def _knee(run: Run, knees: dict[str, pd.DataFrame], target: str) -> tuple[Cell, str | None]:
-    """The highest offered rate whose point kept its sends within the SLO, without failures,
-    with the generator clean; and what the next step showed."""
+    """The highest offered rate within the SLO, and what ended the series.
+
+    A measured p99 is an upper bound of the server's share of it: a step within the SLO is
+    within it even when the generator was the limit (its self-check), but the series ends
+    there, and the knee is then above what this machine can offer. A step over the SLO is
+    the server's knee only when the generator was clean at it.
+    """
     series = knees.get(target)
     if series is None:
         return EMPTY, None
-    users = int(series["users"].iloc[0])
-    best, breach = None, None
+    series = series[series["status"] != "skipped"]  # after the sweep's own stop
+    users = int(series["users"].iloc[0]) if not series.empty else 0
+    best, end = None, None  # end: (kind, point, why), kind "past" or "generator"
     for _, point in series.iterrows():
-        why = _step_fails(run, point)
-        if why:
-            breach = (point, why)
+        kind, why = _step(run, point)
+        if kind in ("within", "limit"):
+            best = point
+        if kind != "within":
+            end = (kind, point, why)
             break
-        best = point
-    slo_ms = _slo_p99_us(run, str(series["point_id"].iloc[0])) / 1000
+    slo_ms = _slo_p99_us(run, str(knees[target]["point_id"].iloc[0])) / 1000
     if best is None:
-        point, why = breach
-        text = f"< {point['rate']:,.0f}"
+        if end is None:
+            return EMPTY, None
+        kind, point, why = end
+        if kind == "generator":
+            return Cell("no answer", _link(point["point_id"]), why), None
         sentence = (f"{target} did not hold even {point['rate']:,.0f} msgs/s at {users:,} "
                     f"connections: {why}.")  # fmt: skip
-        return Cell(text, _link(point["point_id"]), why), sentence
+        return Cell(f"< {point['rate']:,.0f}", _link(point["point_id"]), why), sentence
     rate, p99 = best["rate"], _num(best["p99_us"])
-    if breach is None:
-        text = f"≥ {rate:,.0f}"
+    link = _link(best["point_id"])
+    if end is None:
         sentence = (f"{target} held every step up to {rate:,.0f} msgs/s at {users:,} connections "
                     f"(p99 {_ms(p99)}, SLO {slo_ms:g} ms): its knee is above what this run "
                     "offered.")  # fmt: skip
-        return Cell(text, _link(best["point_id"]), f"p99 {_ms(p99)}"), sentence
-    point, why = breach
-    generator = "generator" in why
-    text = f"≥ {rate:,.0f}" if generator else f"{rate:,.0f}"
-    if generator:
-        sentence = (f"{target} held {rate:,.0f} msgs/s at {users:,} connections (p99 {_ms(p99)}); "
-                    f"at {point['rate']:,.0f} {why}, so its knee is not found on this machine.")
-    else:
+        return Cell(f"≥ {rate:,.0f}", link, f"p99 {_ms(p99)}"), sentence
+    kind, point, why = end
+    if kind == "past":
         sentence = (f"{target}'s knee at {users:,} connections is {rate:,.0f} msgs/s (p99 "
                     f"{_ms(p99)}); at {point['rate']:,.0f} msgs/s {why}.")  # fmt: skip
-    return Cell(text, _link(best["point_id"]), f"next step: {why}"), sentence
+        return Cell(f"{rate:,.0f}", link, f"next step: {why}"), sentence
+    at = "there" if point is best else f"at {point['rate']:,.0f} msgs/s"
+    sentence = (f"{target} held {rate:,.0f} msgs/s at {users:,} connections within the "
+                f"{slo_ms:g} ms SLO (p99 {_ms(p99)}); the load generator reached its own limit "
+                f"{at}, so the server's knee is above what this machine can offer.")
+    return Cell(f"≥ {rate:,.0f}", link, f"the generator's limit: {why}"), sentence
 
 
-def _step_fails(run: Run, point: pd.Series) -> str:
-    """Why a rate step is past the knee (or unusable), or '' when it is within it."""
+def _step(run: Run, point: pd.Series) -> tuple[str, str]:
+    """A rate step's verdict: "within" the SLO, "limit" (within it, the generator at its
+    limit), "generator" (over it, the generator the limit) or "past" (the server's knee)."""
     if point["status"] != OK:
-        return f"the point {point['status']} ({point.get('reason') or '?'})"
-    if _bound(point):
-        return "the load generator was the limit (its self-check)"
+        return "past", f"the point {point['status']} ({point.get('reason') or '?'})"
+    bound = _bound(point)
     slo_us = _slo_p99_us(run, str(point["point_id"]))
     p99 = _num(point["p99_us"])
     if p99 is not None and p99 > slo_us:
-        return f"p99 was {_ms(p99)}, over the {slo_us / 1000:g} ms SLO"
+        over = f"p99 was {_ms(p99)}, over the {slo_us / 1000:g} ms SLO"
+        if bound:
+            return "generator", f"{over}, with the load generator the limit (its self-check)"
+        return "past", over
     failed = _num(point.get("main_error_rate")) or 0.0
     if failed > 0:
-        return f"{failed:.1%} of the echoes failed"
+        return "past", f"{failed:.1%} of the echoes failed"
     kept = _sends_kept(run, point)
     if kept is not None and kept < SENDS_KEPT_MIN:
-        return f"only {kept:.0%} of the scheduled sends were made (the server held them back)"
-    return ""
+        return "past", (f"only {kept:.0%} of the scheduled sends were made (the server held "
+                        "them back)")
+    if bound:
+        return "limit", "the load generator was the limit (its self-check)"
+    return "within", ""
 
 
 # -- latency at fixed connection counts ------------------------------------------------------

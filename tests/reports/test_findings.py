@@ -67,17 +67,25 @@ def test_the_knee_is_the_last_step_within_the_slo_and_the_next_says_why() -> Non
         _point("raw", "echo_rate", 1000, 20000.0, p99_us=25000.0),
         _point("aiohttp", "echo_rate", 1000, 5000.0),
         _point("aiohttp", "echo_rate", 1000, 10000.0, generator_saturated=True),
+        _point("websockets", "echo_rate", 1000, 5000.0),
+        _point("websockets", "echo_rate", 1000, 10000.0, p99_us=30000.0,
+               generator_saturated=True),
+        _point("websockets", "echo_rate", 1000, 20000.0, status="skipped"),
     ]
     found = findings.build(_run(rows, slo={"p99_ms": 10.0, "error_rate": None}))
     cells = _cells(found)
     assert cells["raw"][KNEE].text == "10,000"
     assert cells["raw"][KNEE].href == "#point-raw-echo_rate-u1000-r10000-host"
     assert "p99 was 25.0 ms, over the 10 ms SLO" in cells["raw"][KNEE].title
-    # A generator-bound step is no knee of the server's: the answer is a lower bound.
-    assert cells["aiohttp"][KNEE].text == "≥ 5,000"
-    assert any("knee is not found on this machine" in s for s in found.sentences)
+    # A generator-bound step within the SLO still holds, but ends the series: a lower bound.
+    assert cells["aiohttp"][KNEE].text == "≥ 10,000"
+    assert any("the load generator reached its own limit there, so the server's knee is above"
+               in s for s in found.sentences)  # fmt: skip
     assert any(s.startswith("raw's knee at 1,000 connections is 10,000 msgs/s") for s in
                found.sentences)  # fmt: skip
+    # Over the SLO with the generator the limit: not the server's knee either.
+    assert cells["websockets"][KNEE].text == "≥ 5,000"
+    assert "with the load generator the limit" in cells["websockets"][KNEE].title
 
 
 def test_a_step_that_kept_too_few_sends_or_failed_is_past_the_knee() -> None:
