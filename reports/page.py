@@ -1,7 +1,8 @@
 """What goes on a run's report page: sections of charts and tables, built from a loaded Run.
 
-This module decides content (which charts for which scenario, captions, table columns); html.py
-turns the result into one self-contained file. Captions say what to look for.
+This module decides content (which charts for which scenario, captions, table columns, which
+charts are inline); html.py turns the result into one HTML file with the other charts' SVGs and
+every table's CSV beside it. Captions say what to look for.
 """
 
 from __future__ import annotations
@@ -161,6 +162,12 @@ def build(run: Run) -> Page:
         table = _failure_table(failures, tables.failure_kinds_known(run))
         sections.append(Section("failures", "Failures by kind", tables=[table]))
     sections.append(_points_section(run))
+    # Only the headline charts are inline: at ~50 KB of SVG each, every scenario's four charts
+    # inline would put a default run's page near 1 MB. The rest are files beside the page,
+    # loaded as lazy <img>s (which file:// allows), and look the same.
+    for section in sections:
+        for chart in section.charts:
+            chart.inline = False
     meta = run.meta
     subtitle = (f"{meta.get('kind', 'run')} · {len(points)} points · started "
                 f"{meta.get('started', '?')} · status {meta.get('status', '?')}")  # fmt: skip
@@ -321,17 +328,22 @@ def connect_profiles(points: pd.DataFrame) -> pd.DataFrame:
     """
     columns = ["kernel_profile", "target", "users", "point_id", "status", "upgrades_per_s",
                "failure_pct", "generator_saturated"]  # fmt: skip
+    # The harness's rate (successes over the measured time) where stored, as findings reports;
+    # else Locust's.
+    harness = points.get("main_per_s", pd.Series(float("nan"), index=points.index))
+    rates = pd.to_numeric(harness, errors="coerce").fillna(points["msgs_per_s"])
     mine = points[(points["scenario"] == "connect")
-                  & points["status"].isin([tables.OK, "failed"]) & points["msgs_per_s"].notna()]
+                  & points["status"].isin([tables.OK, "failed"]) & rates.notna()]
     if mine.empty:
         return pd.DataFrame(columns=columns)
     top = mine.sort_values("users", kind="stable").groupby(["kernel_profile", "target"]).tail(1)
     top = top.sort_values(["kernel_profile", "target"], kind="stable")
     failed = top["main_error_rate"].fillna(top["failure_rate"])  # the upgrade's, when judged
+    rate = rates.loc[top.index]
     return pd.DataFrame({
         "kernel_profile": top["kernel_profile"].to_numpy(), "target": top["target"].to_numpy(),
         "users": top["users"].to_numpy(), "point_id": top["point_id"].to_numpy(),
-        "status": top["status"].to_numpy(), "upgrades_per_s": top["msgs_per_s"].to_numpy(),
+        "status": top["status"].to_numpy(), "upgrades_per_s": rate.to_numpy(),
         "failure_pct": (100.0 * failed).to_numpy(),
         "generator_saturated": top["generator_saturated"].astype(bool).to_numpy(),
     })[columns]  # fmt: skip
