@@ -257,3 +257,24 @@ def wide_copy(copy_run: Callable[[Path, str], Path]) -> Path:
                                  "verdict": "GENERATOR-BOUND: delay p99 123,456 µs"}  # fmt: skip
         path.write_text(json.dumps(document))
     return run_dir
+
+
+@pytest.fixture
+def latency_copy(knee_copy: tuple[Path, float]) -> Path:
+    """knee_copy plus, per target, an echo_rate point at 2 connections offered the same total
+    (800 msgs/s) as its last 5-connection step: one total rate at two connection counts."""
+    run_dir, _ = knee_copy
+    meta_path = run_dir / "meta.json"
+    meta = json.loads(meta_path.read_text())
+    for target in ("raw", "aiohttp"):
+        new_id = f"{target}-echo_rate-u2-r400-host"
+        pdir = Path(shutil.copytree(run_dir / "points" / f"{target}-echo-u2-host",
+                                    run_dir / "points" / new_id))  # fmt: skip
+        _as_echo_rate(pdir)
+        result = json.loads((pdir / "point.json").read_text())
+        result["point"].update(scenario="echo_rate", point_id=new_id, rate=800.0,
+                               options=["--rate", "400"])  # fmt: skip
+        (pdir / "point.json").write_text(json.dumps(result))
+        meta["plan"].append(result["point"])
+    meta_path.write_text(json.dumps(meta))
+    return run_dir

@@ -293,3 +293,25 @@ def test_connect_profiles_table_per_target_and_profile(
         assert row.failure_pct == 100 * points.loc[row.point_id, "main_error_rate"]
     text = write_report(run_dir, tmp_path / "out").read_text()
     assert 'id="chart-connect-profiles"' in text[: text.index('id="summary"')]
+
+
+def test_latency_vs_connections_of_echo_rate_at_one_total_rate(
+    latency_copy: Path, tmp_path: Path
+) -> None:
+    """echo_rate points at one total rate and several connection counts answer the latency
+    question: their chart, not closed-loop echo's, is the headline's; the rate steps at other
+    totals are left out of it."""
+    run = load_run(latency_copy)
+    built = page.build(run)
+    assert built.headline is not None
+    slugs = [c.slug for c in built.headline.charts]
+    assert slugs == ["knee", "echo_rate-latency", "connect-profiles", "broadcast-delivery"]
+    frame = built.headline.charts[1].data[""]
+    assert sorted(zip(frame["series"], frame["users"], strict=True)) == [
+        ("aiohttp", 2), ("aiohttp", 5), ("raw", 2), ("raw", 5)]
+    points = run.points.set_index("point_id")
+    assert frame.loc[frame["users"] == 5, "p99_us"].tolist() == [
+        points.loc[f"{t}-echo_rate-u5-r160-host", "p99_us"] for t in ("aiohttp", "raw")]
+    echo_rate = next(s for s in built.sections if s.anchor == "scenario-echo_rate")
+    assert "800 msgs/s" in echo_rate.intro
+    assert any(c.slug == "echo-latency" for c in built.charts())  # echo keeps its own
