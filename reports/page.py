@@ -7,7 +7,6 @@ every table's CSV beside it. Captions say what to look for.
 
 from __future__ import annotations
 
-import importlib.util
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -15,6 +14,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from reports import charts, tables
+from reports.findings import Findings
+from reports.findings import build as build_findings
 from reports.load import Run, is_drop_counter
 
 # What the main request name's rate counts, per scenario (the y label of throughput charts).
@@ -98,19 +99,6 @@ class Section:
         return list(grouped.items())
 
 
-@dataclass
-class FindingsView:
-    """reports.findings' Findings as the page shows them, or a note saying why there are none.
-
-    columns, rows (of findings.Cell: text, href, title) and sentences as findings.build made them.
-    """
-
-    columns: list[str]
-    rows: list[list[Any]]
-    sentences: list[str]
-    note: str = ""
-
-
 NO_FINDINGS = ("This run has no points that answer the questions (capacity knee, latency at 1k "
                "and 10k connections, connect rate per kernel profile, memory per idle "
                "connection, broadcast p99).")  # fmt: skip
@@ -125,7 +113,8 @@ class Page:
     sections: list[Section]
     environment: Environment
     no_warnings: str = "No warnings: every point ran, without failures or a bound generator."
-    findings: FindingsView | None = None  # run pages only: first on the page
+    findings: Findings | None = None  # run pages only: first on the page
+    no_findings: str = NO_FINDINGS  # what the findings section says when it has no rows
     headline: Section | None = None  # one chart per question, after the warnings
 
     def all_sections(self) -> list[Section]:
@@ -178,24 +167,9 @@ def build(run: Run) -> Page:
         summary=summary_table(points),
         sections=sections,
         environment=environment(meta, run.profiles),
-        findings=findings_view(run),
+        findings=build_findings(run),
         headline=headline,
     )
-
-
-def findings_view(run: Run) -> FindingsView:
-    """The findings table and sentences of reports.findings, or a note when there are none."""
-    # reports/findings.py is written alongside this page; until it is in the tree the page
-    # says so rather than failing (find_spec, not a caught ImportError: a broken import inside
-    # findings.py must still fail loudly).
-    if importlib.util.find_spec("reports.findings") is None:
-        return FindingsView([], [], [], note="No findings: reports/findings.py is not installed.")
-    from reports import findings
-
-    found = findings.build(run)
-    note = "" if found.rows else NO_FINDINGS
-    return FindingsView(list(found.columns), [list(r) for r in found.rows],
-                        list(found.sentences), note)  # fmt: skip
 
 
 def slo_p99_us(meta: dict[str, Any], point_ids: list[str] | None = None) -> float:

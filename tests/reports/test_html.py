@@ -315,3 +315,10 @@ def test_latency_vs_connections_of_echo_rate_at_one_total_rate(
     echo_rate = next(s for s in built.sections if s.anchor == "scenario-echo_rate")
     assert "800 msgs/s" in echo_rate.intro
     assert any(c.slug == "echo-latency" for c in built.charts())  # echo keeps its own
+
+
+def test_findings_say_so_when_no_point_answers(two_profile_copy: Path, tmp_path: Path) -> None:
+    """A run of closed-loop echo only answers none of the questions: one line says so."""
+    text = write_report(two_profile_copy, tmp_path / "out").read_text()
+    section = text[text.index('<section id="findings">') : text.index('<section id="warnings">')]
+    assert "<table" not in section and str(escape(page.NO_FINDINGS)) in section
