@@ -1,9 +1,10 @@
 """Pages -> one HTML file each, with every chart's data as CSV beside it.
 
-The headline charts are inlined as SVG (glyphs drawn as paths, so the page looks the same
-without any font installed); charts marked not inline (the per point detail) are SVG files
-beside the page, shown with <img loading="lazy">, which works offline and from file:// (where
-a script's fetch() would be refused). The CSS is inline; nothing is fetched from elsewhere.
+Charts are SVG with glyphs drawn as paths, so they look the same without any font installed.
+Those marked inline (a run page's headline charts) are in the page; the others (scenario,
+kernel and per point charts) are SVG files beside it, shown with <img loading="lazy">, which
+works offline and from file:// (where a script's fetch() would be refused). The CSS is inline;
+nothing is fetched from elsewhere.
 """
 
 from __future__ import annotations
