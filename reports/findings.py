@@ -364,9 +364,11 @@ def _broadcast(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
     p99 = _num(point["p99_us"])
     expected = _num(point.get("broadcast_expected"))
     received = _num(point.get("broadcast_received"))
-    delivered = (f"{received / expected:.2%}" if expected and received is not None
-                 else "delivery not counted")  # fmt: skip
+    counted = bool(expected) and received is not None
+    delivered = f"{received / expected:.2%}" if counted else "delivery not counted"
     subscribers = int(point["users"]) - int(option_value(point["options"], "--publishers", 1.0))
+    arrived = (f"{delivered} of the expected deliveries arrived (counted per member)" if counted
+               else "this run did not count its deliveries")  # fmt: skip
     sentence = (f"{target} fans a message out to {subscribers:,} subscribers with p99 "
-                f"{_ms(p99)}; {delivered} of the expected deliveries arrived.")  # fmt: skip
+                f"{_ms(p99)}; {arrived}.")  # fmt: skip
     return Cell(f"{_ms(p99)} · {delivered}", _link(point["point_id"])), sentence
