@@ -76,8 +76,10 @@ class ConnectUser(WebSocketUser):
 
     def on_stop(self) -> None:
         if self.interval_ns:
-            late = time.monotonic_ns() - self.next_ns
-            missed = late // self.interval_ns + 1 if late >= 0 else 0
+            # Due until the run's stop; the arrival due within the last interval before it
+            # is the run's end, not a missed one (users are stopped one by one after it).
+            late = engine().schedule_now_ns() - self.next_ns
+            missed = max(0, late // self.interval_ns)
             recorder = self.measurement.recorder
             recorder.count(DUE, self.made + missed)
             recorder.count(MADE, self.made)
