@@ -296,7 +296,9 @@ def _connect(run: Run, target: str, profile: str) -> tuple[Cell, str | None]:
     point = mine.iloc[-1]
     if point["status"] not in (OK, "failed") or (point["status"] != OK and not point["requests"]):
         return Cell("no answer", _link(point["point_id"]), _not_ok(point)), None
-    rate = _num(point.get("main_per_s"))
+    # The steady windows' rate (--skip-ramp), else the harness's over the measured time.
+    rate = _num(point["msgs_per_s"]) if point.get("steady") is True else None
+    rate = _num(point.get("main_per_s")) if rate is None else rate
     rate = _num(point["msgs_per_s"]) if rate is None else rate
     offered = _num(point.get("rate"))
     failed = _num(point.get("main_error_rate")) or 0.0

@@ -306,6 +306,8 @@ def connect_profiles(points: pd.DataFrame) -> pd.DataFrame:
     # else Locust's.
     harness = points.get("main_per_s", pd.Series(float("nan"), index=points.index))
     rates = pd.to_numeric(harness, errors="coerce").fillna(points["msgs_per_s"])
+    if "steady" in points:  # --skip-ramp points: the rate of their steady windows
+        rates = rates.where(points["steady"] != True, points["msgs_per_s"])  # noqa: E712
     mine = points[(points["scenario"] == "connect")
                   & points["status"].isin([tables.OK, "failed"]) & rates.notna()]
     if mine.empty:
