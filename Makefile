@@ -21,8 +21,9 @@ test: install
 lint: install
 	$(PY) -m ruff check .
 
-# The default benchmark: harness/sweeps/default.toml (three targets x echo, connect, broadcast x
-# a few connection counts, about five minutes on 2 cores). Results go to results/<run-id>/.
+# The default benchmark: harness/sweeps/default.toml (three targets: knee, latency at 1,000 and
+# 10,000 connections, a connect storm per kernel profile, broadcast, memory; about five minutes
+# on 2 cores), ending with the findings table. Results go to results/<run-id>/.
 bench: install
 	$(VENV)/bin/wsbench sweep --config harness/sweeps/default.toml
 

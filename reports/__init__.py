@@ -1,4 +1,7 @@
-"""Reports: stored run folders -> frames -> charts -> one self-contained HTML page; compare runs.
+"""Reports: stored run folders -> frames -> findings -> charts -> one HTML page; compare runs.
+
+The page works offline and from file://: headline charts inline, per-point and scenario charts
+as SVG files beside it.
 
 Reads files only (it imports `common` and never Locust, the targets, the scenarios or the
 harness), so a report can be made again at any time, anywhere, from a copied results folder.
