@@ -404,7 +404,7 @@ def broadcast_chart(spectra: pd.DataFrame, delivery: pd.DataFrame, title: str) -
     bars.set_xticks(x, labels, fontsize="x-small")
     bars.set_ylim(0, 105)
     bars.yaxis.set_major_formatter(PercentFormatter())
-    bars.set_ylabel("delivered (% of published × members)")
+    bars.set_ylabel("delivered (% of expected, as counted)")
     bars.set_xlabel("point (series, connections)")
     bars.set_title("delivery completeness")
     bars.grid(True, axis="y", alpha=0.3)

@@ -337,12 +337,16 @@ def first_broken(run: Run, point: pd.Series) -> str:
 # -- memory and broadcast --------------------------------------------------------------------
 
 
+def _largest(points: pd.DataFrame, target: str, scenario: str) -> pd.Series | None:
+    """The target's point of `scenario` with the most connections, if any."""
+    mine = points[(points["target"] == target) & (points["scenario"] == scenario)]
+    return None if mine.empty else mine.sort_values("users").iloc[-1]
+
+
 def _memory(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
-    mine = points[(points["target"] == target) & (points["scenario"] == "hold")]
-    mine = mine.sort_values("users")
-    if mine.empty:
+    point = _largest(points, target, "hold")
+    if point is None:
         return EMPTY, None
-    point = mine.iloc[-1]
     per_conn = _num(point["server_rss_per_conn_bytes"])
     why = _not_ok(point) if point["status"] != OK else ""
     if why or per_conn is None:
@@ -355,11 +359,9 @@ def _memory(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
 
 
 def _broadcast(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
-    mine = points[(points["target"] == target) & (points["scenario"] == "broadcast")]
-    mine = mine.sort_values("users")
-    if mine.empty:
+    point = _largest(points, target, "broadcast")
+    if point is None:
         return EMPTY, None
-    point = mine.iloc[-1]
     why = _not_ok(point)
     if why:
         return Cell("no answer", _link(point["point_id"]), why), None

@@ -403,6 +403,15 @@ def _scenario_section(run: Run, scenario: str) -> Section:
               "climbs has hit the server's (or the generator's) capacity.",
               charts.throughput_chart(throughput, f"{scenario}: throughput vs connections", rate),
               {"": throughput}))  # fmt: skip
+    section.charts += _scenario_charts(run, scenario, frame)
+    section.charts.append(_server_chart(frame, scenario))
+    return section
+
+
+def _scenario_charts(run: Run, scenario: str, frame: pd.DataFrame) -> list[Chart]:
+    """The charts only some scenarios have: connect set-up, broadcast delivery, push gaps."""
+    found: list[Chart] = []
+    add = found.append
     if scenario == "connect":
         connect = _plotted(frame, "upgrade_p50_us", "upgrade_p99_us", "connect_p99_us",
                            "failure_rate")  # fmt: skip
@@ -417,8 +426,13 @@ def _scenario_section(run: Run, scenario: str) -> Section:
         delivery = tables.broadcast_delivery(run.points)
         add(Chart("broadcast-delivery",
                   "Left: publish → receive latency over all percentiles, one line per point. "
-                  "Right: messages received out of published × room members; below 100 % "
-                  "means losses or messages still in flight when the run stopped.",
+                  "Right: messages received out of those expected, as each member counted "
+                  "them: from the first message it got from each publisher to that "
+                  "publisher's end marker, sent a drain period before the run ends. Below "
+                  "100 % means messages lost (counted), or still in flight when the run "
+                  "stopped because their end marker had not arrived (counted apart, never "
+                  "guessed). Runs made before these counts show the old estimate, published × "
+                  "room members.",
                   charts.broadcast_chart(spectra, delivery, "broadcast: latency and delivery"),
                   {"spectra": spectra, "delivery": delivery}))  # fmt: skip
     if scenario == "push":
@@ -429,6 +443,11 @@ def _scenario_section(run: Run, scenario: str) -> Section:
                   "were dropped or the server fell behind.",
                   charts.push_chart(gaps, "push: one-way latency and gaps"),
                   {"": gaps}))  # fmt: skip
+    return found
+
+
+def _server_chart(frame: pd.DataFrame, scenario: str) -> Chart:
+    """Peak memory and mean CPU, with memory per connection where it means something."""
     per_conn = memory_per_connection(frame, scenario)
     server = _plotted(frame, "server_rss_bytes_max", "server_cpu_pct_mean")
     if per_conn is None:
@@ -449,10 +468,9 @@ def _scenario_section(run: Run, scenario: str) -> Section:
                    "only for points with that idle figure or with "
                    f"{MEMORY_MIN_CONNECTIONS:,} connections or more (where the process's own "
                    "size is a small share of peak RSS ÷ connections).")  # fmt: skip
-    add(Chart(f"{scenario}-server", caption,
-              charts.server_chart(server, f"{scenario}: server memory and CPU"),
-              {"": server}))  # fmt: skip
-    return section
+    return Chart(f"{scenario}-server", caption,
+                 charts.server_chart(server, f"{scenario}: server memory and CPU"),
+                 {"": server})  # fmt: skip
 
 
 def _plotted(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:
