@@ -697,14 +697,25 @@ def sweeps_from_settings(
     parts = settings.get("part") or [{}]
     if not isinstance(parts, list) or not all(isinstance(p, dict) for p in parts):
         raise PlanError("part must be a list of tables ([[part]] in the sweep file)")
+    overrides = dict(overrides or {})
+    # With parts, --scenarios picks the parts (and their scenarios) to run, rather than
+    # giving every part the same scenarios: a part's rates belong to its own.
+    wanted = split_list(overrides.pop("scenarios", None), "scenarios") if len(parts) > 1 else []
     sweeps = []
     for n, part in enumerate(parts, 1):
         if "part" in part:
             raise PlanError(f"part {n}: parts do not nest")
-        merged = {**top, **part, **(overrides or {})}
+        merged = {**top, **part, **overrides}
         if len(parts) > 1:
             merged.setdefault("name", f"part {n}")
+        if wanted:
+            kept = [s for s in split_list(merged.get("scenarios"), "scenarios") if s in wanted]
+            if not kept:
+                continue
+            merged["scenarios"] = kept
         sweeps.append(sweep_from_settings(merged, extra_options))
+    if not sweeps:
+        raise PlanError(f"no part of the matrix runs the scenarios {wanted}")
     names = [s.name for s in sweeps]
     if len(set(names)) != len(names):
         raise PlanError(f"part names must differ, got {names}")

@@ -111,6 +111,10 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
     add_once(parser, "--ws-reconnect-max-s", type=non_negative_float,
              default=DEFAULT_RECONNECT_MAX_S,
              help="Longest back-off between reconnects after a dropped or refused connection")
+    add_once(parser, "--ws-spread-spawn", action="store_true", default=False,
+             help="Locust starts users in batches of the spawn rate once a second: each user "
+             "first waits a random part of a second, so a ramp's connects arrive spread out "
+             "rather than queued in the generator all at once")
     add_once(parser, "--latency-window-s", type=positive_float, default=1.0,
              help="Length of the windows of the latency history (PREFIX_latency_us_history.csv)")
     add_once(parser, "--skip-ramp", action="store_true", default=False,

@@ -442,3 +442,18 @@ def test_a_rate_series_stops_at_its_slo_breach_or_where_the_generator_was_the_li
     _note_breach(plain, Outcome(plain.points()[0], PointStatus.OK,
                                 summary={"generator_bound": True}), stopped, ("k",))  # fmt: skip
     assert stopped == {}
+
+
+def test_scenarios_on_the_command_line_pick_the_parts_of_a_matrix() -> None:
+    """With parts, --scenarios keeps the parts that run them (a part's rates are its own)."""
+    settings = {"targets": ["raw"], "users": [10], "part": [
+        {"name": "knee", "scenarios": ["echo_rate"], "rates": [100, 200]},
+        {"name": "memory", "scenarios": ["hold"]},
+    ]}  # fmt: skip
+    sweeps = plan.sweeps_from_settings(settings, {"scenarios": ["hold"]})
+    assert [(s.name, s.scenarios) for s in sweeps] == [("memory", ("hold",))]
+    with pytest.raises(PlanError, match=r"no part of the matrix runs the scenarios \['push'\]"):
+        plan.sweeps_from_settings(settings, {"scenarios": ["push"]})
+    single = plan.sweeps_from_settings({"targets": ["raw"], "users": [10],
+                                        "scenarios": ["echo"]}, {"scenarios": ["hold"]})
+    assert single[0].scenarios == ("hold",)  # one sweep: the command line's, as before
