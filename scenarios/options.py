@@ -111,10 +111,11 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
     add_once(parser, "--ws-reconnect-max-s", type=non_negative_float,
              default=DEFAULT_RECONNECT_MAX_S,
              help="Longest back-off between reconnects after a dropped or refused connection")
-    add_once(parser, "--ws-spread-spawn", action="store_true", default=False,
-             help="Locust starts users in batches of the spawn rate once a second: each user "
-             "first waits a random part of a second, so a ramp's connects arrive spread out "
-             "rather than queued in the generator all at once")
+    add_once(parser, "--ws-spread-s", type=non_negative_float, default=0.0,
+             help="Each user first waits a random time up to this many seconds before its "
+             "first connect: Locust starts each second's users at once, and their connects "
+             "would queue in the generator (with -r equal to -u, all users start at once and "
+             "this alone paces the ramp)")
     add_once(parser, "--latency-window-s", type=positive_float, default=1.0,
              help="Length of the windows of the latency history (PREFIX_latency_us_history.csv)")
     add_once(parser, "--skip-ramp", action="store_true", default=False,

@@ -49,8 +49,6 @@ REQUEST_TYPE = "WS"
 # the others past the open-file limit or the port range (seen at 100k connections).
 HEARTBEAT_LIVENESS_S = 15
 BACKOFF_MIN_S = 0.1
-# Locust dispatches floor(spawn rate) users at once, once a second (locust/dispatch.py).
-SPAWN_BATCH_S = 1.0
 # A task that runs exchanges in its own greenlet returns to Locust's scheduler after this long
 # (Locust yields to the hub after every task): once per batch rather than once per message.
 BATCH_NS = 200_000_000
@@ -99,9 +97,8 @@ class WebSocketUser(User):
         self._fire = environment.events.request.fire
         self.ws: WsConnection | None = None
         self._backoff_s = 0.0
-        # --ws-spread-spawn: the first connect waits a random part of Locust's 1 s batch.
-        spread = options.option(environment, "ws_spread_spawn", False)
-        self._spread_s = SPAWN_BATCH_S if spread else 0.0
+        # --ws-spread-s: the first connect waits a random part of that many seconds.
+        self._spread_s = float(options.option(environment, "ws_spread_s", 0.0) or 0.0)
         self.engine = engine(recorder.lag)
 
     @classmethod

@@ -81,14 +81,14 @@ def _rise_s(url: str, tmp_path, *extra: str, users: int = 1000) -> float:
     return last - first
 
 
-def test_spread_spawn_lets_a_ramps_connects_arrive_apart(start_target, tmp_path):
+def test_spread_lets_a_ramps_connects_arrive_apart(start_target, tmp_path):
     """Locust starts the 1,000 users of -r 1000 at once, and their connects queue in the
-    generator (upgrade p50 4.8 ms measured, against 236 µs spread). With --ws-spread-spawn each
+    generator (upgrade p50 4.8 ms measured, against 236 µs spread). With --ws-spread-s 1 each
     user first waits a random part of a second: the connects arrive over about a second."""
     with start_target("raw") as url:
         at_once = _rise_s(url, tmp_path)
     with start_target("raw") as url:
-        spread = _rise_s(url, tmp_path, "--ws-spread-spawn")
+        spread = _rise_s(url, tmp_path, "--ws-spread-s", "1")
     print(f"rise: at once {at_once:.2f} s, spread {spread:.2f} s")
     assert spread >= 0.8, (at_once, spread)
     assert at_once < spread - 0.2, (at_once, spread)
