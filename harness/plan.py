@@ -469,7 +469,7 @@ def _with_source_addresses(
     if count == 1 and len(hosts) == 1:
         return (point.with_topology(client_addresses=1) if profile else point), notes
     point = point.with_topology(client_addresses=count)
-    if any(o.split("=")[0] == SOURCE_IPS_OPTION for o in point.workload.options):
+    if has_option(point.workload.options, SOURCE_IPS_OPTION):
         notes.append(f"{SOURCE_IPS_OPTION} was given, so it is used as it is")
         return point, notes
     if profile is not None:
@@ -521,11 +521,16 @@ def _with_rate(workload: Workload) -> Workload:
     if not 0 < workload.rate <= 10_000_000:
         raise PlanError(f"rate must be more than 0 and at most 10,000,000 per s, got "
                         f"{workload.rate:g}")  # fmt: skip
-    if any(o.split("=")[0] == flag for o in workload.options):
+    if has_option(workload.options, flag):
         raise PlanError(f"{workload.scenario}: give the rate as the sweep's rates or as {flag}, "
                         "not both")  # fmt: skip
     per_connection = f"{workload.rate / workload.users:.6g}"
     return replace(workload, options=(*workload.options, flag, per_connection))
+
+
+def has_option(options: Sequence[str], flag: str) -> bool:
+    """`flag` is among scenario options, as `--flag value` or `--flag=value`."""
+    return any(o.split("=")[0] == flag for o in options)
 
 
 def _only(extra: Mapping[str, Any], names: frozenset[str]) -> dict[str, Any]:

@@ -54,9 +54,10 @@ def build(run: Run) -> Findings:
     knees = _knee_series(run)
     if knees:
         columns.append(("knee (msgs/s within SLO)", lambda t: _knee(run, knees, t)))
-    for users in _latency_plan(run)[1]:
+    latency_rate, latency_users = _latency_plan(run)
+    for users in latency_users:
         columns.append((f"echo p50 / p99 at {users:,} conns",
-                        lambda t, u=users: _latency(run, t, u)))  # fmt: skip
+                        lambda t, u=users: _latency(run, t, u, latency_rate)))  # fmt: skip
     for profile in _connect_profiles(points):
         columns.append((f"connects/s · {profile}", lambda t, p=profile: _connect(run, t, p)))
     if _has(points, "hold"):
@@ -262,9 +263,8 @@ def _latency_plan(run: Run) -> tuple[float | None, list[int]]:
     return rate, sorted(int(u) for u in mine[mine["rate"] == rate]["users"].unique())
 
 
-def _latency(run: Run, target: str, users: int) -> tuple[Cell, str | None]:
+def _latency(run: Run, target: str, users: int, rate: float | None) -> tuple[Cell, str | None]:
     p = run.points
-    rate, _ = _latency_plan(run)
     mine = p[(p["target"] == target) & (p["scenario"] == "echo_rate") & (p["users"] == users)
              & (p["rate"] == rate)]  # fmt: skip
     if mine.empty:
@@ -296,9 +296,7 @@ def _connect(run: Run, target: str, profile: str) -> tuple[Cell, str | None]:
     point = mine.iloc[-1]
     if point["status"] not in (OK, "failed") or (point["status"] != OK and not point["requests"]):
         return Cell("no answer", _link(point["point_id"]), _not_ok(point)), None
-    # The steady windows' rate (--skip-ramp), else the harness's over the measured time.
-    rate = _num(point["msgs_per_s"]) if point.get("steady") is True else None
-    rate = _num(point.get("main_per_s")) if rate is None else rate
+    rate = _num(point.get("achieved_per_s"))  # reports.load's choice of rate
     rate = _num(point["msgs_per_s"]) if rate is None else rate
     offered = _num(point.get("rate"))
     failed = _num(point.get("main_error_rate")) or 0.0

@@ -254,6 +254,10 @@ def _load_point(
     # The harness's rate: the main measurement's successes over the measured time (Locust's
     # own span starts a window late, as its statistics are logged a window at a time).
     row["main_per_s"] = number((result.get("summary") or {}).get("requests_per_s"))
+    # What the point sustained, for findings and charts: its steady windows' rate, else the
+    # harness's, else Locust's.
+    row["achieved_per_s"] = (row["msgs_per_s"] if steady is not None or row["main_per_s"] is None
+                             else row["main_per_s"])  # fmt: skip
     kernel_summary = (result.get("summary") or {}).get("kernel") or {}
     row["kernel_explain"] = list(kernel_summary.get("explain") or [])
     row["kernel_stalls"] = list(kernel_summary.get("stalls") or [])

@@ -302,12 +302,9 @@ def connect_profiles(points: pd.DataFrame) -> pd.DataFrame:
     """
     columns = ["kernel_profile", "target", "users", "point_id", "status", "upgrades_per_s",
                "failure_pct", "generator_saturated"]  # fmt: skip
-    # The harness's rate (successes over the measured time) where stored, as findings reports;
-    # else Locust's.
-    harness = points.get("main_per_s", pd.Series(float("nan"), index=points.index))
-    rates = pd.to_numeric(harness, errors="coerce").fillna(points["msgs_per_s"])
-    if "steady" in points:  # --skip-ramp points: the rate of their steady windows
-        rates = rates.where(points["steady"] != True, points["msgs_per_s"])  # noqa: E712
+    # What each point sustained (reports.load's choice, as findings reports), else Locust's.
+    achieved = points.get("achieved_per_s", pd.Series(float("nan"), index=points.index))
+    rates = pd.to_numeric(achieved, errors="coerce").fillna(points["msgs_per_s"])
     mine = points[(points["scenario"] == "connect")
                   & points["status"].isin([tables.OK, "failed"]) & rates.notna()]
     if mine.empty:

@@ -60,7 +60,7 @@ class ConnectUser(WebSocketUser):
     """Opens a connection, maybe echoes once, closes it, and starts over."""
 
     path = "/echo"
-    holds_connection = False  # its connections come and go: --skip-ramp waits for no count
+    holds_connection = False  # its connections come and go
     main_measurement = (WS_UPGRADE,)
     measurement_label = "upgrades"
 

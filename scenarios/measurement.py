@@ -167,7 +167,7 @@ class Measurement:
         """Connections open once the ramp is over: one per user, when the users hold theirs
         (None for scenarios whose connections come and go)."""
         classes = self.environment.user_classes
-        if not all(getattr(c, "holds_connection", True) for c in classes):
+        if not all(getattr(c, "holds_connection", True) for c in classes):  # non-wsbench users
             return None
         return int(getattr(self.environment.runner, "target_user_count", 0) or 0) or None
 

@@ -87,6 +87,8 @@ class WebSocketUser(User):
     request_type: str = REQUEST_TYPE
     main_measurement: ClassVar[tuple[str, ...]] = ("echo",)
     measurement_label: ClassVar[str] = "echo round trips"
+    # False where connections come and go (connect): --skip-ramp then waits for no count.
+    holds_connection: ClassVar[bool] = True
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
