@@ -45,10 +45,21 @@ def colors(names: list[str]) -> dict[str, str]:
     return {name: PALETTE[i % len(PALETTE)] for i, name in enumerate(sorted(set(names)))}
 
 
+def _drawn(ax: Axes, positive_y: bool = False) -> bool:
+    """Some line of the axes has a point (with a positive y): a log scale can be drawn."""
+    for line in ax.get_lines():
+        x = np.asarray(line.get_xdata(), dtype=float)
+        y = np.asarray(line.get_ydata(), dtype=float)
+        if (np.isfinite(x) & ((y > 0) if positive_y else np.isfinite(y))).any():
+            return True
+    return False
+
+
 def _connections_axis(ax: Axes, users: pd.Series) -> None:
     ax.set_xlabel(CONNECTIONS)
     values = pd.to_numeric(users, errors="coerce").dropna()
-    if not values.empty and values.min() > 0 and values.max() / values.min() >= 10:
+    spans = not values.empty and values.min() > 0 and values.max() / values.min() >= 10
+    if spans and _drawn(ax):  # a panel none of whose points has the figure stays linear
         ax.set_xscale("log")
     if not values.empty:
         ax.set_xticks(sorted(values.unique()))
@@ -96,7 +107,12 @@ def _figure_legend(fig: Figure, axes: list[Axes]) -> None:
 
 
 def _log_y(ax: Axes) -> None:
-    """Log scale with plain-number ticks at 1, 2 and 5 of each decade (100, 200, 500...)."""
+    """Log scale with plain-number ticks at 1, 2 and 5 of each decade (100, 200, 500...).
+
+    Called once the axes is drawn: with no positive value on it (a panel none of whose points
+    has the figure) it stays linear, as a log axis of nothing cannot be drawn."""
+    if not _drawn(ax, positive_y=True):
+        return
     ax.set_yscale("log")
     ax.yaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
     ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}" if v >= 1 else f"{v:g}"))

@@ -402,7 +402,17 @@ def _scenario_section(run: Run, scenario: str) -> Section:
               {"": throughput}))  # fmt: skip
     section.charts += _scenario_charts(run, scenario, frame)
     section.charts.append(_server_chart(frame, scenario))
+    # A chart none of whose points has a figure says nothing (and a log axis of no values
+    # cannot be drawn): e.g. a benchmark's hold points, which measured only the client.
+    section.charts = [c for c in section.charts if _plots_something(c)]
     return section
+
+
+def _plots_something(chart: Chart) -> bool:
+    not_figures = {"users", "generator_saturated"}
+    return any(frame[column].notna().any() for frame in chart.data.values()
+               for column in frame.select_dtypes("number").columns
+               if column not in not_figures)  # fmt: skip
 
 
 def _scenario_charts(run: Run, scenario: str, frame: pd.DataFrame) -> list[Chart]:

@@ -49,3 +49,22 @@ def test_the_report_reads_the_step(step_dir: Path) -> None:
     row = load_run(step_dir).points.iloc[0]
     assert row["status"] == "ok" and row["msgs_per_s"] > 0
     assert row["p50_us"] > 0
+
+
+def test_the_report_of_a_generator_run_is_made(step_dir: Path, tmp_path: Path) -> None:
+    """A generator benchmark's memory holds measured only the client: the page is made, and
+    no chart is drawn for a figure none of the points has."""
+    from reports.cli import write_report
+
+    hold = step_dir / schema.POINTS_DIR / "002-memory-hold-10"
+    hold.mkdir()
+    schema.write_point(hold, {
+        "point": {"point_id": hold.name, "target": "raw", "scenario": "hold", "users": 10,
+                  "duration_s": 1.5, "options": []},
+        "status": schema.PointStatus.OK, "reason": "", "warnings": [],
+        "summary": {"measured_s": 1.5, "connections_opened": 10,
+                    "client": {"rss_bytes_max": 50_000_000}},
+    })  # fmt: skip
+    page = write_report(step_dir, tmp_path / "report")
+    text = page.read_text()
+    assert "chart-hold-throughput" not in text and "chart-hold-server" not in text

@@ -245,3 +245,19 @@ def test_server_chart_without_memory_per_connection(echo: pd.DataFrame) -> None:
     fig = charts.server_chart(echo.drop(columns=["server_rss_per_conn_bytes"]), "t")
     assert [ax.get_title() for ax in fig.axes] == ["server memory", "server CPU"]
     assert not any(gid.startswith("server_rss_per_conn") for gid in plotted(fig))
+
+
+def test_a_panel_no_point_has_a_figure_for_is_drawn_linear_not_refused() -> None:
+    """A generator benchmark's points have CPU but no server RSS: the RSS panel is empty,
+    and the chart still renders (a log axis of no values cannot be drawn)."""
+    import io
+
+    frame = pd.DataFrame({"series": ["picows", "picows"], "users": [1000.0, 10000.0],
+                          "server_rss_bytes_max": [float("nan")] * 2,
+                          "server_cpu_pct_mean": [43.8, 46.0],
+                          "generator_saturated": [False, False]})  # fmt: skip
+    fig = charts.server_chart(frame, "t")
+    fig.savefig(io.BytesIO(), format="svg")
+    rss, cpu = fig.axes[0], fig.axes[-1]
+    assert rss.get_yscale() == "linear" and rss.get_xscale() == "linear"
+    assert cpu.get_xscale() == "log"  # the panel with figures keeps its log connections axis
