@@ -12,6 +12,7 @@ import contextlib
 import os
 import shutil
 import subprocess
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -94,6 +95,17 @@ def _reap_profile_processes(profile_dir: Path) -> None:
 def console_errors(driver: webdriver.Chrome) -> list[str]:
     """The page's console messages of level error (SEVERE) since the last call."""
     return [e["message"] for e in driver.get_log("browser") if e["level"] == "SEVERE"]
+
+
+def console_errors_within(driver: webdriver.Chrome, timeout_s: float = 5.0) -> list[str]:
+    """The first console errors to reach the driver within `timeout_s` ([] if none did): the
+    browser delivers its log asynchronously, so one read right after a load can miss them."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        found = console_errors(driver)
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(0.1)
 
 
 def screenshot_spread(path: Path) -> tuple[int, float]:

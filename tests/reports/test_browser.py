@@ -5,7 +5,13 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
-from browser import console_errors, headless_chromium, require_chromium, screenshot_spread
+from browser import (
+    console_errors,
+    console_errors_within,
+    headless_chromium,
+    require_chromium,
+    screenshot_spread,
+)
 
 from reports.cli import write_comparison, write_report
 from reports.load import Run
@@ -27,7 +33,7 @@ def test_pages_render_in_chromium(
     broken.write_text("<!DOCTYPE html><title>x</title><script>console.error('boom')</script>")
     with headless_chromium(tmp_path / "profile", width=1280, height=2400) as driver:
         driver.get(broken.as_uri())
-        assert console_errors(driver), "console errors are not being captured"
+        assert console_errors_within(driver), "console errors are not being captured"
         for path in (sweep_report, comparison):
             driver.get(path.as_uri())
             assert driver.title.startswith("wsbench"), path
