@@ -10,11 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 
 from aiohttp import WSMsgType, web
 
 from targets.hub import Outbox, payload_size, push_stream, serve_route
-from targets.protocol import STATS_PATH, WEBSOCKET_PATHS, BadRequest, PushParams, route
+from targets.protocol import (
+    STATS_PATH,
+    WEBSOCKET_PATHS,
+    WORKER_HEADER,
+    BadRequest,
+    PushParams,
+    route,
+)
 from targets.rfc6455.codes import CloseCode, is_valid_close_code
 from targets.server import LISTEN_BACKLOG, ServeContext
 
@@ -53,6 +61,7 @@ class _App:
         self.open: set[web.WebSocketResponse] = set()
         # Connections that reached a handler within the handshake timeout (cleared by the timer).
         self.served: set[asyncio.BaseProtocol] = set()
+        self.worker = str(os.getpid())  # the X-Wsbench-Worker header of every handshake
 
     def handshake_deadline(self, protocol: asyncio.BaseProtocol) -> None:
         """Drop a connection that has not reached a handler: a slow or half-sent handshake."""
@@ -80,6 +89,7 @@ class _App:
     async def _accept(self, request: web.Request) -> web.WebSocketResponse:
         self.served.add(request.protocol)
         ws = self._response()
+        ws.headers[WORKER_HEADER] = self.worker
         await ws.prepare(request)
         self.open.add(ws)
         self.ctx.stats.opened()

@@ -9,6 +9,8 @@ Paths (this module is their definition; README.md "Reference targets" describes 
                                    each starting with PUSH_HEADER (sequence, send time)
     /stats                         plain HTTP GET -> JSON counters of the serving process
 
+Every opening handshake's response names the process that served it: `X-Wsbench-Worker: <pid>`.
+
 Uniform policies: no compression, no server pings, messages over `max_message_bytes` are closed
 with 1009, a connection whose outgoing backlog passes `max_queue_bytes` is closed with 1008 and
 counted as a slow consumer, a handshake not finished within `handshake_timeout_s` is dropped,
@@ -175,6 +177,9 @@ STATS_FIELDS = (
     "slow_consumers_dropped",  # closed with 1008 because the outgoing backlog passed the bound
     "oversize_closed",  # closed with 1009
 )
+
+# The response header of every opening handshake naming the process that served it (its pid).
+WORKER_HEADER = "X-Wsbench-Worker"
 
 
 @dataclass

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 from typing import cast
 
 from targets.hub import push_stream
@@ -23,6 +24,7 @@ from targets.protocol import (
     PUSH_PATH,
     STATS_PATH,
     WEBSOCKET_PATHS,
+    WORKER_HEADER,
     BadRequest,
     Route,
     route,
@@ -150,7 +152,7 @@ class _Connection(asyncio.Protocol):
         if self.timer is not None:
             self.timer.cancel()
             self.timer = None
-        transport.write(accept_response(key))
+        transport.write(self.server.accept_response(key))
         self._open(found)
         if used < len(buf):
             self._ws_data(buf[used:])
@@ -273,6 +275,12 @@ class _Server:
         self.loop = asyncio.get_running_loop()
         self.connections: set[_Connection] = set()
         self.all_closed = asyncio.Event()
+        # The 101 response ends with a blank line; our header goes before it.
+        self.worker_header = f"{WORKER_HEADER}: {os.getpid()}\r\n\r\n".encode()
+
+    def accept_response(self, key: str) -> bytes:
+        """The 101 response, with the X-Wsbench-Worker header naming this process."""
+        return accept_response(key)[:-2] + self.worker_header
 
     async def shutdown(self) -> None:
         """Close every WebSocket with 1001, drop connections still in their handshake."""

@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import http
 import json
+import os
 from urllib.parse import parse_qsl, urlsplit
 
 from websockets.asyncio.server import Server, ServerConnection
@@ -21,7 +22,7 @@ from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
 from targets.hub import Outbox, payload_size, push_stream, serve_route
-from targets.protocol import STATS_PATH, BadRequest, PushParams, route
+from targets.protocol import STATS_PATH, WORKER_HEADER, BadRequest, PushParams, route
 from targets.rfc6455.codes import CloseCode
 from targets.server import LISTEN_BACKLOG, ServeContext
 
@@ -49,6 +50,7 @@ def _peer(ws: ServerConnection, ctx: ServeContext) -> Outbox:
 class _App:
     def __init__(self, ctx: ServeContext) -> None:
         self.ctx = ctx
+        self.worker = str(os.getpid())  # the X-Wsbench-Worker header of every handshake
 
     def process_request(self, ws: ServerConnection, request: Request) -> Response | None:
         path, query = _split(request.path)
@@ -62,6 +64,9 @@ class _App:
         if found is None:
             return _response(404, b"404: Not Found\n", "text/plain; charset=utf-8")
         return None
+
+    def process_response(self, ws: ServerConnection, request: Request, response: Response) -> None:
+        response.headers[WORKER_HEADER] = self.worker
 
     async def handler(self, ws: ServerConnection) -> None:
         stats = self.ctx.stats
@@ -137,6 +142,7 @@ async def serve(ctx: ServeContext) -> None:
         backlog=LISTEN_BACKLOG,  # passed to asyncio, which calls listen() again (default 100)
         ssl=ctx.ssl_context,
         process_request=app.process_request,
+        process_response=app.process_response,
         compression=None,
         ping_interval=None,
         open_timeout=limits.handshake_timeout_s,
