@@ -4,6 +4,8 @@ One process serves directly. With `--processes N` this process becomes a supervi
 the port, starts N workers that each listen on it with SO_REUSEPORT (the kernel spreads new
 connections over them), forwards SIGTERM/SIGINT to them and prints one ready line once all are
 ready. Workers die with the supervisor (PR_SET_PDEATHSIG), so killing it leaves no orphan.
+Once all are ready, a worker that exits (a failover drill's SIGKILL, a crash) is replaced by a new
+one on the same port; a replacement that is never ready, or too many of them too fast, stops all.
 """
 
 from __future__ import annotations
@@ -20,6 +22,8 @@ import ssl
 import subprocess
 import sys
 import tempfile
+import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,6 +44,9 @@ from targets.protocol import (
 
 LISTEN_BACKLOG = 65535  # the kernel caps it at net.core.somaxconn
 READY_TIMEOUT_S = 30.0
+# More replacements than this within RESPAWN_WINDOW_S is a crash loop: stop rather than respawn.
+MAX_RESPAWNS = 10
+RESPAWN_WINDOW_S = 10.0
 
 
 class TargetError(WsbenchError):
@@ -80,7 +87,8 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="worker processes sharing the port with SO_REUSEPORT (default 1). Broadcast rooms "
-        "and /stats are per process: members of one room must reach the same worker.",
+        "and /stats are per process: members of one room must reach the same worker. A worker "
+        "that dies is replaced.",
     )
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument(
@@ -245,58 +253,135 @@ def wait_ready(workers: Sequence[subprocess.Popen[bytes]], timeout_s: float) -> 
         ) from None
 
 
-def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> int:
-    # A bound, non-listening SO_REUSEPORT socket holds the port (bind picks it when --port 0)
-    # without taking a share of the connections: the kernel routes them to listening sockets.
-    if args.port:
+def exit_status_text(status: int) -> str:
+    """`status 3`, or `status -9 (killed by SIGKILL)` for a process a signal ended (Popen's
+    negative return code)."""
+    if status >= 0:
+        return f"status {status}"
+    try:
+        name = signal.Signals(-status).name
+    except ValueError:
+        name = f"signal {-status}"
+    return f"status {status} (killed by {name})"
+
+
+def reserve_port(host: str, port: int) -> socket.socket:
+    """A bound, non-listening SO_REUSEPORT socket that holds the port (bind picks it when
+    `port` is 0) without taking a share of the connections: the kernel routes them to
+    listening sockets."""
+    if port:
         # SO_REUSEPORT would let us share a port another server (even another wsbench target)
         # holds, silently splitting its traffic: a plain bind first says whether it is free.
-        listen(args.host, args.port, reuse_port=False).close()
-    reservation = socket.socket(family_of(args.host))
+        listen(host, port, reuse_port=False).close()
+    reservation = socket.socket(family_of(host))
     reservation.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
     try:
-        reservation.bind((args.host, args.port))
+        reservation.bind((host, port))
     except OSError as exc:
         reservation.close()
-        raise cannot_listen(args.host, args.port, exc) from None
-    port = reservation.getsockname()[1]
+        raise cannot_listen(host, port, exc) from None
+    return reservation
 
-    stopping = False
 
-    def on_signal(signum: int, _frame: Any) -> None:
-        nonlocal stopping
-        stopping = True
-        for w in workers:
+def next_exited(live: dict[int, subprocess.Popen[bytes]]) -> list[subprocess.Popen[bytes]]:
+    """Block until one of `live` exits; the ones that have, reaped (their returncode set)."""
+    done = [w for w in live.values() if w.returncode is not None]  # reaped by send_signal
+    while not done:
+        try:
+            # WNOWAIT: find who exited without reaping it, so Popen reaps it and keeps its status.
+            info = os.waitid(os.P_ALL, 0, os.WEXITED | os.WNOWAIT)
+        except ChildProcessError:  # all of them reaped meanwhile (by a signal handler's poll)
+            return [w for w in live.values() if w.poll() is not None]
+        if info is None:
+            continue
+        worker = live.get(info.si_pid)
+        if worker is None:
+            os.waitpid(info.si_pid, 0)  # not a worker: nothing to do but reap it
+            continue
+        worker.wait()
+        done = [worker]
+    return done
+
+
+class Supervisor:
+    """The workers of one port: started, replaced when one dies, stopped on a signal."""
+
+    def __init__(self, command: list[str]) -> None:
+        self.command = command
+        self.live: dict[int, subprocess.Popen[bytes]] = {}
+        self.stopping = False
+        self.failed = False
+        self.respawns: deque[float] = deque()
+
+    def start_worker(self) -> subprocess.Popen[bytes]:
+        # In our process group, so a signal to the group reaches them too; SIGTERM if we die, so
+        # they still close their clients with 1001.
+        worker = child.spawn(self.command, stdout_pipe=True, new_session=False,
+                             die_signal=signal.SIGTERM)  # fmt: skip
+        self.live[worker.pid] = worker
+        return worker
+
+    def stop(self, *_: Any) -> None:
+        """SIGTERM every worker (our SIGTERM/SIGINT handler)."""
+        self.stopping = True
+        for worker in tuple(self.live.values()):
             with contextlib.suppress(ProcessLookupError):
-                w.send_signal(signal.SIGTERM)
+                worker.send_signal(signal.SIGTERM)
 
-    workers: list[subprocess.Popen[bytes]] = []
-    signal.signal(signal.SIGTERM, on_signal)
-    signal.signal(signal.SIGINT, on_signal)
+    def fail(self, message: str) -> None:
+        print(f"targets: {message}", file=sys.stderr, flush=True)
+        self.failed = True
+        self.stop()
+
+    def serve(self) -> int:
+        """Replace workers that exit until stopped; 1 if stopped by a failure or a worker did
+        not exit cleanly when stopped."""
+        while self.live:
+            for worker in next_exited(self.live):
+                del self.live[worker.pid]
+                if self.stopping:
+                    self.failed |= worker.returncode != 0
+                else:
+                    self.replace(worker)
+        return 1 if self.failed else 0
+
+    def replace(self, dead: subprocess.Popen[bytes]) -> None:
+        now = time.monotonic()
+        self.respawns.append(now)
+        while self.respawns[0] < now - RESPAWN_WINDOW_S:
+            self.respawns.popleft()
+        if len(self.respawns) > MAX_RESPAWNS:
+            self.fail(f"worker {dead.pid} exited with {exit_status_text(dead.returncode)}; "
+                      f"more than {MAX_RESPAWNS} workers exited within {RESPAWN_WINDOW_S:g} s, "
+                      "stopping")  # fmt: skip
+            return
+        new = self.start_worker()
+        print(f"targets: worker {dead.pid} exited with {exit_status_text(dead.returncode)}; "
+              f"started {new.pid}", file=sys.stderr, flush=True)  # fmt: skip
+        try:
+            wait_ready([new], READY_TIMEOUT_S)
+        except TargetError as exc:
+            if not self.stopping:
+                self.fail(f"replacement {exc}")
+
+
+def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> int:
+    reservation = reserve_port(args.host, args.port)
+    port = reservation.getsockname()[1]
+    workers = Supervisor(worker_command(args, port, cert, key))
+    signal.signal(signal.SIGTERM, workers.stop)
+    signal.signal(signal.SIGINT, workers.stop)
     try:
         for _ in range(args.processes):
-            # In our process group, so a signal to the group reaches them too; SIGTERM if we die, so
-            # they still close their clients with 1001.
-            workers.append(child.spawn(
-                worker_command(args, port, cert, key), stdout_pipe=True, new_session=False,
-                die_signal=signal.SIGTERM,
-            ))  # fmt: skip
-        wait_ready(workers, READY_TIMEOUT_S)
+            workers.start_worker()
+        wait_ready(list(workers.live.values()), READY_TIMEOUT_S)
         print(f"ready {url_of(args.host, port, cert is not None)}", flush=True)
-        failed = 0
-        for w in workers:
-            code = w.wait()
-            if code != 0:
-                failed += 1
-                if not stopping:
-                    print(f"targets: worker {w.pid} exited with status {code}", file=sys.stderr)
-                    on_signal(signal.SIGTERM, None)
-        return 1 if failed else 0
+        return workers.serve()
     finally:
-        for w in workers:
-            if w.poll() is None:
-                w.kill()
-                w.wait()
+        for worker in workers.live.values():
+            if worker.poll() is None:
+                worker.kill()
+                worker.wait()
         reservation.close()
 
 
