@@ -29,6 +29,7 @@ from typing import Any
 from common.errors import BadInput, WsbenchError
 from common.schema import RunStatus, runner_fields, utc_now
 from harness import plan, procs, provenance
+from harness.broker import BROKERS
 from harness.execute import (
     Outcome,
     error_rate,
@@ -71,6 +72,14 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-cpus", action="store_true",
                    help="the target on the first half of the CPUs, Locust on the rest (on a "
                    "small machine they otherwise share a core and the generator's delay grows)")
+    p.add_argument("--broker", choices=BROKERS,
+                   help="the reference target's processes share broadcast rooms through this "
+                   "broker (Debian's redis-server, started per point); default: none, rooms "
+                   "per process")  # fmt: skip
+    p.add_argument("--fault", action="append", metavar="ACTION@TIME",
+                   help="a failover drill, e.g. kill-target@10s: "
+                   + "; ".join(f"{a}: {w}" for a, w in plan.FAULT_ACTIONS.items())
+                   + " (repeatable)")  # fmt: skip
     p.add_argument("--max-error-rate", type=float, metavar="F",
                    help="a point is failed when more than this share (0..1) of its main "
                    "measurement's requests failed (default "
@@ -213,7 +222,7 @@ def _check_kernel(points: Sequence[Point]) -> None:
     before the first point runs, not mid-sweep."""
     for point in points:
         plan.check_kernel(point.topology)
-        plan.sized(point)
+        plan.check_topology(plan.sized(point)[0])
 
 
 def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -> dict[str, Any]:
@@ -266,6 +275,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             options=tuple(extras), expect_workers=args.expect_workers,
             master_bind_host=args.master_bind_host, master_port=args.master_port,
             max_error_rate=_max_error_rate(args), pin_cpus=args.pin_cpus,
+            broker=args.broker or "", faults=_faults(args.fault),
         )
         for profile in _profiles(args.kernel_profile)
     ]  # fmt: skip
@@ -297,6 +307,11 @@ def _measure(store: RunStore, planned: list[tuple[Sweep, Point]]) -> list[Outcom
     return outcomes
 
 
+def _faults(given: Sequence[str] | None) -> tuple[str, ...]:
+    """--fault values as the canonical ACTION@Ns (PlanError, one line, for a bad one)."""
+    return tuple(str(plan.parse_fault(text)) for text in given or ())
+
+
 def _max_error_rate(args: argparse.Namespace) -> float:
     value = args.max_error_rate
     return plan.DEFAULT_MAX_ERROR_RATE if value is None else value
@@ -313,7 +328,8 @@ def sweeps_from(args: argparse.Namespace, extras: list[str]) -> list[Sweep]:
         "spawn_rate": args.spawn_rate, "processes": args.processes,
         "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
         "slo_error_rate": args.slo_error_rate, "max_error_rate": args.max_error_rate,
-        "pin_cpus": args.pin_cpus or None,
+        "pin_cpus": args.pin_cpus or None, "broker": args.broker,
+        "faults": list(_faults(args.fault)) or None,
     }  # fmt: skip
     overrides = {k: v for k, v in cli.items() if v is not None}
     sweeps = _without_namespaces_if_refused(plan.sweeps_from_settings(settings, overrides, extras))

@@ -19,18 +19,20 @@ from typing import Any
 from common.errors import WsbenchError
 from common.procs import last_line
 from common.schema import (
+    FAULTS_JSON,
     FINAL_STATS_JSON,
     KERNEL_JSON,
     LATENCY_CSV,
     LOCUST_LOG,
+    TARGET_LOG,
     PointResult,
     PointStatus,
     Summary,
     utc_now,
     write_json,
 )
-from harness import measured, procs, sampling, topology
-from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, sized
+from harness import faults, measured, procs, sampling, topology
+from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, parse_fault, sized
 from harness.store import RunStore
 from kernel import counters, netns, stalls
 
@@ -217,8 +219,10 @@ def _run(run: topology.PointRun, store: RunStore) -> Outcome:
             _record_kernel(run.point, bed, store, run.pdir)
         parts.enter_context(topology.kernel_counters(run))
         sampler = parts.enter_context(topology.resource_sampling(run))
+        parts.enter_context(topology.broker(run, sampler))
         target = parts.enter_context(topology.target(run, sampler))
         locusts = parts.enter_context(topology.locust(run, target, sampler))
+        parts.enter_context(topology.faults(run, target, sampler))
         outcome = _watch(run.point, target, locusts[0], run.pdir)
         run.locust_ended = time.monotonic()
         return outcome
@@ -229,7 +233,13 @@ def _conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> Non
     point = run.point
     outcome.summary.update(read_summary(run.pdir, point.workload.scenario, run.host,
                                         run.measured_s()))  # fmt: skip
-    judge(outcome, run.pdir, run.host)
+    if point.topology.faults:
+        _conclude_drill(outcome, run)
+    else:
+        judge(outcome, run.pdir, run.host)
+    if run.broker is not None:
+        outcome.summary["broker"] = {**run.broker.describe(),
+                                     **sampling.summarise(run.samples, "broker")}  # fmt: skip
     record = run.counter_record
     outcome.summary["target"] = {
         **sampling.summarise(run.samples, "target"), "rss_bytes_idle": run.target_idle_rss,
@@ -246,6 +256,45 @@ def _conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> Non
     }
     outcome.notes = notes
     outcome.warnings += run.warnings + _warnings(outcome) + _missing_workers(run.pdir)
+
+
+def _conclude_drill(outcome: Outcome, run: topology.PointRun) -> None:
+    """A drill point's record per fault (in faults.json and the summary) and its status: ok
+    when every fault happened and did what a failover needs measured (users dropped and all
+    back by the end; a lost broker noticed), failed with the one reason otherwise."""
+    point = run.point
+    windows = faults.read_windows(run.pdir)
+    name, _ = main_latency(outcome.summary)
+    counters = (measured.histograms_document(run.pdir).get("counters") or {})
+    reasons = faults.failure_reasons(run.pdir)
+    records = []
+    for done in run.faults_done:
+        lost_seen = _broker_lost_seen(run) if done.action == "kill-broker" else None
+        records.append(faults.drill(done, windows, point.workload.users, name, counters,
+                                    reasons, lost_seen))  # fmt: skip
+    write_json(run.pdir / FAULTS_JSON, {"faults": [d.as_json() for d in run.faults_done]})
+    outcome.summary["drill"] = records
+    if outcome.status != PointStatus.OK:
+        return
+    planned = [parse_fault(text) for text in point.topology.faults]
+    if len(records) < len(planned):
+        missed = ", ".join(str(f) for f in planned[len(records):])
+        outcome.status, outcome.reason = PointStatus.FAILED, f"fault {missed} did not happen"
+        return
+    for record, fault in zip(records, planned, strict=True):
+        reason = faults.verdict(record, fault)
+        if reason is not None:
+            outcome.status, outcome.reason = PointStatus.FAILED, reason
+            return
+
+
+def _broker_lost_seen(run: topology.PointRun) -> bool:
+    """The target said it lost its broker (the line its processes print when they do)."""
+    try:
+        text = (run.pdir / TARGET_LOG).read_text(errors="replace")
+    except OSError:
+        return False
+    return "broker" in text and " lost" in text
 
 
 def _record_kernel(point: Point, bed: netns.Testbed, store: RunStore, pdir: Path) -> None:
@@ -313,11 +362,12 @@ def _warnings(outcome: Outcome) -> list[str]:
             f"load generator saturated (a Locust process at {summary.get('generator_cpu_pct')}% "
             "of a core): these figures measure the generator, not the server"))  # fmt: skip
     main = summary.get("main") or {}
-    if main.get("failures") and outcome.status == PointStatus.OK:  # a failed point's reason says it
+    drill = bool(outcome.point.topology.faults)  # its drops are what it measures: the drill says
+    if main.get("failures") and outcome.status == PointStatus.OK and not drill:
         found.append(f"{main['failures']:,} of {main['requests']:,} {main['label']} failed "
                      f"({main['error_rate']:.1%})")  # fmt: skip
     others = (summary.get("failures") or 0) - (main.get("failures") or 0)
-    if others > 0 and outcome.status == PointStatus.OK:
+    if others > 0 and outcome.status == PointStatus.OK and not drill:
         found.append(f"{others:,} failed requests outside the main measurement "
                      "(set-up phases such as connects and upgrades; see locust.log)")
     # Requests in flight at the end (one per closed-loop user) are normal: no warning.
@@ -357,6 +407,8 @@ def run_sweep(planned: Sequence[tuple[Sweep, Point]], store: RunStore, say: Say)
         outcome = run_point(point, store, say)
         outcomes.append(outcome)
         say(f"  -> {describe(outcome)}")
+        for record in outcome.summary.get("drill") or []:
+            say(f"  drill: {faults.sentence(record)}")
         for warning in outcome.warnings:
             say(f"  warning: {warning}")
         if sweep.slo:

@@ -30,6 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from common.errors import BadInput
+from harness import broker
 from kernel.inside import read as read_sysctl
 from kernel.netns import KernelError, check_privileges, client_address
 from kernel.profile import (
@@ -121,6 +122,8 @@ class Topology:
     # The target on the first half of this process's CPUs, Locust on the rest: on a small
     # machine the two otherwise take turns on one core and the generator's delay grows.
     pin_cpus: bool = False
+    broker: str = ""  # "redis": the target's processes share rooms through it; "": none
+    faults: tuple[str, ...] = ()  # failover drills, as parse_fault reads them: kill-target@10s
 
     @property
     def external(self) -> bool:
@@ -167,8 +170,19 @@ class Point:
             parts = urlsplit(target)
             target = _slug(f"{parts.scheme}_{parts.netloc}{parts.path}")
         rate = f"-r{self.workload.rate:g}" if self.workload.rate is not None else ""
-        return (f"{target}-{self.workload.scenario}-u{self.workload.users}{rate}-"
+        extra = "".join(f"-{part}" for part in self._topology_parts())
+        return (f"{target}-{self.workload.scenario}-u{self.workload.users}{rate}{extra}-"
                 f"{_slug(self.topology.kernel_profile)}")  # fmt: skip
+
+    def _topology_parts(self) -> list[str]:
+        """The point id's words for a broker and faults (none for points without them, so the
+        ids of earlier runs stay what they were)."""
+        topology = self.topology
+        parts = [f"p{topology.target_processes}-{topology.broker}"] if topology.broker else []
+        for text in topology.faults:
+            fault = parse_fault(text)
+            parts.append(f"{fault.action}{fault.at_s:g}s")
+        return parts
 
     def with_workload(self, **changes: Any) -> Point:
         return replace(self, workload=replace(self.workload, **changes))
@@ -183,6 +197,11 @@ class Point:
         data["point_id"] = self.point_id
         if data["rate"] is None:
             del data["rate"]  # as points were stored before rates: their sweeps still resume
+        for key in ("broker", "faults"):  # likewise for points before brokers and drills
+            if not data[key]:
+                del data[key]
+        if "faults" in data:
+            data["faults"] = list(self.topology.faults)
         return data
 
 
@@ -303,6 +322,63 @@ def parse_duration(text: str) -> float:
     return seconds
 
 
+FAULT_ACTIONS = {
+    "kill-target": "SIGKILL one target process (its supervisor starts another)",
+    "restart-target": "SIGKILL every target process, then start the target again",
+    "kill-broker": "SIGKILL the broker (the targets go on with local rooms)",
+}
+
+
+@dataclass(frozen=True)
+class Fault:
+    """A failover drill: `action` at `at_s` seconds after Locust started."""
+
+    action: str
+    at_s: float
+
+    def __str__(self) -> str:
+        return f"{self.action}@{self.at_s:g}s"
+
+
+def parse_fault(text: str) -> Fault:
+    """'kill-target@10s' -> Fault; PlanError naming the actions for anything else."""
+    action, at, when = text.strip().partition("@")
+    if action not in FAULT_ACTIONS or not at:
+        raise PlanError(f"fault {text!r} is not ACTION@TIME with ACTION one of "
+                        f"{', '.join(FAULT_ACTIONS)} (e.g. kill-target@10s)")  # fmt: skip
+    return Fault(action, parse_duration(when))
+
+
+def check_topology(point: Point) -> None:
+    """PlanError unless the point's broker and faults make sense for it (after `sized`)."""
+    topology, workload = point.topology, point.workload
+    if topology.broker:
+        if topology.external:
+            raise PlanError(f"--broker runs with the reference targets; {topology.target} has "
+                            "its own")  # fmt: skip
+        try:
+            broker.check_installed(topology.broker)
+        except broker.BrokerError as exc:
+            raise PlanError(str(exc)) from None
+    elif workload.scenario == "broadcast" and topology.target_processes > 1:
+        raise PlanError(
+            f"broadcast with {topology.target_processes} target processes needs --broker redis: "
+            "without a broker each process has its own rooms, and members on the other "
+            "processes would never receive (or use --target-processes 1)"
+        )
+    for text in topology.faults:
+        fault = parse_fault(text)
+        if fault.at_s >= workload.duration_s:
+            raise PlanError(f"fault {fault} is not within the run's {workload.duration_s:g} s")
+        if topology.external:
+            raise PlanError(f"fault {fault} needs a reference target, which the run starts")
+        if fault.action == "kill-target" and topology.target_processes < 2:
+            raise PlanError(f"fault {fault} needs --target-processes 2 or more: with one "
+                            "process nothing is left to serve (use restart-target)")  # fmt: skip
+        if fault.action == "kill-broker" and not topology.broker:
+            raise PlanError(f"fault {fault} needs --broker redis")
+
+
 def fd_limit() -> int:
     """Open files one child process may have: the hard limit (children raise soft to it)."""
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
@@ -419,7 +495,8 @@ def sized(point: Point, limit: int | None = None) -> tuple[Point, list[str]]:
     if not topology.external and need > topology.target_processes:
         notes.append(
             f"the target gets {need} processes (SO_REUSEPORT) for the same reason"
-            + ("; broadcast rooms are per process" if scenario == "broadcast" else "")
+            + ("; its rooms span them through the broker" if scenario == "broadcast"
+               and topology.broker else "")
         )
         point = point.with_topology(target_processes=need)
     if point.topology.client_hosts > 1:
@@ -561,6 +638,8 @@ class Sweep:
     rates: tuple[float, ...] = ()  # offered total rates (open-model scenarios); () for none
     name: str = ""  # the part of a matrix file it is, if any
     pin_cpus: bool = False
+    broker: str = ""
+    faults: tuple[str, ...] = ()
 
     def points(self) -> list[Point]:
         """Every point, connection counts ascending within each series (rates ascending at
@@ -572,6 +651,7 @@ class Sweep:
                 kernel_profile=profile, client_hosts=self.client_hosts,
                 host_sysctls=self.host_sysctls, options=self.options.get(scenario, ()),
                 max_error_rate=self.max_error_rate, rate=rate, pin_cpus=self.pin_cpus,
+                broker=self.broker, faults=self.faults,
             )  # fmt: skip
             for target, scenario, profile in itertools.product(
                 self.targets, self.scenarios, self.kernel_profiles
@@ -689,7 +769,18 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         rates=offered,
         name=str(settings.get("name") or ""),
         pin_cpus=bool(pin_cpus),
+        broker=_broker(settings.get("broker")),
+        faults=tuple(str(parse_fault(f)) for f in split_list(settings.get("faults"), "faults")),
     )
+
+
+def _broker(value: object) -> str:
+    if value in (None, "", "none"):
+        return ""
+    if value not in broker.BROKERS:
+        raise PlanError(f"broker must be one of {', '.join(broker.BROKERS)} (or none), "
+                        f"got {value!r}")  # fmt: skip
+    return str(value)
 
 
 def sweeps_from_settings(
@@ -757,7 +848,7 @@ def load_sweep_file(path: Path) -> dict[str, object]:
     known = {
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
-        "client_hosts", "host_sysctls", "max_error_rate", "rates", "pin_cpus",
+        "client_hosts", "host_sysctls", "max_error_rate", "rates", "pin_cpus", "broker", "faults",
     }  # fmt: skip
     unknown = sorted(set(data) - known - {"part"})
     if unknown:

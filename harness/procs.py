@@ -61,8 +61,11 @@ class Target:
     proc: subprocess.Popen[bytes] | None  # None for an external server
     log_path: Path | None
     ca_file: Path | None = None  # the CA a wss:// reference target's certificate chains to
+    restarting: bool = False  # a restart-target drill has it down on purpose
 
     def exited(self) -> int | None:
+        if self.restarting:
+            return None
         return self.proc.poll() if self.proc is not None else None
 
     def stop(self) -> int | None:
@@ -70,14 +73,17 @@ class Target:
 
 
 def target_command(
-    topology: Topology, ca_file: Path | None = None, host: str | None = None
-) -> list[str]:
+    topology: Topology, ca_file: Path | None = None, host: str | None = None,
+    broker_url: str | None = None,
+) -> list[str]:  # fmt: skip
     cmd = [
         sys.executable, "-m", "targets", topology.target,
         "--port", str(topology.target_port), "--processes", str(topology.target_processes),
     ]  # fmt: skip
     if host is not None:
         cmd += ["--host", host]
+    if broker_url is not None:
+        cmd += ["--broker", broker_url]
     if topology.tls:
         cmd.append("--tls")
         if ca_file is not None:
@@ -99,18 +105,18 @@ def check_reachable(url: str, timeout_s: float = REACH_TIMEOUT_S) -> None:
 
 def start_target(
     topology: Topology, log_path: Path, timeout_s: float = READY_TIMEOUT_S, *,
-    enter: Sequence[str] = (), host: str | None = None,
+    enter: Sequence[str] = (), host: str | None = None, broker_url: str | None = None,
 ) -> Target:  # fmt: skip
     """Start a reference target and wait for its ready line, or check an external URL.
 
     `enter` is a command prefix that runs it elsewhere (a network namespace), `host` the
-    address it listens on there.
+    address it listens on there, `broker_url` the broker its processes share rooms through.
     """
     if topology.external:
         check_reachable(topology.target)
         return Target(topology.target, None, None)
     ca_file = log_path.with_name("ca.pem") if topology.tls else None
-    cmd = [*enter, *target_command(topology, ca_file, host)]
+    cmd = [*enter, *target_command(topology, ca_file, host, broker_url)]
     proc = spawn(cmd, log_path, stdout=subprocess.PIPE, nofile=nofile_of(topology),
                  cpus=topology.cpu_split()[0])  # fmt: skip
     try:

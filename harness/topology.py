@@ -3,8 +3,10 @@
     testbed    network namespaces with the kernel profile (and host sysctls), or nothing
     counters   kernel counters read on every side before the load and after it
     sampling   1 Hz CPU, RSS and socket samples of the processes below
+    broker     redis-server for the target's processes to share rooms through, or nothing
     target     the reference target (in the server namespace), or a check of an external URL
     locust     Locust in client host 0 and, with several client hosts, its workers
+    faults     the failover drills, done on time while Locust runs
 
 `execute.run_point` enters them in this order in one ExitStack, so they stop in the reverse
 one: Locust first (it writes its CSVs), then the target, then the counters are read, and the
@@ -16,12 +18,16 @@ in a clean-up is a warning on the point, never the loss of what was measured.
 from __future__ import annotations
 
 import contextlib
+import os
+import signal
 import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+import psutil
 
 from common.schema import (
     KERNEL_COUNTERS_JSON,
@@ -31,8 +37,10 @@ from common.schema import (
     TARGET_LOG,
     write_json,
 )
+from harness import broker as brokers
+from harness import faults as drills
 from harness import procs, sampling
-from harness.plan import Point, nofile_of, profile_of
+from harness.plan import Fault, Point, nofile_of, parse_fault, profile_of
 from kernel import counters, netns
 from kernel.hostsysctl import HostSysctlError
 
@@ -57,6 +65,8 @@ class PointRun:
     command: list[str] | None = None  # Locust's (or its master's) command line
     locust_started: float | None = None  # monotonic s: the measured time is Locust's own
     locust_ended: float | None = None
+    broker: brokers.Broker | None = None
+    faults_done: list[drills.Done] = field(default_factory=list)
 
     @property
     def host(self) -> str:
@@ -125,12 +135,32 @@ def resource_sampling(run: PointRun) -> Iterator[sampling.Sampler]:
 
 
 @contextlib.contextmanager
-def target(run: PointRun, sampler: sampling.Sampler) -> Iterator[procs.Target]:
-    """The reference target, ready, in the server namespace when there is one; stopped at exit."""
+def broker(run: PointRun, sampler: sampling.Sampler) -> Iterator[brokers.Broker | None]:
+    """The point's broker where the target runs (server namespace or loopback), ready; stopped
+    at exit. None without one."""
+    topology = run.point.topology
+    if not topology.broker:
+        yield None
+        return
     bed = run.bed
     enter = bed.server.enter() if bed and bed.server else ()
-    host = netns.SERVER_ADDRESS if bed else None
-    started = procs.start_target(run.point.topology, run.pdir / TARGET_LOG, enter=enter, host=host)
+    host = netns.SERVER_ADDRESS if bed else "127.0.0.1"
+    # A fresh namespace has every port free; on the host, one the kernel says is free now.
+    port = brokers.REDIS_PORT if bed else procs.free_port(host)
+    started = brokers.start_redis(run.pdir, host, port, enter=enter,
+                                  cpus=topology.cpu_split()[0])  # fmt: skip
+    run.broker = started
+    try:
+        sampler.watch("broker", started.proc.pid)
+        yield started
+    finally:
+        started.stop()
+
+
+@contextlib.contextmanager
+def target(run: PointRun, sampler: sampling.Sampler) -> Iterator[procs.Target]:
+    """The reference target, ready, in the server namespace when there is one; stopped at exit."""
+    started = _start_target(run, run.point)
     run.target = started
     try:
         if started.proc is not None:
@@ -170,6 +200,79 @@ def locust(
     finally:
         for proc in started:
             procs.stop(proc)
+
+
+def _start_target(run: PointRun, point: Point) -> procs.Target:
+    bed = run.bed
+    enter = bed.server.enter() if bed and bed.server else ()
+    host = netns.SERVER_ADDRESS if bed else None
+    url = run.broker.url if run.broker is not None else None
+    return procs.start_target(point.topology, run.pdir / TARGET_LOG, enter=enter, host=host,
+                              broker_url=url)  # fmt: skip
+
+
+@contextlib.contextmanager
+def faults(run: PointRun, target_: procs.Target, sampler: sampling.Sampler) -> Iterator[None]:
+    """The point's faults done on time after Locust started (none: nothing happens)."""
+    planned = [parse_fault(text) for text in run.point.topology.faults]
+    if not planned or run.locust_started is None:
+        yield
+        return
+
+    def act(fault: Fault) -> tuple[str, list[int]]:
+        if fault.action == "kill-target":
+            return _kill_worker(target_)
+        if fault.action == "restart-target":
+            return _restart(run, target_, sampler)
+        return _kill_broker(run)
+
+    injector = drills.Injector(planned, run.locust_started, act).start()
+    try:
+        yield
+    finally:
+        injector.stop()
+        run.faults_done = injector.done
+        run.warnings += injector.errors
+
+
+def _kill_worker(target_: procs.Target) -> tuple[str, list[int]]:
+    """SIGKILL one of the target's worker processes (the supervisor starts another)."""
+    root = psutil.Process(target_.proc.pid)
+    workers = sorted((p for p in root.children(recursive=True) if "--worker" in p.cmdline()),
+                     key=lambda p: p.pid)  # fmt: skip
+    if not workers:
+        raise procs.RunError("the target has no worker processes to kill")
+    victim = workers[0]
+    victim.send_signal(signal.SIGKILL)
+    return f"SIGKILL to target worker {victim.pid} (1 of {len(workers)})", [victim.pid]
+
+
+def _restart(
+    run: PointRun, target_: procs.Target, sampler: sampling.Sampler
+) -> tuple[str, list[int]]:
+    """SIGKILL every target process, then start the target again on the same port."""
+    old = target_.proc
+    root = psutil.Process(old.pid)
+    pids = [old.pid, *(p.pid for p in root.children(recursive=True))]
+    target_.restarting = True
+    os.killpg(old.pid, signal.SIGKILL)  # its own session: the group is its workers too
+    old.wait()
+    began = time.monotonic()
+    port = int(target_.url.rsplit(":", 1)[1].split("/")[0])
+    point = run.point.with_topology(target_port=port)
+    again = _start_target(run, point)
+    target_.proc = again.proc
+    target_.restarting = False
+    sampler.watch("target", again.proc.pid)
+    return (f"SIGKILL to the target's {len(pids)} process(es); started again, ready after "
+            f"{time.monotonic() - began:.2f} s", pids)  # fmt: skip
+
+
+def _kill_broker(run: PointRun) -> tuple[str, list[int]]:
+    proc = run.broker.proc
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    return f"SIGKILL to {brokers.REDIS_BINARY} {proc.pid}", [proc.pid]
 
 
 def _workers(

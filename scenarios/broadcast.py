@@ -58,6 +58,7 @@ from scenarios.delivery import Membership
 from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
 from scenarios.frames import FIN, OP_BINARY, client_frame
+from scenarios.latency import PUBLISHED
 from scenarios.options import (
     add_once,
     non_negative_float,
@@ -80,7 +81,6 @@ from targets.protocol import (
 
 BROADCAST = "broadcast"
 PUBLISH = "broadcast publish"
-PUBLISHED = "broadcast published"
 DEFAULT_DRAIN_S = 1.0
 # Set on parsed_options at the test's start by the master (or single process): the unix time
 # publishing stops, None without a run time. Not a declared option, so Locust's spawn message

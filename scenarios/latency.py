@@ -148,9 +148,16 @@ class WindowGauges:
     cpu_max_pct: float
     open_connections: int
     lag_p99_us: dict[str, int] = field(default_factory=dict)
+    events: dict[str, int] = field(default_factory=dict)  # WINDOW_EVENTS counted in the window
 
 
 Counts = dict[str, dict[int, int]]  # request name -> {µs value: times seen}
+# Counters kept per window as well as in the totals (the history's columns of the same names).
+# A failover drill reads the drops and the failed reconnects second by second from them.
+DROPPED = "connections dropped"
+CONNECT_FAILED = "connect failures"
+PUBLISHED = "broadcast published"  # and what was published meanwhile
+WINDOW_EVENTS = (DROPPED, CONNECT_FAILED, PUBLISHED)
 
 
 @dataclass
@@ -159,6 +166,7 @@ class _Window:
     lags: Counts = field(default_factory=dict)
     cpu_pct: dict[str, float] = field(default_factory=dict)
     open_connections: dict[str, int] = field(default_factory=dict)
+    events: defaultdict[str, int] = field(default_factory=lambda: defaultdict(int))
 
 
 @dataclass
@@ -209,6 +217,8 @@ class Merger:
                 _add_counts(window.lags, name, values)
         for name, n in counters.items():
             self.counters[name] += n
+            if window is not None and name in WINDOW_EVENTS:
+                window.events[name] += n
 
     def add(
         self,
@@ -288,6 +298,7 @@ class Merger:
                 max(window.cpu_pct.values(), default=0.0),
                 sum(window.open_connections.values()),
                 lag_p99,
+                dict(window.events),
             )
             found.append((start_s, histograms, gauges))
         return found

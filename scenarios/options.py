@@ -25,7 +25,11 @@ from common.procs import die_with
 from scenarios.connection import ConnectSettings, client_ssl_context
 
 DEFAULT_TIMEOUT_S = 10.0
-DEFAULT_RECONNECT_MAX_S = 5.0
+# The reconnect policy after a dropped or refused connection: the first wait, its doubling cap,
+# and how much of each wait is random (0: every user waits the same, a synchronised storm).
+DEFAULT_RECONNECT_BACKOFF_MS = 100.0
+DEFAULT_RECONNECT_MAX_MS = 5000.0
+DEFAULT_RECONNECT_JITTER = 0.5
 
 
 def add_once(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
@@ -65,6 +69,14 @@ def positive(kind: type = float) -> Callable[[str], Any]:
         return value
     parse.__name__ = f"{kind.__name__} > 0"
     return parse
+
+
+def share(text: str) -> float:
+    """An argparse `type=` for a share between 0 and 1."""
+    value = _number(float, text)
+    if not 0 <= value <= 1:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, got {text}")
+    return value
 
 
 non_negative_float = at_least(0.0)
@@ -108,9 +120,15 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
              help="Comma-separated local IPs to connect from, round-robin (e.g. "
              "127.0.0.2,127.0.0.3): each adds its own range of ephemeral ports. Each "
              "process uses those its host has, so one list serves workers on several hosts")
-    add_once(parser, "--ws-reconnect-max-s", type=non_negative_float,
-             default=DEFAULT_RECONNECT_MAX_S,
-             help="Longest back-off between reconnects after a dropped or refused connection")
+    add_once(parser, "--reconnect-backoff-ms", type=non_negative_float,
+             default=DEFAULT_RECONNECT_BACKOFF_MS,
+             help="Wait before the first reconnect after a dropped or refused connection; "
+             "doubled after each failure in a row")
+    add_once(parser, "--reconnect-max-ms", type=non_negative_float,
+             default=DEFAULT_RECONNECT_MAX_MS, help="Longest wait between reconnects")
+    add_once(parser, "--reconnect-jitter", type=share, default=DEFAULT_RECONNECT_JITTER,
+             help="Random share of each wait, 0..1: a wait of W ms lasts between "
+             "W x (1 - jitter) and W (0: every dropped user reconnects at the same moment)")
     add_once(parser, "--ws-spread-s", type=non_negative_float, default=0.0,
              help="Each user first waits a random time up to this many seconds before its "
              "first connect: Locust starts each second's users at once, and their connects "

@@ -40,6 +40,7 @@ from scenarios.latency import (
     LOWEST_US,
     SIGNIFICANT_FIGURES,
     SUMMARY_COLUMNS,
+    WINDOW_EVENTS,
     Merger,
     WindowGauges,
     WindowRow,
@@ -72,6 +73,7 @@ HISTORY_COLUMNS = (
     "generator_send_lag_p99_us",
     "generator_wake_lag_p99_us",
     "open_connections",
+    *(name.replace(" ", "_") for name in WINDOW_EVENTS),
 )
 UNANSWERED_PREFIX = "unanswered at end: "
 
@@ -243,6 +245,7 @@ def _write_history(path: Path, result: RunResult) -> None:
                 "generator_send_lag_p99_us": gauges.lag_p99_us.get(SEND_LAG, 0),
                 "generator_wake_lag_p99_us": gauges.lag_p99_us.get(WAKE_LAG, 0),
                 "open_connections": gauges.open_connections,
+                **{name.replace(" ", "_"): gauges.events.get(name, 0) for name in WINDOW_EVENTS},
             }
             rows = rows_by_window.get(gauges.start_s)
             if not rows:

@@ -39,6 +39,7 @@ from scenarios import options
 from scenarios.connection import WsConnection, endpoint_url, open_connection
 from scenarios.engine import Channel, Handler, engine
 from scenarios.failures import WsError, WsTimeout, classify
+from scenarios.latency import CONNECT_FAILED, DROPPED
 from scenarios.measurement import measurement_for, on_init
 from scenarios.output import UNANSWERED_PREFIX
 
@@ -48,7 +49,6 @@ REQUEST_TYPE = "WS"
 # misses 3 s easily while still holding its users: the hand-over then duplicates them, pushing
 # the others past the open-file limit or the port range (seen at 100k connections).
 HEARTBEAT_LIVENESS_S = 15
-BACKOFF_MIN_S = 0.1
 # A task that runs exchanges in its own greenlet returns to Locust's scheduler after this long
 # (Locust yields to the hub after every task): once per batch rather than once per message.
 BATCH_NS = 200_000_000
@@ -146,11 +146,14 @@ class WebSocketUser(User):
             gevent.sleep(random.uniform(0.0, self._spread_s))
             self._spread_s = 0.0
         if self._backoff_s:
-            gevent.sleep(self._backoff_s * random.uniform(0.5, 1.0))
+            jitter = float(options.option(self.environment, "reconnect_jitter",
+                                          options.DEFAULT_RECONNECT_JITTER))  # fmt: skip
+            gevent.sleep(self._backoff_s * random.uniform(1.0 - jitter, 1.0))
         settings = options.connect_settings(self.environment)
         try:
             ws = open_connection(self.url, settings, self._report_phase, self.unanswered)
         except WsError:
+            self.measurement.recorder.count(CONNECT_FAILED)
             self._back_off()  # slept at the start of the next attempt
             return None
         self._backoff_s = 0.0
@@ -166,8 +169,12 @@ class WebSocketUser(User):
         return float(options.option(self.environment, "ws_timeout_s", options.DEFAULT_TIMEOUT_S))
 
     def _back_off(self) -> None:
-        limit_s = float(options.option(self.environment, "ws_reconnect_max_s", 5.0))
-        self._backoff_s = min(max(2 * self._backoff_s, BACKOFF_MIN_S), limit_s)
+        env = self.environment
+        first_s = float(options.option(env, "reconnect_backoff_ms",
+                                       options.DEFAULT_RECONNECT_BACKOFF_MS)) / 1000  # fmt: skip
+        limit_s = float(options.option(env, "reconnect_max_ms",
+                                       options.DEFAULT_RECONNECT_MAX_MS)) / 1000  # fmt: skip
+        self._backoff_s = min(max(2 * self._backoff_s, first_s), limit_s)
 
     def run_on_engine(self, ws: WsConnection, handler: Handler) -> Channel:
         """Give `ws` to the engine with `handler` and wait until the connection ends.
@@ -189,6 +196,7 @@ class WebSocketUser(User):
                 channel.close()
             self._forget(ws)
         if channel.error is not None:
+            self.measurement.recorder.count(DROPPED)
             self._back_off()
         return channel
 
@@ -218,6 +226,8 @@ class WebSocketUser(User):
             error = classify(exc, name)
         elapsed_us = ns_to_us(time.perf_counter_ns() - started_ns) if started_ns else 0
         self.report_failure(name, elapsed_us, error)
+        if self.ws is not None:
+            self.measurement.recorder.count(DROPPED)
         self.drop()
         self._back_off()
         return error

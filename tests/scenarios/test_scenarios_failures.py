@@ -25,7 +25,7 @@ def _close_with_1011_after_some_messages(connection) -> None:
 def test_server_closing_mid_run_gives_failures_with_the_close_code(ws_server, run_locust):
     """Connections closed with 1011 are failures naming 1011; users reconnect and go on."""
     with ws_server(_close_with_1011_after_some_messages) as url:
-        run = run_locust("echo", url, "--ws-reconnect-max-s", "0.2", users=2, duration="3s")
+        run = run_locust("echo", url, "--reconnect-max-ms", "200", users=2, duration="3s")
     assert run.returncode == 1, run.describe()  # Locust's exit code when there were failures
     assert "Traceback" not in run.output, run.describe()
     failures = [row for row in run.failures if "1011" in row["Error"]]

@@ -1,0 +1,173 @@
+"""Failover drills and the broker (issue 14), run as a user runs them: `wsbench run --fault ...`.
+
+Each drill is a real run: a real target (its supervisor starts a replacement for a killed
+worker), real Locust, Debian's redis-server. The drill record in point.json is read back and
+checked against the history it was computed from; afterwards no target, Locust or redis
+process of the run is left.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from pathlib import Path
+from typing import Any
+
+import psutil
+import pytest
+
+from harness import faults
+from harness.plan import Fault
+
+pytestmark = pytest.mark.timeout(180)
+
+
+def _using(folder: Path) -> list[list[str]]:
+    """Processes of a run in `folder`: every child the runner starts logs into its point folder
+    (the target, redis-server and Locust write there; Locust's CSVs are named on its command)."""
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        try:
+            files = [f.path for f in proc.open_files()]
+        except psutil.Error:
+            continue
+        cmd = proc.info["cmdline"] or []
+        if any(str(folder) in text for text in (*files, *cmd)):
+            found.append(cmd)
+    return found
+
+
+@pytest.fixture
+def no_leftovers(tmp_path):
+    yield
+    left = _using(tmp_path)
+    assert not left, f"left running: {left}"
+
+
+def _point(out: Path) -> dict[str, Any]:
+    [pdir] = (out / "points").iterdir()
+    return json.loads((pdir / "point.json").read_text())
+
+
+def _history(out: Path) -> list[dict[str, str]]:
+    [pdir] = (out / "points").iterdir()
+    with (pdir / "locust_latency_us_history.csv").open(newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _per_window(rows: list[dict[str, str]], column: str) -> int:
+    seen = {r["window_start_unix_s"]: int(r[column]) for r in rows}
+    return sum(seen.values())
+
+
+def test_kill_target_drill_counts_the_drops_and_the_recovery(wsbench, tmp_path, no_leftovers):
+    out = tmp_path / "run"
+    done = wsbench("run", "--target", "raw", "--target-processes", "2", "--scenario", "hold",
+                   "--users", "200", "--fault", "kill-target@3s", "--duration", "8s",
+                   "--ping-interval-s", "0.5", "--out", out, timeout_s=90)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    point = _point(out)
+    assert point["status"] == "ok", point["reason"]
+    assert point["point"]["faults"] == ["kill-target@3s"]
+    [drill] = point["summary"]["drill"]
+    # One of two workers died: some connections, not all (SO_REUSEPORT spreads them).
+    assert 0 < drill["dropped"] < 200, drill
+    assert drill["dropped"] == _per_window(_history(out), "connections_dropped")
+    assert drill["recovered_after_s"] is not None and drill["recovered_after_s"] < 5, drill
+    assert drill["open_at_end"] == 200
+    assert drill["reconnect_peak_per_s"] >= drill["dropped"] / 2
+    assert drill["latency_name"] == "hold ping" and drill["p99_peak_us"] > 0
+    pdir = next((out / "points").iterdir())
+    assert "killed by SIGKILL" in (pdir / "target.log").read_text()
+    assert json.loads((pdir / "faults.json").read_text())["faults"][0]["pids"]
+    assert "kill-target at 3 s" in done.stdout and "connections dropped" in done.stdout
+
+
+def test_restart_target_drops_everyone_and_counts_failed_reconnects(wsbench, tmp_path,
+                                                                     no_leftovers):
+    out = tmp_path / "run"
+    done = wsbench("run", "--target", "aiohttp", "--scenario", "hold", "--users", "100",
+                   "--fault", "restart-target@3s", "--duration", "9s",
+                   "--reconnect-jitter", "0", "--reconnect-backoff-ms", "20", "--out", out,
+                   timeout_s=90)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    [drill] = _point(out)["summary"]["drill"]
+    assert drill["dropped"] == 100, drill
+    assert drill["recovered_after_s"] is not None, drill
+    # With 20 ms between attempts and no jitter, everyone tries while the target starts again.
+    assert drill["failed_reconnects"] > 0, drill
+    assert drill["failed_reconnects"] == _per_window(_history(out), "connect_failures")
+    assert any("connect" in reason or "upgrade" in reason for reason in drill["failed_reasons"])
+
+
+def test_broadcast_spans_processes_through_the_broker(wsbench, tmp_path, no_leftovers):
+    out = tmp_path / "run"
+    done = wsbench("run", "--target", "raw", "--target-processes", "2", "--broker", "redis",
+                   "--scenario", "broadcast", "--users", "40", "--duration", "6s",
+                   "--out", out, timeout_s=90)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    point = _point(out)
+    assert point["status"] == "ok", point["reason"]
+    summary = point["summary"]
+    assert summary["broker"]["kind"] == "redis" and summary["broker"]["version"] != "unknown"
+    [pdir] = (out / "points").iterdir()
+    assert "save \"\"" in (pdir / "broker.conf").read_text()
+    counters = json.loads((pdir / "locust_latency_us_histograms.json").read_text())["counters"]
+    # Exact: every member got every message of every publisher, across both processes.
+    assert counters["broadcast expected"] > 0
+    assert counters["broadcast received"] == counters["broadcast expected"], counters
+    assert counters.get("broadcast lost", 0) == 0 and counters.get("broadcast duplicated", 0) == 0
+
+
+def test_kill_broker_is_noticed_and_the_loss_counted(wsbench, tmp_path, no_leftovers):
+    out = tmp_path / "run"
+    done = wsbench("run", "--target", "raw", "--target-processes", "2", "--broker", "redis",
+                   "--scenario", "broadcast", "--users", "40", "--duration", "8s",
+                   "--fault", "kill-broker@3s", "--out", out, timeout_s=90)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    point = _point(out)
+    assert point["status"] == "ok", point["reason"]
+    [drill] = point["summary"]["drill"]
+    assert drill["broker_lost_seen"] is True
+    # Members on the other process miss what was published after the broker died.
+    assert drill["lost"] > 0 and drill["published_during"] > 0, drill
+
+
+@pytest.mark.parametrize(("args", "words"), [
+    (("--fault", "explode@3s"), ("explode@3s", "kill-target")),
+    (("--fault", "kill-target@3s"), ("--target-processes 2",)),
+    (("--fault", "kill-broker@3s", "--target-processes", "2"), ("--broker redis",)),
+    (("--fault", "restart-target@30s"), ("not within",)),
+    (("--scenario", "broadcast", "--target-processes", "2"), ("needs --broker redis",)),
+])  # fmt: skip
+def test_bad_drills_are_refused_in_one_line(wsbench, tmp_path, args, words):
+    out = tmp_path / "run"
+    scenario = () if "--scenario" in args else ("--scenario", "hold")
+    done = wsbench("run", "--target", "raw", *scenario, "--users", "10", "--duration", "5s",
+                   *args, "--out", out)  # fmt: skip
+    assert done.returncode == 2, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+    [line] = done.stderr.strip().splitlines()
+    for word in words:
+        assert word in line, line
+    assert not out.exists()
+
+
+def _window(start: float, open_: int, dropped: int = 0, upgrades: int = 0) -> faults.Window:
+    return faults.Window(start, 1.0, open_, {faults.DROPPED: dropped},
+                         {"ws upgrade": upgrades} if upgrades else {})  # fmt: skip
+
+
+def test_a_drill_whose_users_never_came_back_is_failed():
+    done = faults.Done("restart-target", 2.0, 102.5, 102.6, "SIGKILL to the target")
+    windows = [_window(100, 50), _window(101, 50), _window(102, 0, dropped=50),
+               _window(103, 10, upgrades=10), _window(104, 20, upgrades=10), _window(105, 0)]
+    record = faults.drill(done, windows, 50, "ws upgrade", {}, {}, None)
+    assert record["dropped"] == 50 and record["recovered_after_s"] is None
+    assert record["open_at_end"] == 20
+    reason = faults.verdict(record, Fault("restart-target", 2.0))
+    assert reason is not None and "30 of 50 users" in reason
+    windows[4] = _window(104, 50, upgrades=40)
+    record = faults.drill(done, windows, 50, "ws upgrade", {}, {}, None)
+    assert record["recovered_after_s"] == 2.5 and record["reconnect_peak_per_s"] == 40
+    assert faults.verdict(record, Fault("restart-target", 2.0)) is None
