@@ -4,7 +4,8 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
-.PHONY: install test lint bench bench-targets bench-generator bench-scale ui clean
+.PHONY: install test lint bench bench-targets bench-generator bench-scale bench-broker \
+	bench-failover ui clean
 
 install: $(STAMP)
 
@@ -46,6 +47,18 @@ SCALE_OUT := results/$(shell date -u +%Y%m%dT%H%M%S)-scale
 bench-scale: install
 	$(VENV)/bin/wsbench sweep --config harness/sweeps/scale.toml --out $(SCALE_OUT); \
 	$(PY) -m benchmarks.scale $(SCALE_OUT)
+
+# What the broker costs: broadcast to 1,000 and 10,000 subscribers from one target process, and
+# from four sharing the room through Debian's redis-server (about 4 minutes). The console ends
+# with the findings (the broker's cost per target); `wsbench report RUN_DIR` draws them.
+bench-broker: install
+	$(VENV)/bin/wsbench sweep --config harness/sweeps/broker.toml
+
+# Failover drills: 2,000 held connections on 4 target processes, one killed at 10 s (with and
+# without reconnect jitter), all restarted; broadcast through redis with one process killed
+# (about 5 minutes). Each point's drill: drops, reconnect storm, recovery time, what was lost.
+bench-failover: install
+	$(VENV)/bin/wsbench sweep --config harness/sweeps/failover.toml
 
 # Locust's web UI on a reference target, at http://127.0.0.1:8089 (this machine only; Ctrl-C
 # stops both). Pick others with `make ui TARGET=aiohttp SCENARIO=broadcast`; open it to the

@@ -80,6 +80,8 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
                    help="a failover drill, e.g. kill-target@10s: "
                    + "; ".join(f"{a}: {w}" for a, w in plan.FAULT_ACTIONS.items())
                    + " (repeatable)")  # fmt: skip
+    p.add_argument("--tag", help="a word added to the point ids, to tell apart runs that differ "
+                   "only in their scenario options (e.g. nojitter)")  # fmt: skip
     p.add_argument("--max-error-rate", type=float, metavar="F",
                    help="a point is failed when more than this share (0..1) of its main "
                    "measurement's requests failed (default "
@@ -275,7 +277,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             options=tuple(extras), expect_workers=args.expect_workers,
             master_bind_host=args.master_bind_host, master_port=args.master_port,
             max_error_rate=_max_error_rate(args), pin_cpus=args.pin_cpus,
-            broker=args.broker or "", faults=_faults(args.fault),
+            broker=args.broker or "", faults=_faults(args.fault), tag=args.tag or "",
         )
         for profile in _profiles(args.kernel_profile)
     ]  # fmt: skip
@@ -329,7 +331,7 @@ def sweeps_from(args: argparse.Namespace, extras: list[str]) -> list[Sweep]:
         "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
         "slo_error_rate": args.slo_error_rate, "max_error_rate": args.max_error_rate,
         "pin_cpus": args.pin_cpus or None, "broker": args.broker,
-        "faults": list(_faults(args.fault)) or None,
+        "faults": list(_faults(args.fault)) or None, "tag": args.tag,
     }  # fmt: skip
     overrides = {k: v for k, v in cli.items() if v is not None}
     sweeps = _without_namespaces_if_refused(plan.sweeps_from_settings(settings, overrides, extras))

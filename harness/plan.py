@@ -98,6 +98,9 @@ class Workload:
     # The offered total rate of an open-model scenario (its RATE_OPTIONS option per connection is
     # among `options`); None: the scenario's options say what the load is.
     rate: float | None = None
+    # A word in the point id: tells apart points that differ only in their options (a matrix
+    # part comparing --reconnect-jitter 0 with the default); "": none.
+    tag: str = ""
 
 
 @dataclass(frozen=True)
@@ -171,6 +174,8 @@ class Point:
             target = _slug(f"{parts.scheme}_{parts.netloc}{parts.path}")
         rate = f"-r{self.workload.rate:g}" if self.workload.rate is not None else ""
         extra = "".join(f"-{part}" for part in self._topology_parts())
+        if self.workload.tag:
+            extra += f"-{_slug(self.workload.tag)}"
         return (f"{target}-{self.workload.scenario}-u{self.workload.users}{rate}{extra}-"
                 f"{_slug(self.topology.kernel_profile)}")  # fmt: skip
 
@@ -197,7 +202,7 @@ class Point:
         data["point_id"] = self.point_id
         if data["rate"] is None:
             del data["rate"]  # as points were stored before rates: their sweeps still resume
-        for key in ("broker", "faults"):  # likewise for points before brokers and drills
+        for key in ("broker", "faults", "tag"):  # likewise for points before these
             if not data[key]:
                 del data[key]
         if "faults" in data:
@@ -640,6 +645,7 @@ class Sweep:
     pin_cpus: bool = False
     broker: str = ""
     faults: tuple[str, ...] = ()
+    tag: str = ""
 
     def points(self) -> list[Point]:
         """Every point, connection counts ascending within each series (rates ascending at
@@ -651,7 +657,7 @@ class Sweep:
                 kernel_profile=profile, client_hosts=self.client_hosts,
                 host_sysctls=self.host_sysctls, options=self.options.get(scenario, ()),
                 max_error_rate=self.max_error_rate, rate=rate, pin_cpus=self.pin_cpus,
-                broker=self.broker, faults=self.faults,
+                broker=self.broker, faults=self.faults, tag=self.tag,
             )  # fmt: skip
             for target, scenario, profile in itertools.product(
                 self.targets, self.scenarios, self.kernel_profiles
@@ -770,6 +776,7 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         name=str(settings.get("name") or ""),
         pin_cpus=bool(pin_cpus),
         broker=_broker(settings.get("broker")),
+        tag=str(settings.get("tag") or ""),
         faults=tuple(str(parse_fault(f)) for f in split_list(settings.get("faults"), "faults")),
     )
 
@@ -849,6 +856,7 @@ def load_sweep_file(path: Path) -> dict[str, object]:
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
         "client_hosts", "host_sysctls", "max_error_rate", "rates", "pin_cpus", "broker", "faults",
+        "tag",
     }  # fmt: skip
     unknown = sorted(set(data) - known - {"part"})
     if unknown:

@@ -171,3 +171,21 @@ def test_a_drill_whose_users_never_came_back_is_failed():
     record = faults.drill(done, windows, 50, "ws upgrade", {}, {}, None)
     assert record["recovered_after_s"] == 2.5 and record["reconnect_peak_per_s"] == 40
     assert faults.verdict(record, Fault("restart-target", 2.0)) is None
+
+
+def test_the_drill_and_broker_matrices_plan_distinct_points():
+    """bench-failover and bench-broker: every part's points have their own ids (a tag tells
+    the no-jitter drill from the default one), so no part's point runs in another's place."""
+    from harness import plan
+
+    root = Path(__file__).resolve().parents[2] / "harness" / "sweeps"
+    for name, per_part in (("failover", 3), ("broker", 3)):
+        sweeps = plan.sweeps_from_settings(plan.load_sweep_file(root / f"{name}.toml"))
+        points = plan.matrix_points(sweeps)
+        assert len(points) == per_part * len(sweeps), [p.point_id for _, p in points]
+        for _, point in points:
+            plan.check_topology(point)
+    ids = [p.point_id for _, p in plan.matrix_points(plan.sweeps_from_settings(
+        plan.load_sweep_file(root / "failover.toml")))]  # fmt: skip
+    assert "raw-hold-u2000-kill-target10s-nojitter-host" in ids
+    assert "raw-broadcast-u1001-p4-redis-kill-target10s-host" in ids
