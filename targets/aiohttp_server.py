@@ -14,7 +14,7 @@ import os
 
 from aiohttp import WSMsgType, web
 
-from targets.hub import Outbox, payload_size, push_stream, serve_route
+from targets.hub import LIBRARY_FORM, Outbox, payload_size, push_stream, serve_route
 from targets.protocol import (
     STATS_PATH,
     WEBSOCKET_PATHS,
@@ -27,6 +27,7 @@ from targets.rfc6455.codes import CloseCode, is_valid_close_code
 from targets.server import LISTEN_BACKLOG, ServeContext
 
 NAME = "aiohttp"
+MESSAGE_FORM = LIBRARY_FORM  # how our broadcast messages travel through a broker
 
 
 def close_reply(received: int | None) -> int:

@@ -2,8 +2,11 @@
 
 A target gives each connection a `Peer`: something that takes an outgoing message without
 waiting (`offer`) and can be closed. `Rooms` relays /broadcast messages to peers, `push_stream`
-generates /push messages. Both count what they send in the process's `Stats`. `serve_route`
-hands a library target's connection to its echo, broadcast or push coroutine, as its route asks.
+generates /push messages. Both count what they send in the process's `Stats`. With `--broker`,
+the rooms are targets/broker.py's `BrokerRooms`, whose `publish` also relays to the other
+processes; a target's `MessageForm` says how its broadcast messages look to the broker.
+`serve_route` hands a library target's connection to its echo, broadcast or push coroutine, as
+its route asks.
 
 For libraries whose send is a coroutine (aiohttp, websockets), `Outbox` turns `offer` into a
 bounded queue drained by a task that exists only while the queue is non-empty, so an idle
@@ -17,6 +20,7 @@ import asyncio
 import contextlib
 from collections import deque
 from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from targets.protocol import (
@@ -28,7 +32,7 @@ from targets.protocol import (
     encode_push,
     push_filler,
 )
-from targets.rfc6455.codes import CloseCode
+from targets.rfc6455.codes import CloseCode, Opcode
 
 SLOW_CONSUMER_REASON = "slow consumer: outgoing queue full"
 
@@ -50,6 +54,35 @@ class Peer(Protocol):
 
     @property
     def is_open(self) -> bool: ...
+
+
+@dataclass(frozen=True)
+class MessageForm:
+    """A target's broadcast messages (what it passes to `Rooms.publish`) to and from the form
+    every process understands: an opcode (Opcode.TEXT or Opcode.BINARY) and the payload bytes.
+
+    `split` may return a memoryview of the message rather than copy its payload.
+    """
+
+    split: Callable[[Any], tuple[int, bytes | memoryview]]
+    join: Callable[[int, bytes], Any]
+
+
+_TEXT, _BINARY = int(Opcode.TEXT), int(Opcode.BINARY)  # plain ints: faster to compare
+
+
+def _split_library(message: bytes | str) -> tuple[int, bytes]:
+    if isinstance(message, str):
+        return _TEXT, message.encode()
+    return _BINARY, message
+
+
+def _join_library(opcode: int, payload: bytes) -> bytes | str:
+    return payload.decode() if opcode == _TEXT else payload
+
+
+# The library targets' form: str for a text message, bytes for a binary one.
+LIBRARY_FORM = MessageForm(_split_library, _join_library)
 
 
 class Rooms:

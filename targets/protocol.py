@@ -177,6 +177,16 @@ STATS_FIELDS = (
     "slow_consumers_dropped",  # closed with 1008 because the outgoing backlog passed the bound
     "oversize_closed",  # closed with 1009
 )
+# With --broker (targets/broker.py): the broker's URL (null without one), whether this process is
+# connected to it now, the messages it published to it and received from other processes through
+# it, and the messages it failed to publish (the broker down or too far behind) or to receive.
+BROKER_STATS_FIELDS = (
+    "broker",
+    "broker_connected",
+    "broker_published",
+    "broker_received",
+    "broker_errors",
+)
 
 # The response header of every opening handshake naming the process that served it (its pid).
 WORKER_HEADER = "X-Wsbench-Worker"
@@ -194,6 +204,11 @@ class Stats:
     bytes_out: int = 0
     slow_consumers_dropped: int = 0
     oversize_closed: int = 0
+    broker: str | None = None
+    broker_connected: bool = False
+    broker_published: int = 0
+    broker_received: int = 0
+    broker_errors: int = 0
 
     def opened(self) -> None:
         self.connections += 1
@@ -203,6 +218,8 @@ class Stats:
         self.connections -= 1
 
     def as_dict(self, **extra: object) -> dict[str, object]:
-        data: dict[str, object] = {name: getattr(self, name) for name in STATS_FIELDS}
+        data: dict[str, object] = {
+            name: getattr(self, name) for name in STATS_FIELDS + BROKER_STATS_FIELDS
+        }
         data.update(extra)
         return data

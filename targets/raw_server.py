@@ -17,7 +17,7 @@ import json
 import os
 from typing import cast
 
-from targets.hub import push_stream
+from targets.hub import MessageForm, push_stream
 from targets.protocol import (
     BROADCAST_PATH,
     ECHO_PATH,
@@ -45,6 +45,17 @@ from targets.server import LISTEN_BACKLOG, ServeContext
 
 NAME = "raw"
 WRITE_HIGH_WATER_BYTES = 64 * 1024
+
+
+def _split_frame(frame: bytes) -> tuple[int, memoryview]:
+    """A broadcast frame we serialized (FIN set, unmasked): its opcode and payload, uncopied."""
+    length = frame[1] & 0x7F
+    start = 2 if length < 126 else 4 if length == 126 else 10
+    return frame[0] & 0x0F, memoryview(frame)[start:]
+
+
+# Our broadcast messages are complete frames; through a broker they travel as opcode + payload.
+MESSAGE_FORM = MessageForm(_split_frame, serialize_frame)
 
 
 class _Connection(asyncio.Protocol):

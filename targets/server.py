@@ -6,6 +6,9 @@ connections over them), forwards SIGTERM/SIGINT to them and prints one ready lin
 ready. Workers die with the supervisor (PR_SET_PDEATHSIG), so killing it leaves no orphan.
 Once all are ready, a worker that exits (a failover drill's SIGKILL, a crash) is replaced by a new
 one on the same port; a replacement that is never ready, or too many of them too fast, stops all.
+
+With `--broker redis://HOST:PORT` every process relays its rooms through Redis (targets/broker.py),
+so a room spans all of them; without it rooms are per process.
 """
 
 from __future__ import annotations
@@ -86,9 +89,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--processes",
         type=int,
         default=1,
-        help="worker processes sharing the port with SO_REUSEPORT (default 1). Broadcast rooms "
-        "and /stats are per process: members of one room must reach the same worker. A worker "
-        "that dies is replaced.",
+        help="worker processes sharing the port with SO_REUSEPORT (default 1). /stats is per "
+        "process; broadcast rooms are per process unless --broker (without it, members of one "
+        "room must reach the same worker). A worker that dies is replaced.",
+    )
+    parser.add_argument(
+        "--broker",
+        metavar="URL",
+        help="redis://HOST:PORT: relay broadcast rooms through this Redis, so a room spans "
+        "every process (default: none)",
     )
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
     parser.add_argument(
@@ -215,7 +224,17 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
             print(f"ready {url}", flush=True)
 
         ctx.ready = ready
-        await module.serve(ctx)
+        relay = None
+        if args.broker:
+            from targets import broker  # only then: redis is not imported without a broker
+
+            relay = await broker.start(args.broker, ctx.stats, module.MESSAGE_FORM)
+            ctx.rooms = relay.rooms
+        try:
+            await module.serve(ctx)
+        finally:
+            if relay is not None:
+                await relay.close()
 
     if args.loop == "uvloop":
         import uvloop
@@ -238,6 +257,8 @@ def worker_command(
     ]  # fmt: skip
     if cert and key:
         cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
+    if args.broker:
+        cmd += ["--broker", args.broker]
     return cmd
 
 
@@ -366,6 +387,10 @@ class Supervisor:
 
 
 def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> int:
+    if args.broker:
+        from targets import broker
+
+        broker.check_reachable(args.broker)  # once here, rather than one line per worker
     reservation = reserve_port(args.host, args.port)
     port = reservation.getsockname()[1]
     workers = Supervisor(worker_command(args, port, cert, key))
@@ -392,6 +417,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise TargetError("--processes must be at least 1")
         check_port(args.port)
         limits = limits_from(args)
+        if args.broker:
+            from targets import broker
+
+            broker.check_url(args.broker)
         with tempfile.TemporaryDirectory(prefix="wsbench-tls-") as tmp:
             cert, key = args.tls_cert, args.tls_key
             if args.tls and not args.worker:

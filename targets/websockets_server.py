@@ -21,13 +21,14 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
-from targets.hub import Outbox, payload_size, push_stream, serve_route
+from targets.hub import LIBRARY_FORM, Outbox, payload_size, push_stream, serve_route
 from targets.protocol import STATS_PATH, WORKER_HEADER, BadRequest, PushParams, route
 from targets.rfc6455.codes import CloseCode
 from targets.server import LISTEN_BACKLOG, ServeContext
 
 NAME = "websockets"
 JANITOR_INTERVAL_S = 1.0
+MESSAGE_FORM = LIBRARY_FORM  # how our broadcast messages travel through a broker
 
 
 def _split(target: str) -> tuple[str, dict[str, str]]:
