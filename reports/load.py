@@ -17,6 +17,12 @@ The files' names and records are common/schema.py's; this module turns them into
     RUN/points/POINT/kernel_counters.json  optional: {side: {name: delta}, ...} for sides
                                            "server", "client" (or "host"), plus "snapshots"
                                            and "file_nr", the readings (not loaded)
+    RUN/points/POINT/faults.json           optional: the faults a failover drill did (what and
+                                           when); what each did is point.json's summary "drill"
+
+A failover drill point (--fault kill-target@T ...) has one `drills` row per fault; a point with
+--broker has the broker's figures in its row (broker, broker_version, broker_cpu_pct_mean ...).
+Points stored before drills and brokers have neither: no drill rows, broker None, faults [].
 
 Every file but meta.json may be missing: a crashed or unfinished point loads as such (status
 "incomplete", or "missing" when planned and never started) instead of failing the report. A point
@@ -55,6 +61,8 @@ from common.schema import (
 from common.schema import read_meta as read_meta
 from reports import histograms
 
+# Not in common/schema.py yet (issue 14: the harness writes it; its name moves there).
+FAULTS_JSON = "faults.json"
 KERNEL_NOT_SIDES = ("snapshots", "file_nr")  # kernel_counters.json keys that are not sides
 HOST_PROFILE = "host"
 
@@ -115,6 +123,8 @@ class Run:
     counters: pd.DataFrame  # point x scenario counter (broadcast published, push lost...)
     kernel: pd.DataFrame  # point x side x kernel counter: delta over the point
     encoded: dict[str, dict[str, str]] = field(repr=False)  # point -> name -> run histogram
+    # point x fault: what each fault of a failover drill did (none for other points)
+    drills: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(DRILL_COLUMNS)))
 
     @property
     def run_id(self) -> str:
@@ -164,6 +174,7 @@ def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
         counters=_concat([p.counters for p in loaded], COUNTER_COLUMNS),
         kernel=_concat([p.kernel for p in loaded], KERNEL_COLUMNS),
         encoded={p.point_id: p.encoded for p in loaded},
+        drills=_concat([p.drills for p in loaded], DRILL_COLUMNS),
     )
 
 
@@ -185,16 +196,28 @@ def slug(name: str) -> str:
 
 TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "status", "reason",
                 "warnings", "main_name", "generator_verdict", "kernel_explain",
-                "kernel_stalls")  # fmt: skip
+                "kernel_stalls", "broker", "broker_version", "faults")  # fmt: skip
 LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
 FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
-WINDOW_COLUMNS = ("point_id", "t_s", "window_s", "name", "count", "msgs_per_s", "p50_us",
-                  "p99_us", "max_us", "generator_cpu_pct", "open_connections")  # fmt: skip
+# connections_dropped and connect_failures: counts in the window, on every row of it (0 in
+# files from before drills).
+WINDOW_COLUMNS = ("point_id", "t_s", "start_unix_s", "window_s", "name", "count", "msgs_per_s",
+                  "p50_us", "p99_us", "max_us", "generator_cpu_pct", "open_connections",
+                  "connections_dropped", "connect_failures")  # fmt: skip
 USER_COLUMNS = ("point_id", "t_s", "users", "requests_total")
 RESOURCE_COLUMNS = ("point_id", "t_s", "role", "processes", "cpu_pct", "rss_bytes",
                     "open_files", "sockets")  # fmt: skip
 COUNTER_COLUMNS = ("point_id", "counter", "value")
 KERNEL_COLUMNS = ("point_id", "side", "counter", "delta")
+# point.json summary "drill" records, as stored, plus `fault` (its label, "kill-target at 10 s")
+# and faults.json's done_unix_s. failed_reasons is {"name: error": occurrences}.
+DRILL_COLUMNS = ("point_id", "fault", "action", "at_s", "at_unix_s", "done_unix_s", "detail",
+                 "users", "connections_before", "dropped", "failed_reconnects", "failed_reasons",
+                 "reconnect_peak_per_s", "recovered_after_s", "open_at_end", "latency_name",
+                 "p99_before_us", "p99_peak_us", "published_during", "lost",
+                 "broker_lost_seen")  # fmt: skip
+DRILL_TEXT = ("point_id", "fault", "action", "detail", "failed_reasons", "latency_name",
+              "broker_lost_seen")  # fmt: skip
 
 
 @dataclass
@@ -209,6 +232,7 @@ class _Point:
     counters: pd.DataFrame
     kernel: pd.DataFrame
     encoded: dict[str, str]
+    drills: pd.DataFrame = field(default_factory=lambda: pd.DataFrame(columns=list(DRILL_COLUMNS)))
 
 
 def _load_point(
@@ -234,6 +258,7 @@ def _load_point(
         columns=list(COUNTER_COLUMNS),
     )
     kernel = _kernel(point_id, pdir / KERNEL_COUNTERS_JSON)
+    drills = _drills(point_id, (result.get("summary") or {}).get("drill"), pdir / FAULTS_JSON)
     row = _params_row(point_id, params, status, result.get("reason") or _status_reason(status))
     row["warnings"] = list(result.get("warnings") or [])
     row.update(_traffic(row["scenario"], stats, latency, percentiles))
@@ -251,6 +276,7 @@ def _load_point(
     row.update(_server(resources, row["users"], idle))
     row.update(_generator(document, schema.read_csv(pdir / LATENCY_CSV)))
     _fill_from_summary(row, result.get("summary") or {})
+    row.update(_broker(row["broker"], result.get("summary") or {}))
     # The harness's rate: the main measurement's successes over the measured time (Locust's
     # own span starts a window late, as its statistics are logged a window at a time).
     row["main_per_s"] = number((result.get("summary") or {}).get("requests_per_s"))
@@ -265,7 +291,7 @@ def _load_point(
     for side, name, delta in zip(kernel["side"], kernel["counter"], kernel["delta"], strict=True):
         row[f"kernel_{side}_{name}"] = delta
     return _Point(point_id, row, latency, failures, windows, users, resources, counters, kernel,
-                  encoded)  # fmt: skip
+                  encoded, drills)  # fmt: skip
 
 
 def _load_or_mark(
@@ -302,6 +328,8 @@ def _params_row(point_id: str, params: dict[str, Any], status: str, reason: str)
         "status": status,
         "reason": reason,
         "warnings": [],
+        "broker": params.get("broker") or None,  # "redis"; None: no broker (and older points)
+        "faults": list(params.get("faults") or []),  # ["kill-target@10s"]; [] when none
     }
 
 
@@ -408,6 +436,7 @@ def _windows(point_id: str, rows: list[dict[str, str]], t0: float | None) -> pd.
         out.append({
             "point_id": point_id,
             "t_s": start - t0 if start is not None and t0 is not None else None,
+            "start_unix_s": start,
             "window_s": window_s,
             "name": r.get("name") or "",
             "count": count,
@@ -417,8 +446,39 @@ def _windows(point_id: str, rows: list[dict[str, str]], t0: float | None) -> pd.
             "max_us": number(r.get("max_us")),
             "generator_cpu_pct": number(r.get("generator_cpu_pct")),
             "open_connections": number(r.get("open_connections")),
+            "connections_dropped": number(r.get("connections_dropped")) or 0.0,
+            "connect_failures": number(r.get("connect_failures")) or 0.0,
         })  # fmt: skip
     return pd.DataFrame(out, columns=list(WINDOW_COLUMNS))
+
+
+def fault_label(action: str, at_s: float | None) -> str:
+    """'kill-target', 10.0 -> 'kill-target at 10 s' (the chart's marker and the tables')."""
+    return f"{action} at {at_s:g} s" if at_s is not None else str(action)
+
+
+def _drills(point_id: str, records: Any, faults_path: Path) -> pd.DataFrame:
+    """One row per fault: the summary's drill records; where the point has none (it stopped
+    before its summary), what faults.json says was done, its figures unknown."""
+    done = schema.read_object(faults_path).get("faults") if faults_path.is_file() else None
+    done = [d for d in done or [] if isinstance(d, dict)]
+    records = [r for r in records or [] if isinstance(r, dict)] or done
+    rows = []
+    for i, record in enumerate(records):
+        row: dict[str, Any] = {c: record.get(c) for c in DRILL_COLUMNS}
+        for column in set(DRILL_COLUMNS) - set(DRILL_TEXT):
+            row[column] = number(row[column])
+        if row["done_unix_s"] is None and i < len(done) and done[i].get("action") == row["action"]:
+            row["done_unix_s"] = number(done[i].get("done_unix_s"))
+        row["failed_reasons"] = dict(record.get("failed_reasons") or {})
+        row["point_id"] = point_id
+        row["action"] = str(row["action"] or "fault")
+        row["fault"] = fault_label(row["action"], row["at_s"])
+        rows.append(row)
+    frame = pd.DataFrame(rows, columns=list(DRILL_COLUMNS))
+    numeric = [c for c in DRILL_COLUMNS if c not in DRILL_TEXT]
+    frame[numeric] = frame[numeric].astype(float)  # None -> NaN, as in the other frames
+    return frame
 
 
 def _users(point_id: str, rows: list[dict[str, str]], t0: float | None) -> pd.DataFrame:
@@ -620,6 +680,22 @@ def _fill_from_summary(row: dict[str, Any], summary: dict[str, Any]) -> None:
         row["server_rss_per_conn_bytes"] = (rss_max - (idle or 0)) / users
 
 
+def _broker(kind: str | None, summary: dict[str, Any]) -> dict[str, Any]:
+    """The broker's figures (summary "broker"): None each for a point without a broker. The
+    target's own CPU mean as the harness measured it, and the measured seconds, for CPU per
+    message."""
+    broker = summary.get("broker") or {}
+    return {
+        "broker": kind or broker.get("kind") or None,
+        "broker_version": broker.get("version") or None,
+        "broker_cpu_pct_mean": number(broker.get("cpu_pct_mean")),
+        "broker_cpu_pct_max": number(broker.get("cpu_pct_max")),
+        "broker_rss_bytes_max": number(broker.get("rss_bytes_max")),
+        "target_cpu_pct_mean": number((summary.get("target") or {}).get("cpu_pct_mean")),
+        "measured_s": number(summary.get("measured_s")),
+    }
+
+
 def _generator(document: dict[str, Any], csv_rows: list[dict[str, str]]) -> dict[str, Any]:
     """The generator self-check. `generator_saturated` is the flag every chart rings: the
     self-check's verdict (`bound`) where the run has one, else (older runs) CPU >= 90 %."""
@@ -642,7 +718,8 @@ def _point_columns(rows: list[dict[str, Any]], percentiles: tuple[float, ...]) -
     """The fixed columns first (so an empty run still has them), then counters and kernel."""
     fixed = [
         "point_id", "target", "scenario", "kernel_profile", "users", "rate", "options",
-        "duration_s", "processes", "target_processes", "status", "reason", "warnings",
+        "duration_s", "processes", "target_processes", "broker", "faults", "status", "reason",
+        "warnings",
         "kernel_explain", "kernel_stalls", "main_name",
         "requests", "failures", "failure_rate", "main_error_rate", "msgs_per_s", "bytes_per_s",
         "count",
