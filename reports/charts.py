@@ -523,3 +523,51 @@ def change_chart(frame: pd.DataFrame, threshold_pct: float, title: str) -> Figur
                frameon=False)  # fmt: skip
     fig.suptitle(title)
     return fig
+
+
+FAULT_COLOR = "#000000"
+DRILL_RATES = (("connects_per_s", "connects/s", "-"), ("drops_per_s", "drops/s", "--"),
+               ("connect_failures_per_s", "connect failures/s", ":"))  # fmt: skip
+
+
+def drill_chart(frame: pd.DataFrame, faults: pd.DataFrame, title: str, latency_name: str) -> Figure:
+    """A failover drill over time: open connections; connects, drops and connect failures per
+    second; the watched request's p99 (µs, log). Each fault is a vertical line on every panel,
+    labelled once at the top ("kill-target at 10 s").
+
+    `frame` is tables.drill_timeline's (one row per window, t_s at its middle), `faults`
+    tables.drill_faults' (fault, t_s).
+    """
+    fig = Figure(figsize=(SIZE[0], 7.0), layout="constrained")
+    conns, rates, p99 = fig.subplots(3, 1, sharex=True)
+    conns.plot(frame["t_s"], frame["open_connections"], marker="o", markersize=3,
+               color=PALETTE[0], label="open connections",
+               gid="open_connections:open connections")  # fmt: skip
+    conns.set_ylabel("open connections", fontsize="small")
+    for (column, label, style), color in zip(DRILL_RATES, PALETTE[1:], strict=False):
+        rates.plot(frame["t_s"], frame[column], linestyle=style, marker="o", markersize=3,
+                   color=color, label=label, gid=f"{column}:{label}")  # fmt: skip
+    rates.set_ylim(bottom=0)
+    rates.set_ylabel("per second", fontsize="small")
+    p99.plot(frame["t_s"], frame["p99_us"], marker="o", markersize=3, color=PALETTE[4],
+             label=f"{latency_name} p99", gid=f"p99_us:{latency_name}")  # fmt: skip
+    _log_y(p99)
+    p99.set_ylabel("p99 per window (µs, log)", fontsize="small")
+    p99.set_xlabel("seconds since the point's first latency window")
+    for ax in (conns, rates):
+        ax.yaxis.set_major_formatter(THOUSANDS)
+    for ax in (conns, rates, p99):
+        ax.grid(True, alpha=0.3)
+        for fault, t_s in zip(faults["fault"], faults["t_s"], strict=True):
+            ax.axvline(t_s, color=FAULT_COLOR, linestyle="--", linewidth=1, label="_nolegend_",
+                       gid=f"fault:{fault}")  # fmt: skip
+        ax.legend(fontsize="x-small", loc="upper left", bbox_to_anchor=(1.01, 1.0),
+                  frameon=False)  # fmt: skip
+    for fault, t_s in zip(faults["fault"], faults["t_s"], strict=True):
+        conns.annotate(fault, xy=(t_s, 0.0), xycoords=("data", "axes fraction"),
+                       xytext=(3, 3), textcoords="offset points", ha="left", va="bottom",
+                       fontsize="small", gid=f"fault_label:{fault}")  # fmt: skip
+    if frame.empty:
+        _empty(conns, "latency windows")
+    fig.suptitle(title)
+    return fig

@@ -4,22 +4,24 @@ The questions (README, "What make bench answers"): how fast can this server go b
 passes the SLO (the knee of a rate-stepped echo series), what latency do messages see at 1,000
 and 10,000 connections, how many connects per second does it sustain under each kernel profile
 and what broke first, how much memory does an idle connection cost, how quickly does a
-broadcast reach 1,000 subscribers. Each answer is read from the stored points; a point whose
+broadcast reach 1,000 subscribers; and, where the run has them, what each failover drill did
+and what a broker costs a broadcast. Each answer is read from the stored points; a point whose
 load generator was the limit (its self-check) answers nothing about the server and says so.
-Sentences are built from the same figures, never written by hand.
+Sentences are built from the same figures, never written by hand; the drill and broker ones
+link to their point (Findings.links).
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
 
+from reports import tables
 from reports.load import Run
-from reports.tables import option_value
 
 OK = "ok"
 DEFAULT_SLO_P99_MS = 10.0
@@ -44,6 +46,7 @@ class Findings:
     columns: list[str]
     rows: list[list[Cell]]  # one per target
     sentences: list[str]  # one generated sentence per finding
+    links: dict[str, str] = field(default_factory=dict)  # sentence -> its evidence (an href)
 
 
 def build(run: Run) -> Findings:
@@ -73,17 +76,19 @@ def build(run: Run) -> Findings:
             if sentence:
                 sentences.append(sentence)
         rows.append(row)
-    return Findings(["target", *(name for name, _ in columns)], rows if columns else [], sentences)
+    links = dict(drills(run) + brokers(run))
+    return Findings(["target", *(name for name, _ in columns)], rows if columns else [],
+                    sentences + list(links), links)  # fmt: skip
 
 
 def as_text(findings: Findings) -> list[str]:
     """The table and its sentences as console lines."""
-    if not findings.rows:
+    if not findings.rows and not findings.sentences:
         return ["findings: no point of this run answers the questions (see README)"]
     table = [findings.columns, *([c.text for c in row] for row in findings.rows)]
     widths = [max(len(r[i]) for r in table) for i in range(len(findings.columns))]
     lines = ["findings:"]
-    for n, cells in enumerate(table):
+    for n, cells in enumerate(table if findings.rows else []):
         lines.append("  ".join(c.ljust(w) for c, w in zip(cells, widths, strict=True)).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
@@ -336,8 +341,11 @@ def first_broken(run: Run, point: pd.Series) -> str:
 
 
 def _largest(points: pd.DataFrame, target: str, scenario: str) -> pd.Series | None:
-    """The target's point of `scenario` with the most connections, if any."""
+    """The target's point of `scenario` with the most connections, if any; a failover drill's
+    points are not asked (their figures include the fault)."""
     mine = points[(points["target"] == target) & (points["scenario"] == scenario)]
+    if "faults" in mine:
+        mine = mine[[not isinstance(f, list) or not f for f in mine["faults"]]]
     return None if mine.empty else mine.sort_values("users").iloc[-1]
 
 
@@ -368,9 +376,110 @@ def _broadcast(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
     received = _num(point.get("broadcast_received"))
     counted = bool(expected) and received is not None
     delivered = f"{received / expected:.2%}" if counted else "delivery not counted"
-    subscribers = int(point["users"]) - int(option_value(point["options"], "--publishers", 1.0))
+    subscribers = tables.subscribers(point["users"], point["options"])
     arrived = (f"{delivered} of the expected deliveries arrived (counted per member)" if counted
                else "this run did not count its deliveries")  # fmt: skip
     sentence = (f"{target} fans a message out to {subscribers:,} subscribers with p99 "
                 f"{_ms(p99)}; {arrived}.")  # fmt: skip
     return Cell(f"{_ms(p99)} · {delivered}", _link(point["point_id"])), sentence
+
+
+# -- failover drills and brokers -------------------------------------------------------------
+
+
+def _seconds(value: float) -> str:
+    return f"{round(value, 1):g} s"
+
+
+def _reasons(reasons: Any) -> str:
+    """'ws upgrade: connection refused', or with counts when there are several reasons."""
+    if not isinstance(reasons, dict) or not reasons:
+        return ""
+    if len(reasons) == 1:
+        return f" ({next(iter(reasons))})"
+    return " (" + ", ".join(f"{why} × {int(n):,}" for why, n in reasons.items()) + ")"
+
+
+def drill_sentence(point: pd.Series, drill: pd.Series) -> str:
+    """One fault of a drill in words: what it dropped, how the users came back, what failed
+    and why, the latency spike; for broadcast what was lost; for kill-broker whether the
+    targets noticed."""
+    users = _num(drill["connections_before"]) or _num(drill["users"]) or 0.0
+    dropped = _num(drill["dropped"]) or 0.0
+    if dropped:
+        back = _num(drill["recovered_after_s"])
+        opened = _num(drill["open_at_end"])
+        came = (f"all back within {_seconds(back)}" if back is not None else
+                f"not all back by the end ({_count(opened)} of {_count(_num(drill['users']))} "
+                "connected)")  # fmt: skip
+        parts = [f"{_count(dropped)} of {_count(users)} connections dropped, reconnects peaked "
+                 f"at {_count(_num(drill['reconnect_peak_per_s']))}/s, {came}"]  # fmt: skip
+    else:
+        parts = [f"no connection of {_count(users)} dropped"]
+    failed = _num(drill["failed_reconnects"]) or 0.0
+    if failed:
+        parts.append(f"{_count(failed)} reconnects failed{_reasons(drill['failed_reasons'])}")
+    elif dropped:
+        parts.append("no reconnect failed")
+    before, peak = _num(drill["p99_before_us"]), _num(drill["p99_peak_us"])
+    if before is not None and peak is not None:
+        parts.append(f"{drill['latency_name']} p99 {_ms(before)} → {_ms(peak)}")
+    if _num(drill["lost"]) is not None:
+        parts.append(f"{_count(_num(drill['published_during']))} published during the outage, "
+                     f"{_count(_num(drill['lost']))} lost by subscribers")  # fmt: skip
+    seen = drill["broker_lost_seen"]
+    if seen is not None and not pd.isna(seen):  # kill-broker only
+        parts.append("the targets noticed the broker was gone" if bool(seen) else
+                     "the targets never said they lost the broker")  # fmt: skip
+    if _bound(point):
+        parts.append("the load generator was the limit (its self-check)")
+    return f"{tables.setup_label(point)}, {drill['fault']}: " + "; ".join(parts) + "."
+
+
+def drills(run: Run) -> list[tuple[str, str]]:
+    """(sentence, link to the drill's box) per fault of every drill point, in run order."""
+    points = run.points.set_index("point_id", drop=False)
+    found = []
+    for point_id in tables.drill_points(run):
+        for _, drill in run.drills[run.drills["point_id"] == point_id].iterrows():
+            found.append((drill_sentence(points.loc[point_id], drill), f"#drill-{point_id}"))
+    return found
+
+
+def _ratio(a: float | None, b: float | None) -> str:
+    return f" ({a / b:.1f}×)" if a is not None and b else ""
+
+
+def _per_msg(us: float | None) -> str:
+    return "–" if us is None else f"{us:.1f} µs"
+
+
+def brokers(run: Run) -> list[tuple[str, str]]:
+    """(sentence, link to the broker point) per broadcast point with a broker that has a point
+    without one of its target and subscribers to be compared with (one process, else the
+    fewest): p99 and server CPU per delivered message, and their ratios."""
+    frame = tables.broker_comparison(run.points)
+    bound = run.points.set_index("point_id")["generator_saturated"]
+    found = []
+    for _, with_broker in frame[frame["broker"] != "none"].iterrows():
+        alone = frame[(frame["broker"] == "none") & (frame["target"] == with_broker["target"])
+                      & (frame["subscribers"] == with_broker["subscribers"])]  # fmt: skip
+        if alone.empty:
+            continue
+        base = alone.sort_values("target_processes", kind="stable").iloc[0]
+        n, m = int(with_broker["target_processes"]), int(base["target_processes"])
+        p99, p99_base = _num(with_broker["p99_us"]), _num(base["p99_us"])
+        cpu, cpu_base = _num(with_broker["cpu_us_per_msg"]), _num(base["cpu_us_per_msg"])
+        sentence = (f"{with_broker['target']} broadcast to {int(with_broker['subscribers']):,} "
+                    f"subscribers, {n} process{'es' if n != 1 else ''} + {with_broker['broker']} "
+                    f"against {m} process{'es' if m != 1 else ''} without a broker: p99 "
+                    f"{_ms(p99)} vs {_ms(p99_base)}{_ratio(p99, p99_base)}, server CPU per "
+                    f"delivered message {_per_msg(cpu)} vs {_per_msg(cpu_base)}"
+                    f"{_ratio(cpu, cpu_base)}")  # fmt: skip
+        if not (with_broker["exact"] and base["exact"]):
+            sentence += (f"; delivered {_num(with_broker['delivered_pct']) or 0:.2f} % vs "
+                         f"{_num(base['delivered_pct']) or 0:.2f} %")  # fmt: skip
+        if bound.get(with_broker["point_id"]) or bound.get(base["point_id"]):
+            sentence += "; the load generator was the limit at one of them (its self-check)"
+        found.append((sentence + ".", f"#point-{with_broker['point_id']}"))
+    return found

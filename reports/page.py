@@ -71,6 +71,7 @@ class Table:
     rows: list[tuple[str, list[str]]]  # (css class, cells)
     frame: pd.DataFrame
     text_columns: tuple[int, ...] = ()  # prose cells: left-aligned, may wrap (numbers never do)
+    group: str = ""  # shown in its group's box, after the group's charts (else at the end)
 
 
 @dataclass
@@ -80,6 +81,7 @@ class Detail:
     anchor: str
     summary: str
     note: str = ""
+    open: bool = False  # shown open (the drills' boxes), else collapsed
 
 
 @dataclass
@@ -96,7 +98,14 @@ class Section:
         grouped: dict[str, list[Chart]] = {group: [] for group in self.details}
         for chart in self.charts:
             grouped.setdefault(chart.group, []).append(chart)
+        for table in self.tables:
+            if table.group:
+                grouped.setdefault(table.group, [])
         return list(grouped.items())
+
+    def group_tables(self, group: str) -> list[Table]:
+        """The tables shown in a group's box ("" : those after every box)."""
+        return [t for t in self.tables if t.group == group]
 
 
 NO_FINDINGS = ("This run has no points that answer the questions (capacity knee, latency at 1k "
@@ -142,6 +151,7 @@ def build(run: Run) -> Page:
     points = run.points
     sections = [_scenario_section(run, name) for name in tables.scenarios(points)]
     headline = _headline(run, sections)
+    sections += [s for s in (_drills_section(run), _broker_section(run)) if s is not None]
     if len(run.profiles) > 1:
         sections.append(_kernel_section(run))
     elif not run.kernel.empty:
@@ -478,6 +488,118 @@ def _server_chart(frame: pd.DataFrame, scenario: str) -> Chart:
     return Chart(f"{scenario}-server", caption,
                  charts.server_chart(server, f"{scenario}: server memory and CPU"),
                  {"": server})  # fmt: skip
+
+
+def _drills_section(run: Run) -> Section | None:
+    """Per drill point (one with faults done on purpose): its timeline and what each fault
+    did. Shown whatever the point's status: a drill that failed (users not back) is a result."""
+    drilled = tables.drill_points(run)
+    if not drilled:
+        return None
+    section = Section("drills", "Failover drills",
+                      intro="Points with a fault done on purpose (--fault): each point's "
+                      "connections, reconnects and latency per 1 s window around the fault, and "
+                      "what each fault did as the harness measured it.")  # fmt: skip
+    points = run.points.set_index("point_id", drop=False)
+    for pid in drilled:
+        p = points.loc[pid]
+        timeline, faults = tables.drill_timeline(run, pid), tables.drill_faults(run, pid)
+        name = tables.drill_latency_name(run, pid) or "main measurement"
+        what = ", ".join(faults["fault"])
+        reason = f": {p['reason']}" if p["status"] != tables.OK and p["reason"] else ""
+        section.details[pid] = Detail(
+            f"drill-{pid}", f"{pid} · {tables.setup_label(p)} · {fmt(float(p['users']))} users "
+            f"· {what} · {p['status']}", f"Status {p['status']}{reason}." if reason else "",
+            open=True)  # fmt: skip
+        section.charts.append(Chart(
+            f"drill-{pid}",
+            f"{pid} around {what} (dashed line): open connections as each window closed; "
+            "successful upgrades (connects/s), connections dropped and failed connects per "
+            f"second; “{name}” p99 per window. A good failover drops only the killed part's "
+            "connections, reconnects them at once and brings p99 back to where it was.",
+            charts.drill_chart(timeline, faults, f"{pid}: {what}", name),
+            {"": timeline, "faults": faults}, group=pid,
+        ))  # fmt: skip
+        section.tables.append(_drill_table(run, pid))
+    return section
+
+
+def _seconds(value: Any) -> str:
+    return "–" if value is None or pd.isna(value) else f"{round(float(value), 1):g} s"
+
+
+def _recovered(d: pd.Series) -> str:
+    if not d["dropped"]:
+        return "none dropped"
+    if pd.isna(d["recovered_after_s"]):
+        return f"not all back: {fmt(d['open_at_end'])} of {fmt(d['users'])} open at the end"
+    return _seconds(d["recovered_after_s"])
+
+
+def _drill_table(run: Run, point_id: str) -> Table:
+    frame = tables.drill_records(run, point_id)
+    broadcast = frame["published_during"].notna().any() or frame["lost"].notna().any()
+    broker = frame["broker_lost_seen"].notna().any()
+    header = ["fault", "what was done", "connections before", "dropped", "failed reconnects",
+              "why they failed", "peak reconnects/s", "all back after", "p99 before → peak",
+              *(["published during", "lost"] if broadcast else []),
+              *(["targets saw the broker go"] if broker else [])]  # fmt: skip
+    rows = []
+    for _, d in frame.iterrows():
+        p99 = (f"{fmt(d['p99_before_us'])} → {fmt(d['p99_peak_us'])} µs"
+               f" ({d['latency_name']})" if pd.notna(d["p99_peak_us"]) else "–")  # fmt: skip
+        seen = d["broker_lost_seen"]
+        bad = (d["dropped"] and pd.isna(d["recovered_after_s"])) or seen is False
+        rows.append(("bad" if bad else "", [
+            str(d["fault"]), str(d["detail"] or "–"), fmt(d["connections_before"]),
+            fmt(d["dropped"]), fmt(d["failed_reconnects"]), d["failed_reasons"] or "–",
+            fmt(d["reconnect_peak_per_s"]), _recovered(d), p99,
+            *([fmt(d["published_during"]), fmt(d["lost"])] if broadcast else []),
+            *([fmt(seen) if seen is not None and not pd.isna(seen) else "–"] if broker else []),
+        ]))  # fmt: skip
+    return Table(f"drill-{point_id}-records", "", "What each fault did, as the harness read it "
+                 "from the point's windows: connections dropped from the fault's window on, "
+                 "reconnects that failed and Locust's reasons, the busiest second of "
+                 "reconnects, when every user was connected again (the end of the first window "
+                 "that closed with all of them: an upper bound, to a window), the watched p99 "
+                 "before (median of the windows before) and at its peak; for broadcast, what "
+                 "was published during the outage and what the subscribers lost.", header, rows,
+                 frame, text_columns=(1, 5), group=point_id)  # fmt: skip
+
+
+def _delivered(r: pd.Series) -> str:
+    if r["exact"]:
+        return f"exact ({fmt(r['received'])})"
+    if pd.isna(r["delivered_pct"]):
+        return "–"
+    lost = f", {fmt(r['lost'])} lost" if r["lost"] else ""
+    return f"{r['delivered_pct']:.2f} %{lost}"
+
+
+def _broker_section(run: Run) -> Section | None:
+    """Broadcast points side by side by processes and broker, when some point had a broker."""
+    frame = tables.broker_comparison(run.points)
+    if frame.empty:
+        return None
+    header = ["point", "target", "processes", "broker", "subscribers (users)", "p50 µs",
+              "p99 µs", "max µs", "delivered", "server CPU µs / msg", "with broker µs / msg",
+              "broker CPU %"]  # fmt: skip
+    rows = [("saturated" if r["generator_saturated"] else "", [
+        str(r["point_id"]), str(r["target"]), fmt(r["target_processes"]), str(r["broker"]),
+        f"{fmt(r['subscribers'])} ({fmt(r['users'])})", fmt(r["p50_us"]), fmt(r["p99_us"]),
+        fmt(r["max_us"]), _delivered(r),
+        fmt(r["cpu_us_per_msg"], 1), fmt(r["cpu_with_broker_us_per_msg"], 1),
+        fmt(r["broker_cpu_pct_mean"], 1),
+    ]) for _, r in frame.iterrows()]  # fmt: skip
+    table = Table("broker", "Broadcast by processes and broker",
+                  "Broadcast points without faults: one process alone, or several sharing rooms "
+                  "through a broker. Latency is publish → receive. Delivered is exact when every "
+                  "expected message arrived once, in order, none in flight at the end. Server "
+                  "CPU per message = the target's mean CPU (% of a core) × measured seconds × "
+                  "10,000 ÷ messages received; “with broker” adds the broker's CPU. Amber rows "
+                  "had a saturated load generator.", header, rows, frame)  # fmt: skip
+    return Section("broker", "Broker", intro="Does a broker let more processes fan out "
+                   "messages, and at what cost in latency and CPU per message?", tables=[table])
 
 
 def _plotted(frame: pd.DataFrame, *columns: str) -> pd.DataFrame:

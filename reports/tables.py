@@ -10,7 +10,7 @@ import re
 
 import pandas as pd
 
-from reports.load import Run, is_drop_counter
+from reports.load import WS_UPGRADE, Run, is_drop_counter
 
 OK = "ok"
 MIB = 1024 * 1024
@@ -25,10 +25,16 @@ SCALING_COLUMNS = (
 
 
 def series_names(points: pd.DataFrame) -> pd.Series:
-    """A line's name: the target, plus the kernel profile when a run has more than one."""
+    """A line's name: the target, plus the kernel profile when a run has more than one, plus
+    the target's processes and broker when they vary ("raw · 4 proc + redis")."""
+    names = points["target"].astype(str)
     if points["kernel_profile"].nunique() > 1:
-        return points["target"] + " · " + points["kernel_profile"]
-    return points["target"].astype(str)
+        names = names + " · " + points["kernel_profile"]
+    processes = _numbers(points, "target_processes").fillna(1).astype(int).astype(str)
+    broker = points["broker"].fillna("") if "broker" in points else pd.Series("", points.index)
+    if processes.nunique() > 1 or broker.nunique() > 1:
+        names = names + " · " + processes + " proc" + broker.map(lambda b: f" + {b}" if b else "")
+    return names
 
 
 def scenarios(points: pd.DataFrame) -> list[str]:
@@ -53,6 +59,11 @@ def option_value(options: str, flag: str, default: float) -> float:
         return float(match.group(1)) if match else default
     except ValueError:
         return default
+
+
+def subscribers(users: float, options: str) -> int:
+    """A broadcast point's subscribers: its users but the publishers (--publishers, default 1)."""
+    return int(users) - int(option_value(options, "--publishers", 1.0))
 
 
 def broadcast_delivery(points: pd.DataFrame) -> pd.DataFrame:
@@ -96,6 +107,7 @@ def broadcast_delivery(points: pd.DataFrame) -> pd.DataFrame:
             .to_numpy(),
             "expected_counted": counted.to_numpy(),
             "generator_saturated": subset["generator_saturated"].to_numpy(),
+            "point_id": subset.get("point_id", pd.Series(None, index=subset.index)).to_numpy(),
         }
     )
 
@@ -105,6 +117,13 @@ def _counted(frame: pd.DataFrame, name: str) -> pd.Series:
     if name in frame:
         return pd.to_numeric(frame[name], errors="coerce").notna()
     return pd.Series(False, index=frame.index)
+
+
+def _numbers(frame: pd.DataFrame, name: str) -> pd.Series:
+    """A column as floats, NaN where missing (all NaN when the frame has no such column)."""
+    if name in frame:
+        return pd.to_numeric(frame[name], errors="coerce").astype(float)
+    return pd.Series(float("nan"), index=frame.index)
 
 
 def _column(frame: pd.DataFrame, name: str) -> pd.Series:
@@ -251,3 +270,156 @@ def warnings(run: Run) -> list[str]:
     for _, k in drops.iterrows():
         found.append(f"{k['point_id']}: kernel {k['side']} {k['counter']} +{int(k['delta'])}")
     return found
+
+
+# -- failover drills and brokers -------------------------------------------------------------
+
+DRILL_TIMELINE_COLUMNS = ("t_s", "window_s", "open_connections", "connects_per_s",
+                          "drops_per_s", "connect_failures_per_s", "p99_us")  # fmt: skip
+
+
+def drill_points(run: Run) -> list[str]:
+    """The points with a failover drill, in run order."""
+    with_drill = set(run.drills["point_id"])
+    return [p for p in run.points["point_id"] if p in with_drill]
+
+
+def drill_latency_name(run: Run, point_id: str) -> str | None:
+    """The request name whose p99 a drill watched (its record's), else the point's main name."""
+    names = run.drills.loc[run.drills["point_id"] == point_id, "latency_name"].dropna()
+    if not names.empty:
+        return str(names.iloc[0])
+    main = run.points.loc[run.points["point_id"] == point_id, "main_name"]
+    return None if main.empty or pd.isna(main.iloc[0]) else str(main.iloc[0])
+
+
+def drill_timeline(run: Run, point_id: str) -> pd.DataFrame:
+    """A drill point per latency window: t_s (its middle, seconds since the point's first
+    window), open connections at its close, connects/s (successful "ws upgrade"s), drops/s,
+    connect failures/s, and the watched request name's p99 (µs)."""
+    windows = run.windows[run.windows["point_id"] == point_id]
+    if windows.empty:
+        return pd.DataFrame(columns=list(DRILL_TIMELINE_COLUMNS))
+    key = "start_unix_s" if windows["start_unix_s"].notna().all() else "t_s"
+    first = float(windows[key].min())
+    per_window = windows.drop_duplicates(key).sort_values(key).set_index(key)
+    length = per_window["window_s"].where(per_window["window_s"] > 0)
+
+    def of(name: str | None, column: str) -> pd.Series:
+        rows = windows[windows["name"] == name].drop_duplicates(key).set_index(key)[column]
+        return rows.reindex(per_window.index)
+
+    return pd.DataFrame({
+        "t_s": per_window.index.to_numpy(dtype=float) - first
+        + (length.fillna(1.0) / 2).to_numpy(dtype=float),
+        "window_s": per_window["window_s"].to_numpy(dtype=float),
+        "open_connections": per_window["open_connections"].to_numpy(dtype=float),
+        "connects_per_s": (of(WS_UPGRADE, "count").fillna(0.0) / length).to_numpy(dtype=float),
+        "drops_per_s": (per_window["connections_dropped"] / length).to_numpy(dtype=float),
+        "connect_failures_per_s": (per_window["connect_failures"] / length).to_numpy(
+            dtype=float),
+        "p99_us": of(drill_latency_name(run, point_id), "p99_us").to_numpy(dtype=float),
+    })[list(DRILL_TIMELINE_COLUMNS)]  # fmt: skip
+
+
+def drill_faults(run: Run, point_id: str) -> pd.DataFrame:
+    """Each fault of a drill point on its timeline's clock (seconds since its first window):
+    from the fault's wall-clock time, else its at_s (seconds after Locust started)."""
+    mine = run.drills[run.drills["point_id"] == point_id]
+    windows = run.windows[run.windows["point_id"] == point_id]
+    first_unix = windows["start_unix_s"].min() if not windows.empty else float("nan")
+    first_t = windows["t_s"].min() if not windows.empty else float("nan")
+    rows = []
+    for _, d in mine.iterrows():
+        if pd.notna(d["at_unix_s"]) and pd.notna(first_unix):
+            t_s = float(d["at_unix_s"]) - float(first_unix)
+        else:
+            t_s = float(d["at_s"]) - (float(first_t) if pd.notna(first_t) else 0.0)
+        rows.append({"fault": d["fault"], "action": d["action"], "t_s": t_s})
+    return pd.DataFrame(rows, columns=["fault", "action", "t_s"])
+
+
+def reasons_text(reasons: object) -> str:
+    """{"ws upgrade: connection refused": 12} -> 'ws upgrade: connection refused (12)'."""
+    if not isinstance(reasons, dict) or not reasons:
+        return ""
+    return "; ".join(f"{why} ({int(n):,})" for why, n in reasons.items())
+
+
+def drill_records(run: Run, point_id: str) -> pd.DataFrame:
+    """A drill point's faults as stored, the reasons of failed reconnects as text (a CSV)."""
+    mine = run.drills[run.drills["point_id"] == point_id]
+    return mine.assign(failed_reasons=mine["failed_reasons"].map(reasons_text)).reset_index(
+        drop=True)
+
+
+def broker_label(broker: object, version: object) -> str:
+    """'none', 'redis', 'redis 7.0.15'."""
+    if broker is None or pd.isna(broker) or not str(broker):
+        return "none"
+    return f"{broker} {version}" if isinstance(version, str) and version else str(broker)
+
+
+BROKER_COLUMNS = ("point_id", "target", "target_processes", "broker", "users", "subscribers",
+                  "p50_us",
+                  "p99_us", "max_us", "expected", "received", "lost", "delivered_pct", "exact",
+                  "target_cpu_pct_mean", "measured_s", "cpu_us_per_msg", "broker_cpu_pct_mean",
+                  "cpu_with_broker_us_per_msg", "generator_saturated")  # fmt: skip
+
+
+def broker_comparison(points: pd.DataFrame) -> pd.DataFrame:
+    """Broadcast points without faults, side by side: target, processes and broker; latency;
+    delivery (exact: every expected message received once, in order, none in flight); and
+    the server's CPU per delivered message.
+
+    cpu_us_per_msg = target CPU mean (% of a core, the harness's figure) x measured seconds x
+    10,000 / messages received by the members (µs of CPU per delivered message);
+    cpu_with_broker_us_per_msg adds the broker's CPU. Empty unless some point has a broker.
+    A drill's point is left out: its figures include the fault."""
+    mine = points[(points["scenario"] == "broadcast") & (points["status"] == OK)]
+    mine = mine[[not f for f in mine["faults"]]] if "faults" in mine else mine
+    if "broker" not in mine or not mine["broker"].notna().any():
+        return pd.DataFrame(columns=list(BROKER_COLUMNS))
+    delivery = broadcast_delivery(points).set_index("point_id")
+    cpu = _numbers(mine, "target_cpu_pct_mean").fillna(_numbers(mine, "server_cpu_pct_mean"))
+    broker_cpu = _numbers(mine, "broker_cpu_pct_mean")
+    seconds = _numbers(mine, "measured_s")
+    received = delivery["received"].reindex(mine["point_id"]).to_numpy()
+    per_msg = 10_000.0 * seconds / pd.Series(received, index=mine.index).where(received > 0)
+    counted = delivery["expected_counted"].reindex(mine["point_id"]).to_numpy(dtype=bool)
+    clean = sum(delivery[c].reindex(mine["point_id"]).fillna(1).to_numpy()
+                for c in ("lost", "duplicated", "out_of_order", "in_flight")) == 0
+    frame = pd.DataFrame({
+        "point_id": mine["point_id"], "target": mine["target"],
+        "target_processes": mine["target_processes"],
+        "broker": [broker_label(b, v) for b, v in zip(mine["broker"], mine["broker_version"],
+                                                      strict=True)],
+        "users": mine["users"],
+        "subscribers": [subscribers(u, o) for u, o in zip(mine["users"], mine["options"],
+                                                          strict=True)],
+        "p50_us": mine["p50_us"], "p99_us": mine["p99_us"],
+        "max_us": mine["max_us"],
+        "expected": delivery["expected"].reindex(mine["point_id"]).to_numpy(),
+        "received": received,
+        "lost": delivery["lost"].reindex(mine["point_id"]).to_numpy(),
+        "delivered_pct": delivery["delivered_pct"].reindex(mine["point_id"]).to_numpy(),
+        "exact": counted & clean & (delivery["received"] == delivery["expected"]).reindex(
+            mine["point_id"]).to_numpy(dtype=bool),
+        "target_cpu_pct_mean": cpu, "measured_s": seconds, "cpu_us_per_msg": cpu * per_msg,
+        "broker_cpu_pct_mean": broker_cpu,
+        "cpu_with_broker_us_per_msg": (cpu + broker_cpu.where(mine["broker"].notna(), 0.0))
+        * per_msg,
+        "generator_saturated": mine["generator_saturated"].astype(bool),
+    })  # fmt: skip
+    ordered = frame.sort_values(["subscribers", "target", "target_processes", "broker"],
+                                kind="stable")
+    return ordered[list(BROKER_COLUMNS)].reset_index(drop=True)
+
+
+def setup_label(point: pd.Series) -> str:
+    """What stood behind the address: 'raw, 4 processes + redis' (a broker only when used)."""
+    processes = point.get("target_processes")
+    count = int(processes) if processes is not None and not pd.isna(processes) else 1
+    broker = point.get("broker")
+    with_broker = "" if broker is None or pd.isna(broker) else f" + {broker}"
+    return f"{point['target']}, {count} process{'es' if count != 1 else ''}{with_broker}"
