@@ -44,6 +44,7 @@ import pandas as pd
 from common import schema
 from common.schema import (
     FAILURES_CSV,
+    FAULTS_JSON,
     FINAL_FAILURES_JSON,
     FINAL_STATS_JSON,
     HISTOGRAMS_JSON,
@@ -61,8 +62,6 @@ from common.schema import (
 from common.schema import read_meta as read_meta
 from reports import histograms
 
-# Not in common/schema.py yet (issue 14: the harness writes it; its name moves there).
-FAULTS_JSON = "faults.json"
 KERNEL_NOT_SIDES = ("snapshots", "file_nr")  # kernel_counters.json keys that are not sides
 HOST_PROFILE = "host"
 
