@@ -30,7 +30,9 @@ UPGRADE = "ws upgrade"
 # The history's per-window columns (scenarios.latency.WINDOW_EVENTS, spaces as underscores).
 DROPPED, CONNECT_FAILED = "connections_dropped", "connect_failures"
 PUBLISHED = "broadcast_published"
-LOST = "broadcast lost"
+# What subscribers missed: lost (known at an end marker, or with a dropped connection), in flight
+# at the stop, and never arrived (after a stream's last message, its marker lost with the broker).
+LOST = ("broadcast lost", "broadcast in flight", "broadcast never arrived (no end marker)")
 # Windows after the one the fault fell in over which a latency spike still counts as its own.
 SPIKE_WINDOWS_AFTER_RECOVERY = 2
 
@@ -175,7 +177,7 @@ def drill(
         "p99_before_us": int(statistics.median(p99_before)) if p99_before else None,
         "p99_peak_us": max(p99_after) if p99_after else None,
         "published_during": sum(w.events.get(PUBLISHED, 0) for w in outage) if broadcast else None,
-        "lost": counters.get(LOST) if broadcast else None,
+        "lost": sum(counters.get(name, 0) for name in LOST) if broadcast else None,
         "broker_lost_seen": broker_lost_seen,
     }
 

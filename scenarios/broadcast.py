@@ -54,7 +54,7 @@ from locust.runners import WorkerRunner
 
 from common.units import ns_to_us
 from scenarios.connection import endpoint_url
-from scenarios.delivery import Membership
+from scenarios.delivery import PUBLISHED_BY, Membership
 from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
 from scenarios.frames import FIN, OP_BINARY, client_frame
@@ -260,6 +260,7 @@ class _Publishing(_Listening, FixedRate):
         user = self.publisher
         marker = encode_broadcast_end(user.publisher_id, user.seq)
         self.channel.send(client_frame(FIN | OP_BINARY, marker))
+        self._count(f"{PUBLISHED_BY}{user.publisher_id}", user.seq)
         user.ended = True
 
     def _due(self, intended_ns: int, now_ns: int) -> None:

@@ -29,7 +29,7 @@ of order only, having been counted lost at the marker.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 EXPECTED = "broadcast expected"
 RECEIVED = "broadcast received"
@@ -39,6 +39,14 @@ LOST = "broadcast lost"
 IN_FLIGHT = "broadcast in flight"
 WITHOUT_END_MARKER = "broadcast without end marker"
 COUNTERS = (EXPECTED, RECEIVED, DUPLICATED, OUT_OF_ORDER, LOST, IN_FLIGHT, WITHOUT_END_MARKER)
+# Per publisher P, for what no member can count alone: a stream whose end marker never came
+# (the broker that carried it died) does not know how much P published after its last message.
+# P counts its total at its marker; each such stream, one past the highest number it got; so
+# the tail none of them got is streams x total - the sum of those (see `unmarked_tail`).
+PUBLISHED_BY = "broadcast published by "
+UNMARKED_STREAMS = "broadcast unmarked streams of "
+UNMARKED_NEXT = "broadcast unmarked next of "
+NEVER_ARRIVED = "broadcast never arrived (no end marker)"
 
 
 class _Stream:
@@ -123,11 +131,36 @@ class Membership:
         self._closed = True
         count = self._count
         open_streams = [s for s in self._streams.values() if not s.ended]
-        for stream in open_streams:
+        for publisher, stream in self._streams.items():
+            if stream.ended:
+                continue
             expected = stream.next - stream.first
             count(EXPECTED, expected)
             count(IN_FLIGHT if run_stopped else LOST, expected - stream.received)
+            if run_stopped:  # a member to the end: all P published after `next` was due
+                count(f"{UNMARKED_STREAMS}{publisher}", 1)
+                count(f"{UNMARKED_NEXT}{publisher}", stream.next)
         count(WITHOUT_END_MARKER, len(open_streams))
         for name in COUNTERS:  # in every run's counters, zero or not
             count(name, 0)
         self._streams.clear()
+
+
+def folded(counters: Mapping[str, int]) -> dict[str, int]:
+    """Merged counters with the per-publisher ones folded into NEVER_ARRIVED: the messages
+    published after the last one each marker-less stream got, summed over those streams (only
+    for publishers that sent their marker, whose total is known)."""
+    per_publisher = (PUBLISHED_BY, UNMARKED_STREAMS, UNMARKED_NEXT)
+    kept = {k: v for k, v in counters.items() if not k.startswith(per_publisher)}
+    if not any(k.startswith(UNMARKED_STREAMS) for k in counters):
+        return kept
+    tail = 0
+    for name, streams in counters.items():
+        if not name.startswith(UNMARKED_STREAMS):
+            continue
+        publisher = name[len(UNMARKED_STREAMS):]
+        published = counters.get(f"{PUBLISHED_BY}{publisher}")
+        if published is not None:
+            tail += max(0, streams * published - counters.get(f"{UNMARKED_NEXT}{publisher}", 0))
+    kept[NEVER_ARRIVED] = tail
+    return kept

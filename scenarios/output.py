@@ -34,6 +34,7 @@ from hdrh.histogram import HdrHistogram
 from locust.env import Environment
 from locust.stats import RequestStats
 
+from scenarios import delivery
 from scenarios.cpu import SATURATED_PCT, Saturation, judge
 from scenarios.latency import (
     HIGHEST_US,
@@ -126,7 +127,7 @@ class RunResult:
             encoded_totals=encode_all(histograms),
             encoded_windows={start_s: encode_all(h) for start_s, h, _ in windows},
             counts_by_process={k: dict(v) for k, v in merger.counts_by_source.items()},
-            counters=dict(sorted(merger.counters.items())),
+            counters=dict(sorted(delivery.folded(merger.counters).items())),
             run_cpu_pct=dict(run_cpu_pct),
             saturation=saturation,
             window_s=window_s,

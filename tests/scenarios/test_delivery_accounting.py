@@ -141,3 +141,26 @@ def test_message_after_its_marker_is_out_of_order_only() -> None:
     membership.end_marker(P, 3)
     feed(membership, P, [1])
     assert (counts[RECEIVED], counts[LOST], counts[OUT_OF_ORDER]) == (2, 1, 1)
+
+
+def test_streams_whose_marker_never_came_count_the_tail_they_never_got() -> None:
+    """A broker died: members on the other process got P's messages up to 4 and never its marker
+    (P published 10). Each such stream, stopped by the run, never got 5..9; a member whose
+    connection dropped is not counted (it stopped being a member)."""
+    from scenarios.delivery import NEVER_ARRIVED, PUBLISHED_BY, folded
+
+    counts: Counter[str] = Counter()
+    for stopped in (True, True, False):
+        membership = Membership(lambda name, n: counts.update({name: n}))
+        feed(membership, P, [0, 1, 2, 3, 4])
+        membership.close(run_stopped=stopped)
+    marked, counts_marked = member()
+    feed(marked, P, list(range(10)))
+    marked.end_marker(P, 10)
+    counts.update(counts_marked)
+    counts[f"{PUBLISHED_BY}{P}"] += 10  # the publisher's total, counted at its marker
+    merged = folded(counts)
+    assert merged[NEVER_ARRIVED] == 2 * 5
+    assert not [name for name in merged if name.startswith("broadcast unmarked")]
+    assert f"{PUBLISHED_BY}{P}" not in merged
+    assert NEVER_ARRIVED not in folded(counts_marked)  # every marker came: nothing to fold
