@@ -157,8 +157,9 @@ def drill(
         spike = [w for w in after if w.start_s < until]
     p99_before = [w.p99_us[latency_name] for w in before if latency_name in w.p99_us]
     p99_after = [w.p99_us[latency_name] for w in spike if latency_name in w.p99_us]
-    outage = [w for w in after if recovered_after_s is None
-              or w.start_s < at + max(recovered_after_s, 0.0)]  # fmt: skip
+    # The outage: until every user was back; a killed broker stays dead to the end.
+    outage = [w for w in after if recovered_after_s is None or done.action == "kill-broker"
+              or w.start_s < at + recovered_after_s]  # fmt: skip
     broadcast = PUBLISHED in (after[0].events if after else {}) and latency_name == "broadcast"
     return {
         **done.as_json(),
