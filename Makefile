@@ -15,7 +15,11 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install --quiet -e '.[test]'
 	touch $(STAMP)
 
+# Debian's redis-server for the broker and failover tests: installed here as root when missing
+# (without it, and not root, those tests are skipped, saying so).
 test: install
+	@command -v redis-server >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
 	$(PY) -m ruff check .
 	$(PY) -m pytest
 

@@ -32,7 +32,9 @@ DROPPED, CONNECT_FAILED = "connections_dropped", "connect_failures"
 PUBLISHED = "broadcast_published"
 # What subscribers missed: lost (known at an end marker, or with a dropped connection), in flight
 # at the stop, and never arrived (after a stream's last message, its marker lost with the broker).
-LOST = ("broadcast lost", "broadcast in flight", "broadcast never arrived (no end marker)")
+# Also what members whose connection dropped missed until they were back.
+LOST = ("broadcast lost", "broadcast in flight", "broadcast never arrived (no end marker)",
+        "broadcast missed while reconnecting")
 # Windows after the one the fault fell in over which a latency spike still counts as its own.
 SPIKE_WINDOWS_AFTER_RECOVERY = 2
 

@@ -29,6 +29,10 @@ should get from P was relayed before P's marker. Each member connection then cou
 publisher (scenarios/delivery.py): expected, received (distinct), duplicated, out of order,
 lost (known at the marker, or when the connection was lost) and in flight (missing when the
 run stopped it before the marker came, not called lost), and streams "without end marker".
+Across one user's connections (a failover drill drops them): "missed while reconnecting", what
+each publisher sent between its last message on the old connection and its first on the new.
+A stream stopped by the run whose marker never came (the broker carrying it died) counts what
+its publisher sent after its last message as "never arrived (no end marker)".
 A sequence gap is also a Locust failure ("sequence gap") as soon as it shows, so loss is seen
 in the web UI, not only at the end. Every count is made before the run's last latency window
 is shipped (at the marker, or when Locust stops the user, before its test_stop), so all are in
@@ -149,6 +153,8 @@ class _Member(WebSocketUser):
     def on_start(self) -> None:
         rooms = max(1, int(option(self.environment, "rooms", 1)))
         self.path = f"{BROADCAST_PATH}?room=room-{random.randrange(rooms)}"
+        # Over this user's connections: publisher -> one past the highest number heard.
+        self.heard: dict[int, int] = {}
 
     @task
     def take_part(self) -> None:
@@ -173,7 +179,7 @@ class _Listening:
         self.channel: Channel | None = None
         recorder = user.measurement.recorder
         self._record, self._count = recorder.record, recorder.count
-        self.membership = Membership(recorder.count)
+        self.membership = Membership(recorder.count, user.heard)
 
     def attached(self, channel: Channel) -> None:
         self.channel = channel

@@ -47,6 +47,9 @@ PUBLISHED_BY = "broadcast published by "
 UNMARKED_STREAMS = "broadcast unmarked streams of "
 UNMARKED_NEXT = "broadcast unmarked next of "
 NEVER_ARRIVED = "broadcast never arrived (no end marker)"
+# A user whose connection dropped and who joined again: what its publishers sent between its
+# last message on the old connection and its first on the new one (a failover's loss).
+MISSED_RECONNECTING = "broadcast missed while reconnecting"
 
 
 class _Stream:
@@ -65,19 +68,35 @@ class _Stream:
 class Membership:
     """The delivery accounting of one member connection, over every publisher it hears."""
 
-    __slots__ = ("_count", "_streams", "_closed")
+    __slots__ = ("_count", "_streams", "_closed", "_before")
 
-    def __init__(self, count: Callable[[str, int], None]) -> None:
+    def __init__(
+        self, count: Callable[[str, int], None], before: dict[int, int] | None = None
+    ) -> None:
+        """`before`: the user's earlier memberships, publisher -> one past the highest number
+        they got; updated when this one closes (so the user's next membership counts what
+        was sent while it was away)."""
         self._count = count
         self._streams: dict[int, _Stream] = {}
         self._closed = False
+        self._before = before
+
+    def _joined(self, publisher: int, seq: int) -> _Stream:
+        """The stream of `publisher` beginning at `seq`, counting what the user missed since
+        its previous membership heard that publisher."""
+        stream = self._streams[publisher] = _Stream(seq)
+        if self._before is not None and publisher in self._before:
+            missed = seq - self._before[publisher]
+            if missed > 0:
+                self._count(MISSED_RECONNECTING, missed)
+        return stream
 
     def message(self, publisher: int, seq: int) -> int:
         """A data message arrived, counted; returns how many numbers it skipped (0: no gap)."""
         count = self._count
         stream = self._streams.get(publisher)
         if stream is None:
-            stream = self._streams[publisher] = _Stream(seq)
+            stream = self._joined(publisher, seq)
         elif stream.ended:
             count(OUT_OF_ORDER, 1)
             return 0
@@ -107,7 +126,7 @@ class Membership:
         exactly now; returns how many of its last messages were missing (0: no gap)."""
         stream = self._streams.get(publisher)
         if stream is None:  # joined after its last message: nothing was sent while a member
-            stream = self._streams[publisher] = _Stream(end_seq)
+            stream = self._joined(publisher, end_seq)
         elif stream.ended:
             self._count(DUPLICATED, 1)
             return 0
@@ -130,6 +149,9 @@ class Membership:
             return
         self._closed = True
         count = self._count
+        if self._before is not None:
+            for publisher, stream in self._streams.items():
+                self._before[publisher] = max(stream.next, self._before.get(publisher, 0))
         open_streams = [s for s in self._streams.values() if not s.ended]
         for publisher, stream in self._streams.items():
             if stream.ended:
@@ -141,7 +163,7 @@ class Membership:
                 count(f"{UNMARKED_STREAMS}{publisher}", 1)
                 count(f"{UNMARKED_NEXT}{publisher}", stream.next)
         count(WITHOUT_END_MARKER, len(open_streams))
-        for name in COUNTERS:  # in every run's counters, zero or not
+        for name in (*COUNTERS, MISSED_RECONNECTING):  # in every run's counters, zero or not
             count(name, 0)
         self._streams.clear()
 

@@ -164,3 +164,25 @@ def test_streams_whose_marker_never_came_count_the_tail_they_never_got() -> None
     assert not [name for name in merged if name.startswith("broadcast unmarked")]
     assert f"{PUBLISHED_BY}{P}" not in merged
     assert NEVER_ARRIVED not in folded(counts_marked)  # every marker came: nothing to fold
+
+
+def test_a_user_that_reconnects_counts_what_it_missed_while_away() -> None:
+    """A member heard P up to 4, its connection dropped, and its new connection's first
+    message from P is 9: it missed 5..8 while away. Each membership is still exact on its own."""
+    from scenarios.delivery import MISSED_RECONNECTING
+
+    counts: Counter[str] = Counter()
+    heard: dict[int, int] = {}
+    first = Membership(lambda name, n: counts.update({name: n}), heard)
+    feed(first, P, [0, 1, 2, 3, 4])
+    first.close(run_stopped=False)
+    assert heard == {P: 5}
+    second = Membership(lambda name, n: counts.update({name: n}), heard)
+    assert feed(second, P, [9, 10, 11]) == [0, 0, 0]
+    second.end_marker(P, 12)
+    assert counts[MISSED_RECONNECTING] == 4
+    assert counts[LOST] == 0 and balanced(counts)
+    second.close(run_stopped=True)
+    third = Membership(lambda name, n: counts.update({name: n}), heard)
+    third.end_marker(P, 12)  # joined after P's last message: nothing more was missed
+    assert counts[MISSED_RECONNECTING] == 4

@@ -30,7 +30,8 @@ QUIET_S = 0.3  # how long a member must stay silent to have received nothing mor
 MESSAGES = 150  # per publisher
 SIZES = {0: 70_000, 1: 300}  # of the binary publisher's messages (else 64): every frame length form
 
-pytestmark = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="no redis-server")
+pytestmark = pytest.mark.skipif(not os.path.exists(REDIS_SERVER), reason="redis-server missing: "
+                                "apt-get install redis-server (make test does as root)")
 
 
 def free_port() -> int:
