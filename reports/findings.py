@@ -76,9 +76,13 @@ def build(run: Run) -> Findings:
             if sentence:
                 sentences.append(sentence)
         rows.append(row)
+    # A column no target answers (a drill run's hold points are no memory figure) is left out.
+    names = [name for name, _ in columns]
+    kept = [i for i in range(len(names)) if any(row[i + 1] != EMPTY for row in rows)]
+    rows = [[row[0], *(row[i + 1] for i in kept)] for row in rows] if kept else []
     links = dict(drills(run) + brokers(run))
-    return Findings(["target", *(name for name, _ in columns)], rows if columns else [],
-                    sentences + list(links), links)  # fmt: skip
+    return Findings(["target", *(names[i] for i in kept)], rows, sentences + list(links),
+                    links)  # fmt: skip
 
 
 def as_text(findings: Findings) -> list[str]:

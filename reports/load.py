@@ -195,7 +195,7 @@ def slug(name: str) -> str:
 
 TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "status", "reason",
                 "warnings", "main_name", "generator_verdict", "kernel_explain",
-                "kernel_stalls", "broker", "broker_version", "faults")  # fmt: skip
+                "kernel_stalls", "broker", "broker_version", "faults", "tag")  # fmt: skip
 LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
 FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
 # connections_dropped and connect_failures: counts in the window, on every row of it (0 in
@@ -328,6 +328,7 @@ def _params_row(point_id: str, params: dict[str, Any], status: str, reason: str)
         "reason": reason,
         "warnings": [],
         "broker": params.get("broker") or None,  # "redis"; None: no broker (and older points)
+        "tag": params.get("tag") or None,  # the word a matrix part names its points apart by
         "faults": list(params.get("faults") or []),  # ["kill-target@10s"]; [] when none
     }
 

@@ -417,9 +417,12 @@ def broker_comparison(points: pd.DataFrame) -> pd.DataFrame:
 
 
 def setup_label(point: pd.Series) -> str:
-    """What stood behind the address: 'raw, 4 processes + redis' (a broker only when used)."""
+    """What stood behind the address: 'raw, 4 processes + redis' (a broker only when used), and
+    the point's tag when it has one ('raw, 4 processes (nojitter)')."""
     processes = point.get("target_processes")
     count = int(processes) if processes is not None and not pd.isna(processes) else 1
     broker = point.get("broker")
     with_broker = "" if broker is None or pd.isna(broker) else f" + {broker}"
-    return f"{point['target']}, {count} process{'es' if count != 1 else ''}{with_broker}"
+    tag = point.get("tag")
+    tagged = "" if tag is None or pd.isna(tag) else f" ({tag})"
+    return f"{point['target']}, {count} process{'es' if count != 1 else ''}{with_broker}{tagged}"

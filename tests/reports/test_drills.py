@@ -208,11 +208,13 @@ def test_findings_say_what_each_drill_and_broker_did(drills: Run, drills_report:
 
 
 def test_findings_of_other_questions_skip_drill_points(drills: Run) -> None:
-    """Memory per idle connection is not read from a point whose workers were killed."""
-    cells = {c: cell for c, cell in zip(findings.build(drills).columns,
-                                        findings.build(drills).rows[0], strict=True)}  # fmt: skip
-    assert cells["memory per idle conn"] == findings.EMPTY
-    assert KILL_BROKER not in (cells["broadcast p99 · delivered"].href or "")
+    """Memory per idle connection is not read from a point whose workers were killed: no
+    target has the figure, so the column is left out of the table."""
+    built = findings.build(drills)
+    cells = {c: cell for c, cell in zip(built.columns, built.rows[0], strict=True)}
+    assert "memory per idle conn" not in cells
+    assert KILL_BROKER not in ((cells.get("broadcast p99 · delivered") or findings.EMPTY).href
+                               or "")  # fmt: skip
 
 
 def test_a_drill_not_recovered_is_said_and_marked(copy_run: Callable[[Path, str], Path]) -> None:
