@@ -109,6 +109,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="with --tls: where to write the CA certificate clients must trust "
         "(default: a temporary file, path printed on stderr)",
     )
+    _add_limits(parser)
+    # Internal: how a supervisor starts its workers.
+    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument("--tls-cert", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--tls-key", type=Path, help=argparse.SUPPRESS)
+    return parser
+
+
+def _add_limits(parser: argparse.ArgumentParser) -> None:
+    """The per-connection limits every target enforces alike (protocol.Limits)."""
     parser.add_argument(
         "--max-size",
         type=int,
@@ -135,11 +145,6 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULT_CLOSE_TIMEOUT_S,
         help="seconds to wait for a client's close frame before dropping it (default %(default)s)",
     )
-    # Internal: how a supervisor starts its workers.
-    parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
-    parser.add_argument("--tls-cert", type=Path, help=argparse.SUPPRESS)
-    parser.add_argument("--tls-key", type=Path, help=argparse.SUPPRESS)
-    return parser
 
 
 def check_port(port: int) -> None:

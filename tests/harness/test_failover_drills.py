@@ -58,6 +58,16 @@ def _history(out: Path) -> list[dict[str, str]]:
         return list(csv.DictReader(f))
 
 
+def _ok_run(wsbench, out: Path, *args: str) -> dict[str, Any]:
+    """`wsbench run ARGS --out OUT`, which must exit 0 with its point ok: the point.json."""
+    done = wsbench("run", *args, "--out", out, timeout_s=90)
+    assert done.returncode == 0, done.stdout + done.stderr
+    point = _point(out)
+    assert point["status"] == "ok", point["reason"]
+    point["stdout"] = done.stdout
+    return point
+
+
 def _per_window(rows: list[dict[str, str]], column: str) -> int:
     seen = {r["window_start_unix_s"]: int(r[column]) for r in rows}
     return sum(seen.values())
@@ -65,12 +75,9 @@ def _per_window(rows: list[dict[str, str]], column: str) -> int:
 
 def test_kill_target_drill_counts_the_drops_and_the_recovery(wsbench, tmp_path, no_leftovers):
     out = tmp_path / "run"
-    done = wsbench("run", "--target", "raw", "--target-processes", "2", "--scenario", "hold",
-                   "--users", "200", "--fault", "kill-target@3s", "--duration", "8s",
-                   "--ping-interval-s", "0.5", "--out", out, timeout_s=90)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    point = _point(out)
-    assert point["status"] == "ok", point["reason"]
+    point = _ok_run(wsbench, out, "--target", "raw", "--target-processes", "2", "--scenario",
+                    "hold", "--users", "200", "--fault", "kill-target@3s", "--duration", "8s",
+                    "--ping-interval-s", "0.5")  # fmt: skip
     assert point["point"]["faults"] == ["kill-target@3s"]
     [drill] = point["summary"]["drill"]
     # One of two workers died: some connections, not all (SO_REUSEPORT spreads them).
@@ -83,18 +90,16 @@ def test_kill_target_drill_counts_the_drops_and_the_recovery(wsbench, tmp_path, 
     pdir = next((out / "points").iterdir())
     assert "killed by SIGKILL" in (pdir / "target.log").read_text()
     assert json.loads((pdir / "faults.json").read_text())["faults"][0]["pids"]
-    assert "kill-target at 3 s" in done.stdout and "connections dropped" in done.stdout
+    assert "kill-target at 3 s" in point["stdout"] and "connections dropped" in point["stdout"]
 
 
 def test_restart_target_drops_everyone_and_counts_failed_reconnects(wsbench, tmp_path,
                                                                      no_leftovers):
     out = tmp_path / "run"
-    done = wsbench("run", "--target", "aiohttp", "--scenario", "hold", "--users", "100",
-                   "--fault", "restart-target@3s", "--duration", "9s",
-                   "--reconnect-jitter", "0", "--reconnect-backoff-ms", "20", "--out", out,
-                   timeout_s=90)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    [drill] = _point(out)["summary"]["drill"]
+    point = _ok_run(wsbench, out, "--target", "aiohttp", "--scenario", "hold", "--users", "100",
+                    "--fault", "restart-target@3s", "--duration", "9s",
+                    "--reconnect-jitter", "0", "--reconnect-backoff-ms", "20")  # fmt: skip
+    [drill] = point["summary"]["drill"]
     assert drill["dropped"] == 100, drill
     assert drill["recovered_after_s"] is not None, drill
     # With 20 ms between attempts and no jitter, everyone tries while the target starts again.
@@ -106,12 +111,8 @@ def test_restart_target_drops_everyone_and_counts_failed_reconnects(wsbench, tmp
 @needs_redis
 def test_broadcast_spans_processes_through_the_broker(wsbench, tmp_path, no_leftovers):
     out = tmp_path / "run"
-    done = wsbench("run", "--target", "raw", "--target-processes", "2", "--broker", "redis",
-                   "--scenario", "broadcast", "--users", "40", "--duration", "6s",
-                   "--out", out, timeout_s=90)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    point = _point(out)
-    assert point["status"] == "ok", point["reason"]
+    point = _ok_run(wsbench, out, "--target", "raw", "--target-processes", "2", "--broker",
+                    "redis", "--scenario", "broadcast", "--users", "40", "--duration", "6s")
     summary = point["summary"]
     assert summary["broker"]["kind"] == "redis" and summary["broker"]["version"] != "unknown"
     [pdir] = (out / "points").iterdir()
@@ -126,12 +127,9 @@ def test_broadcast_spans_processes_through_the_broker(wsbench, tmp_path, no_left
 @needs_redis
 def test_kill_broker_is_noticed_and_the_loss_counted(wsbench, tmp_path, no_leftovers):
     out = tmp_path / "run"
-    done = wsbench("run", "--target", "raw", "--target-processes", "2", "--broker", "redis",
-                   "--scenario", "broadcast", "--users", "40", "--duration", "8s",
-                   "--fault", "kill-broker@3s", "--out", out, timeout_s=90)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    point = _point(out)
-    assert point["status"] == "ok", point["reason"]
+    point = _ok_run(wsbench, out, "--target", "raw", "--target-processes", "2", "--broker",
+                    "redis", "--scenario", "broadcast", "--users", "40", "--duration", "8s",
+                    "--fault", "kill-broker@3s")  # fmt: skip
     [drill] = point["summary"]["drill"]
     assert drill["broker_lost_seen"] is True
     # Members on the other process miss what was published after the broker died.
@@ -144,14 +142,10 @@ def test_kill_target_under_broadcast_counts_what_the_dropped_members_missed(wsbe
     out = tmp_path / "run"
     # Six publishers over three processes: that one dies, at least one of them publishes on
     # (all six on the killed process: a chance of 1 in 729).
-    done = wsbench("run", "--target", "raw", "--target-processes", "3", "--broker", "redis",
-                   "--scenario", "broadcast", "--users", "60", "--duration", "8s",
-                   "--publishers", "6", "--publish-rate", "20", "--reconnect-backoff-ms", "200",
-                   "--reconnect-jitter", "0", "--fault", "kill-target@3s", "--out", out,
-                   timeout_s=90)  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    point = _point(out)
-    assert point["status"] == "ok", point["reason"]
+    point = _ok_run(wsbench, out, "--target", "raw", "--target-processes", "3", "--broker",
+                    "redis", "--scenario", "broadcast", "--users", "60", "--duration", "8s",
+                    "--publishers", "6", "--publish-rate", "20", "--reconnect-backoff-ms", "200",
+                    "--reconnect-jitter", "0", "--fault", "kill-target@3s")  # fmt: skip
     [drill] = point["summary"]["drill"]
     assert 0 < drill["dropped"] < 60 and drill["recovered_after_s"] < 4, drill
     # A dropped member was away at least its 200 ms back-off, while publishers on the other
