@@ -161,6 +161,7 @@ def test_kill_target_under_broadcast_counts_what_the_dropped_members_missed(wsbe
     (("--fault", "kill-target@3s"), ("--target-processes 2",)),
     (("--fault", "kill-broker@3s", "--target-processes", "2"), ("--broker redis",)),
     (("--fault", "restart-target@30s"), ("not within",)),
+    (("--fault", "restart-target@2s", "--tls"), ("new throwaway CA",)),
     (("--scenario", "broadcast", "--target-processes", "2"), ("needs --broker redis",)),
 ])  # fmt: skip
 def test_bad_drills_are_refused_in_one_line(wsbench, tmp_path, args, words):
