@@ -35,6 +35,7 @@ from harness import faults, measured, procs, sampling, topology
 from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, parse_fault, sized
 from harness.store import RunStore
 from kernel import counters, netns, stalls
+from targets.protocol import BROKER_LOST_PREFIX
 
 POLL_S = 0.2
 # Locust gets this long beyond its run time (spawning, stopping users, writing CSVs).
@@ -294,7 +295,8 @@ def _broker_lost_seen(run: topology.PointRun) -> bool:
         text = (run.pdir / TARGET_LOG).read_text(errors="replace")
     except OSError:
         return False
-    return "broker" in text and " lost" in text
+    return any(line.startswith(BROKER_LOST_PREFIX) and " lost: " in line
+               for line in text.splitlines())
 
 
 def _record_kernel(point: Point, bed: netns.Testbed, store: RunStore, pdir: Path) -> None:

@@ -34,7 +34,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from targets.hub import LIBRARY_FORM, MessageForm, Rooms
-from targets.protocol import Stats
+from targets.protocol import BROKER_LOST_PREFIX, Stats
 from targets.server import TargetError
 
 CHANNEL_PREFIX = b"wsbench:room:"
@@ -199,8 +199,8 @@ class Relay:
             self.pending, self.pending_bytes = [], 0
             await self._disconnect()
             reason = _reason(_first_failure(failed)) if failed else "connection ended"
-            print(f"targets: broker {self.url} lost: {reason}; local rooms only until it is back",
-                  file=sys.stderr, flush=True)  # fmt: skip
+            print(f"{BROKER_LOST_PREFIX}{self.url} lost: {reason}; local rooms only until it "
+                  "is back", file=sys.stderr, flush=True)  # fmt: skip
             while True:
                 await asyncio.sleep(RECONNECT_INTERVAL_S)
                 try:

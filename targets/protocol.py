@@ -223,3 +223,8 @@ class Stats:
         }
         data.update(extra)
         return data
+
+
+# How a target's stderr line about its broker begins ("... URL lost: why" when it loses it):
+# what the harness looks for to tell a kill-broker drill the targets noticed.
+BROKER_LOST_PREFIX = "targets: broker "
