@@ -16,19 +16,17 @@ from __future__ import annotations
 import argparse
 import contextlib
 import dataclasses
-import os
 import shlex
 import signal
 import socket
 import sys
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from common.errors import BadInput, WsbenchError
 from common.schema import RunStatus, runner_fields, utc_now
-from harness import plan, procs, provenance
+from harness import plan, procs, session
 from harness.broker import BROKERS
 from harness.execute import (
     Outcome,
@@ -37,7 +35,7 @@ from harness.execute import (
     run_sweep,
 )
 from harness.plan import HOST_PROFILE, PlanError, Point, Sweep
-from harness.store import RunStore
+from harness.store import RunStore, start_meta
 from kernel import hostsysctl, netns
 
 DEFAULT_SWEEP = Path(__file__).resolve().parent / "harness" / "sweeps" / "default.toml"
@@ -155,21 +153,30 @@ def _add_sweep(sub: Subparsers) -> None:
 
 
 def _add_ui(sub: Subparsers) -> None:
-    """`wsbench ui`: a target and Locust's web UI."""
-    ui = sub.add_parser("ui", help="a target plus Locust's web UI", **EXACT)
+    """`wsbench ui`: a target and Locust's web UI; each test started there is stored as a run."""
+    ui = sub.add_parser("ui", help="a target plus Locust's web UI (each test stored as a run)",
+                        description="Serve Locust's web UI with wsbench's tabs. Each test "
+                        "started and stopped there is stored as a run (meta.json, the point, "
+                        "its report). Options this command does not know are passed to the "
+                        "scenario.", **EXACT)  # fmt: skip
     ui.add_argument("--target", required=True, help="reference target name or ws:// URL")
     ui.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
     ui.add_argument("--users", type=int, default=10, help="users prefilled in the form")
-    ui.add_argument("--spawn-rate", type=float, default=10.0, help="spawn rate in the form")
-    ui.add_argument("--duration", default="10m",
-                    help="run time prefilled in the form, so a swarm stops by itself "
-                    "(default 10m)")  # fmt: skip
     ui.add_argument("--web-host", default="127.0.0.1",
                     help="address the web UI binds to (default 127.0.0.1, this machine only; "
                     "0.0.0.0 opens it to the network)")  # fmt: skip
     ui.add_argument("--web-port", type=int, default=8089)
-    ui.add_argument("--target-processes", type=int, default=1)
-    _add_remote_option(ui)
+    ui.add_argument("--port", type=int, default=0, help="port of the reference target")
+    ui.add_argument("--tls", action="store_true", help="serve the reference target on wss://")
+    _add_point_options(ui)
+    ui.set_defaults(spawn_rate=10.0, duration="10m")
+    for action in ui._actions:  # the form's prefilled values, and where sessions go
+        if action.dest == "spawn_rate":
+            action.help = "spawn rate prefilled in the form (default 10)"
+        elif action.dest == "duration":
+            action.help = "run time prefilled in the form, so a test stops by itself (default 10m)"
+        elif action.dest == "out":
+            action.help = "folder each session's run folder goes in (default results/)"
 
 
 def _add_other_commands(sub: Subparsers) -> None:
@@ -227,24 +234,6 @@ def _check_kernel(points: Sequence[Point]) -> None:
         plan.check_topology(plan.sized(point)[0])
 
 
-def _start_meta(store: RunStore, kind: str, points: list[Point], **extra: Any) -> dict[str, Any]:
-    meta = {
-        "kind": kind,
-        "run_id": store.root.name,
-        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
-        "cwd": os.getcwd(),
-        "started": utc_now(),
-        "ended": None,
-        "status": RunStatus.RUNNING,
-        "plan": [p.as_dict() for p in points],
-        **runner_fields(),  # so that a reader can tell a killed run from a running one
-        **extra,
-        **provenance.collect(),
-    }
-    store.write_meta(meta)
-    return meta
-
-
 @contextlib.contextmanager
 def _run_status(store: RunStore) -> Iterator[None]:
     """meta.json's end: "complete" when the block finished, "interrupted" when it did not."""
@@ -288,7 +277,7 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
         raise PlanError(f"{args.out} already holds a run (status {found.get('status')}); "
                         "choose another --out")  # fmt: skip
     store = RunStore.create(args.out, "run")
-    _start_meta(store, "run", points)
+    start_meta(store, "run", points)
     say(f"wsbench run: {', '.join(p.point_id for p in points)} -> {store.root}")
     # A sweep of this point (one per kernel profile), with no SLO stop.
     one = Sweep((args.target,), (args.scenario,), (args.users,))
@@ -394,7 +383,7 @@ def cmd_sweep(args: argparse.Namespace, extras: list[str]) -> int:
         say(f"wsbench sweep: resuming {store.root}")
         store.update_meta(status=RunStatus.RUNNING, resumed=utc_now(), **runner_fields())
     else:
-        _start_meta(store, "sweep", points, slo=slo)
+        start_meta(store, "sweep", points, slo=slo)
     say(f"wsbench sweep: {len(points)} points -> {store.root}")
     outcomes = _measure(store, matrix)
     failed = [o for o in outcomes if o.status == "failed"]
@@ -456,45 +445,58 @@ def _fmt(value: Any, spec: str) -> str:
 
 
 def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
+    """Locust's web UI for one planned point (form values prefilled), until Ctrl-C."""
     _check_targets([args.target], args.allow_remote)
+    if args.fault:
+        raise PlanError("--fault is for run and sweep: a drill's times count from a start the "
+                        "web UI does not fix")  # fmt: skip
+    profiles = _profiles(args.kernel_profile)
+    if len(profiles) > 1:
+        raise PlanError("wsbench ui takes one kernel profile")
     point = plan.make_point(
         args.target, args.scenario, args.users, args.spawn_rate, plan.parse_duration(args.duration),
-        target_processes=args.target_processes, options=tuple(extras),
+        processes=args.processes, target_processes=args.target_processes,
+        kernel_profile=profiles[0], client_hosts=args.client_hosts or 1,
+        host_sysctls=args.host_sysctls, target_port=args.port, tls=args.tls,
+        options=tuple(extras), max_error_rate=_max_error_rate(args), pin_cpus=args.pin_cpus,
+        broker=args.broker or "", tag=args.tag or "",
     )  # fmt: skip
+    _check_kernel([point])
     plan.check_options([point])
-    host = "" if args.web_host == "*" else args.web_host  # Locust's "*": every interface
-    family = socket.AF_INET6 if ":" in host else socket.AF_INET
-    try:  # Locust would only log a busy port and exit, after we had printed its URL
-        with socket.socket(family) as probe:
-            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Locust's server
-            probe.bind((host, args.web_port))
-    except OSError as exc:
-        raise PlanError(f"cannot serve the web UI on {args.web_host}:{args.web_port}: "
-                        f"{exc.strerror or exc}; choose another --web-port") from None  # fmt: skip
-    log_dir = Path(os.environ.get("TMPDIR", "/tmp"))
-    target = procs.start_target(point.topology, log_dir / f"wsbench-ui-target-{os.getpid()}.log")
-    locust = None
+    _check_web_port(args.web_host, args.web_port)
+    if args.out is not None:  # said now, not when the first session ends
+        try:
+            args.out.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise PlanError(f"cannot write results to {args.out}: {exc.strerror or exc}") from None
+    listen = session.Listen("" if args.web_host == "*" else args.web_host, args.web_port)
     try:
-        cmd = procs.locust_command(point, target.url, Path(), headless=False)
-        cmd += ["--web-host", args.web_host, "--web-port", str(args.web_port)]
-        locust_log = log_dir / f"wsbench-ui-locust-{os.getpid()}.log"
-        locust = procs.spawn(cmd, locust_log)
-        shown = "127.0.0.1" if args.web_host in ("", "*", "0.0.0.0") else args.web_host
-        say(f"target {args.target} at {target.url}")
-        say(f"web UI: http://{shown}:{args.web_port}  (Ctrl-C to stop)")
-        while locust.poll() is None and target.exited() is None:
-            time.sleep(0.5)
-        if target.exited() is not None:
-            say(f"target exited with status {target.exited()}")
-            return 1
-        say(f"Locust exited with status {locust.returncode} (log: {locust_log})")
-        return 0 if locust.returncode in (0, 1) else locust.returncode
+        return session.serve(point, listen, args.out, say, _report_of)
     except KeyboardInterrupt:  # Ctrl-C (or SIGTERM) is how a UI session ends
         say("wsbench ui: stopped")
         return 0
-    finally:
-        procs.stop(locust)
-        target.stop()
+
+
+def _check_web_port(web_host: str, port: int) -> None:
+    """PlanError unless the web UI's port is free: Locust would only log a busy port and exit,
+    after we had printed its URL."""
+    host = "" if web_host == "*" else web_host  # Locust's "*": every interface
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    try:
+        with socket.socket(family) as probe:
+            probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Locust's server
+            probe.bind((host, port))
+    except OSError as exc:
+        raise PlanError(f"cannot serve the web UI on {web_host}:{port}: "
+                        f"{exc.strerror or exc}; choose another --web-port") from None  # fmt: skip
+
+
+def _report_of(store: RunStore) -> Path | None:
+    """A stored UI session's report (and its findings on the console)."""
+    report = write_report(store.root)
+    if report is not None:
+        say_findings(store.root)
+    return report
 
 
 def write_report(run_dir: Path) -> Path | None:

@@ -206,7 +206,7 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
         outcome = Outcome(point, PointStatus.INTERRUPTED, "interrupted by the user (Ctrl-C)")
         raise
     finally:
-        _conclude(outcome, run, notes)
+        conclude(outcome, run, notes)
         store.write_point(point.point_id, {**outcome.as_dict(), "started": started,
                                            "ended": utc_now(), "command": run.command})  # fmt: skip
     return outcome
@@ -229,7 +229,7 @@ def _run(run: topology.PointRun, store: RunStore) -> Outcome:
         return outcome
 
 
-def _conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None:
+def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None:
     """The point's summary from its stored files and what its parts found; its final status."""
     point = run.point
     outcome.summary.update(read_summary(run.pdir, point.workload.scenario, run.host,

@@ -8,13 +8,23 @@ from __future__ import annotations
 
 import os
 import secrets
+import sys
 import time
 from pathlib import Path
 from typing import Any
 
 from common import schema
 from common.errors import BadInput
-from common.schema import PointResult, RunStatus, as_found, runner_alive, write_json
+from common.schema import (
+    PointResult,
+    RunStatus,
+    as_found,
+    runner_alive,
+    runner_fields,
+    utc_now,
+    write_json,
+)
+from harness import provenance
 
 RESULTS_DIR = Path("results")
 
@@ -108,3 +118,22 @@ def _status(result: PointResult) -> schema.PointStatus:
         return schema.PointStatus(result.get("status"))
     except ValueError:
         return schema.PointStatus.CORRUPT
+
+
+def start_meta(store: RunStore, kind: str, points: list[Any], **extra: Any) -> dict[str, Any]:
+    """A new run's meta.json: what was asked, by which command, with the machine's provenance."""
+    meta = {
+        "kind": kind,
+        "run_id": store.root.name,
+        "command": [Path(sys.argv[0]).name, *sys.argv[1:]],
+        "cwd": os.getcwd(),
+        "started": utc_now(),
+        "ended": None,
+        "status": RunStatus.RUNNING,
+        "plan": [p.as_dict() for p in points],
+        **runner_fields(),  # so that a reader can tell a killed run from a running one
+        **extra,
+        **provenance.collect(),
+    }
+    store.write_meta(meta)
+    return meta

@@ -111,12 +111,12 @@ def testbed(run: PointRun) -> Iterator[netns.Testbed | None]:
 @contextlib.contextmanager
 def kernel_counters(run: PointRun) -> Iterator[None]:
     """Counters on every side before the load; after it, their changes in kernel_counters.json."""
-    before = _snapshots(run.sides)
+    before = snapshots(run.sides)
     try:
         yield
     finally:
         try:
-            run.counter_record = _store_counters(run.sides, before, run.pdir)
+            run.counter_record = store_counters(run.sides, before, run.pdir)
         except OSError as exc:
             run.warnings.append(f"kernel counters not stored: {exc}")
 
@@ -173,16 +173,34 @@ def target(run: PointRun, sampler: sampling.Sampler) -> Iterator[procs.Target]:
         run.target_status = started.stop()
 
 
+@dataclass(frozen=True)
+class WebUI:
+    """Locust with its web UI instead of headless (wsbench ui): where it listens, and the
+    folder it writes each test started from the UI into (scenarios/sessions.py)."""
+
+    host: str
+    port: int
+    sessions: Path
+
+    def arguments(self) -> list[str]:
+        return ["--web-host", self.host, "--web-port", str(self.port),
+                "--wsbench-sessions", str(self.sessions)]  # fmt: skip
+
+
 @contextlib.contextmanager
 def locust(
-    run: PointRun, target_: procs.Target, sampler: sampling.Sampler
+    run: PointRun, target_: procs.Target, sampler: sampling.Sampler, web: WebUI | None = None
 ) -> Iterator[list[subprocess.Popen[bytes]]]:
     """Locust in client host 0; with several client hosts, a worker group on each other one.
-    The master first in the list: at exit it is stopped first, and tells its workers to stop."""
+    The master first in the list: at exit it is stopped first, and tells its workers to stop.
+    With `web`, Locust serves its web UI and runs what is started there."""
     point, bed = run.point, run.bed
     master = netns.client_address(0, 0) if point.topology.client_hosts > 1 else None
     run.command = procs.locust_command(point, target_.url, run.pdir / LOCUST_PREFIX,
-                                       ca_file=target_.ca_file, master_host=master)  # fmt: skip
+                                       headless=web is None, ca_file=target_.ca_file,
+                                       master_host=master)  # fmt: skip
+    if web is not None:
+        run.command += web.arguments()
     started: list[subprocess.Popen[bytes]] = []
     try:
         nofile = nofile_of(point.topology)
@@ -291,7 +309,8 @@ def _workers(
     return workers
 
 
-def _snapshots(sides: dict[str, Path]) -> dict[str, counters.Snapshot]:
+def snapshots(sides: dict[str, Path]) -> dict[str, counters.Snapshot]:
+    """The kernel counters of every side now (a side that cannot be read is left out)."""
     found = {}
     for side, net_dir in sides.items():
         try:
@@ -301,10 +320,11 @@ def _snapshots(sides: dict[str, Path]) -> dict[str, counters.Snapshot]:
     return found
 
 
-def _store_counters(
+def store_counters(
     sides: dict[str, Path], before: dict[str, counters.Snapshot], pdir: Path
 ) -> dict[str, Any] | None:
-    after = _snapshots({side: sides[side] for side in before})
+    """The counters' changes on every side since `before`, in pdir's kernel_counters.json."""
+    after = snapshots({side: sides[side] for side in before})
     pairs = {side: (before[side], after[side]) for side in before if side in after}
     if not pairs:
         return None

@@ -137,6 +137,37 @@ MEANING = {
     "abandoned)",
     "InErrs": "TCP segments were received in error (e.g. bad checksum) and dropped",
 }
+# What the other counters and gauges count: their growth is ordinary traffic, said so that a
+# live view (the web UI's kernel tab) can name every counter that moved.
+ACTIVITY = {
+    "ListenDrops": "SYNs or handshake ACKs dropped at a listening socket (all causes; "
+    "ListenOverflows is the full-queue share)",
+    "SyncookiesSent": "SYN-ACKs answered with a syncookie (SYN queue full)",
+    "SyncookiesRecv": "handshake ACKs that carried a valid syncookie",
+    "TWRecycled": "TIME-WAIT sockets whose port pair a new outgoing connection reused",
+    "TWKilled": "TIME-WAIT sockets ended early (tcp_max_tw_buckets, or reused)",
+    "TCPAbortOnData": "connections reset because data arrived after the application closed",
+    "TCPAbortOnClose": "connections reset because unread data was left at close",
+    "EmbryonicRsts": "resets sent for half-open (SYN-RECV) connections",
+    "ActiveOpens": "connections opened from this side (connects)",
+    "PassiveOpens": "connections accepted on this side",
+    "EstabResets": "established connections ended by a reset",
+    "RetransSegs": "TCP segments retransmitted (any cause: loss, a full queue, a timeout)",
+    "OutRsts": "resets sent",
+    "sockets_used": "sockets in use now, change since the start",
+    "TCP_inuse": "TCP sockets in use, change since the start",
+    "TCP_orphan": "TCP sockets no process holds any more (closing), change since the start",
+    "TCP_tw": "TCP sockets in TIME-WAIT, change since the start",
+    "TCP_alloc": "TCP sockets allocated, change since the start",
+    "TCP_mem": "pages of TCP buffer memory, change since the start",
+}
+
+
+def meaning(name: str) -> str:
+    """What a counter's growth means: a drop or refusal (MEANING), else what it counts."""
+    return MEANING.get(name) or ACTIVITY.get(name, "")
+
+
 # TIME-WAIT growth below this is the normal residue of a point's closed connections.
 TW_NOTABLE = 1000
 

@@ -1,50 +1,204 @@
-"""The generator self-check in Locust's web UI: a "Generator" tab, refreshed with the stats.
+"""What wsbench measures, in Locust's web UI: four tabs, a verdict strip, and JSON routes.
 
 Locust's web UI takes extra tabs as template arguments (`extended_tabs`, `extended_tables`)
-and their rows from an `extended_stats` entry in the JSON it polls (/stats/requests); its own
-example, examples/extend_web_ui.py, does the same. The rows come from what the master (or the
-single local process) has merged so far, so in distributed mode they are every worker's.
+and their rows from an `extended_stats` entry in the JSON it polls (/stats/requests) every
+2 s; its own example, examples/extend_web_ui.py, does the same. The tabs:
+
+    Latency (µs)   per request name, the µs percentiles of the merged HdrHistograms
+    Server         the target's CPU, RSS, open connections and memory per connection
+    Kernel         the kernel counters that moved since the test started, and what they mean
+    Generator      the generator self-check: the verdict and the figures behind it
+
+Their data, and more, is JSON under one prefix for tests and scripts:
+
+    /wsbench/latency     rows per name, and each name's percentile spectrum
+    /wsbench/server      the target's samples over time (from wsbench ui's sampler)
+    /wsbench/kernel      the counters that moved, with their meaning
+    /wsbench/generator   the self-check: verdict, bound, rows
+    /wsbench/sessions    the tests run from this UI, each stored as a run by wsbench ui
+    /wsbench/sessions/N/report   that run's HTML report
+
+The server and kernel figures are read where the Locust process cannot see them (the target
+is another process, perhaps in another namespace): `wsbench ui` samples them and writes
+SESSIONS/live.json each second (harness/session.py); a plain `locust -f` web UI says so
+instead. Tables cannot hold charts or links, so the page also loads /wsbench/ui.js (added to
+Locust's own index page): the percentile spectrum and the server's chart under their tabs,
+the generator verdict in a strip visible on every tab, and the link to each stored report.
+Everything comes from what the master (or the single local process) has merged, so in
+distributed mode it is every worker's.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Any
 
 from locust.env import Environment
 
-from scenarios import output
+from scenarios import output, sessions
+from scenarios.latency import PERCENTILE_COLUMNS, summarise
 
-TAB_KEY = "wsbench-generator"
+PREFIX = "/wsbench"
 STATS_PATH = "/stats/requests"
-_STRUCTURE = [{"key": "check", "title": "Check"}, {"key": "value", "title": "Value"}]
+LIVE = "live.json"
+SCRIPT = Path(__file__).with_name("webui.js")
+TABS = {
+    "wsbench-latency": ("Latency (µs)", ("name", "count", *PERCENTILE_COLUMNS)),
+    "wsbench-server": ("Server", ("time", "cpu_pct", "rss_mib", "connections",
+                                  "kib_per_connection")),  # fmt: skip
+    "wsbench-kernel": ("Kernel", ("side", "counter", "change", "meaning")),
+    "wsbench-generator": ("Generator", ("check", "value")),
+}
+TITLES = {
+    "name": "Name", "count": "# Samples", "min_us": "Min µs", "p50_us": "p50 µs",
+    "p90_us": "p90 µs", "p99_us": "p99 µs", "p999_us": "p99.9 µs", "p9999_us": "p99.99 µs",
+    "max_us": "Max µs", "time": "Time (s)", "cpu_pct": "CPU % of a core", "rss_mib": "RSS MiB",
+    "connections": "Open connections", "kib_per_connection": "KiB per connection",
+    "side": "Side", "counter": "Counter", "change": "Change", "meaning": "What it means",
+    "check": "Check", "value": "Value",
+}  # fmt: skip
+# The spectrum's percentiles: evenly spaced in "nines" (1/(1-p)), as HdrHistogram plots them.
+SPECTRUM = (0.0, 25.0, 50.0, 75.0, 90.0, 95.0, 99.0, 99.5, 99.9, 99.95, 99.99, 99.999, 100.0)
+SERVER_ROWS = 15  # the table's newest samples; the chart and the JSON have them all
+NOT_VIA_WSBENCH = ("run through `wsbench ui` to see the server and kernel figures: a plain "
+                   "Locust web UI does not know the target's processes")  # fmt: skip
 
 
 def install(environment: Environment, measurement: Any) -> None:
-    """Add the tab to `environment.web_ui` (a no-op for a headless run)."""
+    """Add the tabs, routes and script to `environment.web_ui` (a no-op for a headless run)."""
     web_ui = environment.web_ui
     if web_ui is None:
         return
     # update_template_args() merges into the existing dict, so these stay for every render.
-    web_ui.template_args["extended_tabs"] = [{"title": "Generator", "key": TAB_KEY}]
-    web_ui.template_args["extended_tables"] = [{"key": TAB_KEY, "structure": _STRUCTURE}]
-
-    @web_ui.app.after_request
-    def _add_rows(response):  # type: ignore[no-untyped-def]
-        from flask import request
-
-        if request.path != STATS_PATH or not response.is_json:
-            return response
-        rows = generator_rows(environment, measurement)
-        extended = {"key": TAB_KEY, "data": rows}
-        response.set_data(json.dumps({**response.json, "extended_stats": [extended]}))
-        return response
+    web_ui.template_args["extended_tabs"] = [{"title": t, "key": k} for k, (t, _) in TABS.items()]
+    web_ui.template_args["extended_tables"] = [
+        {"key": key, "structure": [{"key": c, "title": TITLES[c]} for c in columns]}
+        for key, (_, columns) in TABS.items()
+    ]
+    views = Views(environment, measurement)
+    _add_routes(web_ui.app, views)
 
 
-def generator_rows(environment: Environment, measurement: Any) -> list[dict[str, str]]:
-    """The tab's rows: the verdict first, then the figures behind it."""
-    described = output.describe_measurement(environment, measurement.merger.counters)
-    check = output.live_selfcheck(measurement.merger, described)
+class Views:
+    """The JSON of each route, from the process's measurement and wsbench ui's live file."""
+
+    def __init__(self, environment: Environment, measurement: Any) -> None:
+        self.environment = environment
+        self.measurement = measurement
+
+    @property
+    def sessions_dir(self) -> Path | None:
+        folder = getattr(self.environment.parsed_options, "wsbench_sessions", "") or ""
+        return Path(folder) if folder else None
+
+    def latency(self) -> dict[str, Any]:
+        histograms = self.measurement.merger.totals
+        rows = [{"name": name, **summarise(h)} for name, h in histograms.items()]
+        spectrum = {
+            name: [[p, int(h.get_value_at_percentile(p))] for p in SPECTRUM]
+            for name, h in histograms.items() if h.get_total_count()
+        }  # fmt: skip
+        return {"unit": "µs", "rows": rows, "spectrum": spectrum}
+
+    def _live(self) -> dict[str, Any] | None:
+        folder = self.sessions_dir
+        if folder is None:
+            return None
+        try:
+            return json.loads((folder / LIVE).read_text())
+        except (OSError, ValueError):
+            return {}  # not written yet
+
+    def server(self) -> dict[str, Any]:
+        live = self._live()
+        if live is None:
+            return {"available": False, "why": NOT_VIA_WSBENCH, "samples": []}
+        return {"available": True, **(live.get("server") or {"samples": []})}
+
+    def kernel(self) -> dict[str, Any]:
+        live = self._live()
+        if live is None:
+            return {"available": False, "why": NOT_VIA_WSBENCH, "rows": [], "explain": []}
+        return {"available": True, **(live.get("kernel") or {"rows": [], "explain": []})}
+
+    def generator(self) -> dict[str, Any]:
+        described = output.describe_measurement(self.environment,
+                                                self.measurement.merger.counters)  # fmt: skip
+        check = output.live_selfcheck(self.measurement.merger, described)
+        measured = bool(check.latency_name or check.wake_lag.get("count"))
+        return {"verdict": check.verdict() if measured else "not measured yet",
+                "bound": check.bound if measured else False,
+                "rows": generator_rows(check)}  # fmt: skip
+
+    def sessions(self) -> dict[str, Any]:
+        folder = self.sessions_dir
+        if folder is None:
+            return {"available": False, "sessions": []}
+        found = []
+        for path in sessions.session_dirs(folder):
+            number = int(path.name[8:])
+            stored = _read(path / sessions.STORED)
+            state = ("stored" if stored else "stopped" if (path / sessions.STOPPED).exists()
+                     else "running")  # fmt: skip
+            entry = {"session": number, "state": state, **_read(path / sessions.STARTED)}
+            if stored:
+                entry.update(stored)
+                if stored.get("report"):
+                    entry["report_url"] = f"{PREFIX}/sessions/{number}/report"
+            found.append(entry)
+        return {"available": True, "sessions": found}
+
+    def report_path(self, number: int) -> Path | None:
+        folder = self.sessions_dir
+        if folder is None:
+            return None
+        report = _read(folder / f"session-{number}" / sessions.STORED).get("report")
+        return Path(report) if report else None
+
+    def tables(self) -> list[dict[str, Any]]:
+        """The four tabs' rows, as Locust's extended_stats."""
+        server = self.server()
+        kernel = self.kernel()
+        return [
+            {"key": "wsbench-latency", "data": self.latency()["rows"]},
+            {"key": "wsbench-server", "data": server_rows(server)},
+            {"key": "wsbench-kernel", "data": kernel_rows(kernel)},
+            {"key": "wsbench-generator", "data": self.generator()["rows"]},
+        ]
+
+
+def _read(path: Path) -> dict[str, Any]:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def server_rows(server: dict[str, Any]) -> list[dict[str, Any]]:
+    if not server.get("available"):
+        return [{"time": server.get("why", "")}]
+    rows = []
+    for sample in reversed(server.get("samples", [])[-SERVER_ROWS:]):
+        per = sample.get("bytes_per_connection")
+        rows.append({
+            "time": f"{sample['t_s']:.0f}", "cpu_pct": f"{sample['cpu_pct']:.0f}",
+            "rss_mib": f"{sample['rss_bytes'] / 2**20:.1f}",
+            "connections": f"{sample['connections']:,}",
+            "kib_per_connection": "-" if per is None else f"{per / 1024:.1f}",
+        })  # fmt: skip
+    return rows or [{"time": "no samples yet"}]
+
+
+def kernel_rows(kernel: dict[str, Any]) -> list[dict[str, Any]]:
+    if not kernel.get("available"):
+        return [{"side": kernel.get("why", "")}]
+    rows = [{**row, "change": f"{row['change']:+,}"} for row in kernel.get("rows", [])]
+    return rows or [{"side": "no counter moved since the test started"}]
+
+
+def generator_rows(check: Any) -> list[dict[str, str]]:
+    """The generator tab's rows: the verdict first, then the figures behind it."""
 
     def lag(summary: dict[str, int]) -> str:
         if not summary.get("count"):
@@ -64,3 +218,33 @@ def generator_rows(environment: Environment, measurement: Any) -> list[dict[str,
         ("busiest process CPU", f"{check.saturation.busiest_run_pct:.0f}% of a core (window mean)"),
     ]
     return [{"check": name, "value": value} for name, value in rows]
+
+
+def _add_routes(app: Any, views: Views) -> None:
+    from flask import Response, abort, jsonify, request, send_file
+
+    for name in ("latency", "server", "kernel", "generator", "sessions"):
+        view = getattr(views, name)
+        app.add_url_rule(f"{PREFIX}/{name}", f"wsbench_{name}",
+                         lambda view=view: jsonify(view()))  # fmt: skip
+
+    @app.route(f"{PREFIX}/sessions/<int:number>/report")
+    def wsbench_report(number: int) -> Any:
+        path = views.report_path(number)
+        if path is None or not path.is_file():
+            abort(404)
+        return send_file(path, mimetype="text/html")
+
+    @app.route(f"{PREFIX}/ui.js")
+    def wsbench_script() -> Any:
+        return Response(SCRIPT.read_text(), mimetype="application/javascript")
+
+    @app.after_request
+    def _extend(response: Any) -> Any:
+        if request.path == STATS_PATH and response.is_json:
+            response.set_data(json.dumps({**response.json, "extended_stats": views.tables()}))
+        elif request.path == "/" and response.mimetype == "text/html":
+            page = response.get_data(as_text=True)
+            tag = f'<script src="{PREFIX}/ui.js" defer></script>'
+            response.set_data(page.replace("</body>", tag + "</body>", 1))
+        return response
