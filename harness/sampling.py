@@ -176,6 +176,13 @@ class Sampler:
         trees = self.trees.get(role)
         return sum(tree.rss_bytes() for tree in trees) if trees else None
 
+    def sockets(self, role: str) -> int | None:
+        """Sockets a watched role holds now (e.g. the idle target's listeners)."""
+        trees = self.trees.get(role)
+        if not trees:
+            return None
+        return sum(count_sockets(proc.pid) for tree in trees for proc in tree.members())
+
     def start(self) -> Sampler:
         self._start = time.monotonic()
         self._thread.start()

@@ -26,6 +26,8 @@ import json
 import shutil
 import tempfile
 import time
+import urllib.request
+from collections import deque
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
@@ -45,11 +47,13 @@ from common.schema import (
     write_json,
 )
 from harness import execute, forward, procs, sampling, topology
-from harness.plan import Point, fd_limit, nofile_of
+from harness.plan import Point, fd_limit, nofile_of, sized
 from harness.store import RunStore, new_run_id, start_meta
+from harness.topology import snapshots, store_counters
 from kernel import counters
 
 POLL_S = 0.25
+STOP_WAIT_S = 30.0  # a running test's stop at Ctrl-C: Locust's stop, its files, our store
 LIVE_EVERY_S = 1.0
 LIVE_SAMPLES = 900  # the server chart's span: 15 min of 1 Hz samples
 SESSIONS = "sessions"
@@ -60,15 +64,23 @@ Say = Callable[[str], None]
 Stored = Callable[[RunStore], Path | None]  # writes a stored run's report; its path
 
 
+@dataclass(frozen=True)
+class Reading:
+    """The kernel counters, the target's RSS and the logs' lengths at one moment."""
+
+    unix_s: float
+    counters: dict[str, counters.Snapshot]
+    target_rss: int | None
+    log_sizes: dict[str, int]
+
+
 @dataclass
 class Session:
     """One test run from the UI, from its start as this module saw it."""
 
     folder: Path
     started: dict[str, Any]
-    counters_before: dict[str, counters.Snapshot]
-    idle_rss: int | None
-    log_offsets: dict[str, int]
+    before: Reading  # what it is measured from
     stored: bool = False
 
     @property
@@ -88,15 +100,26 @@ class UiServer:
     stored_hook: Stored
     sessions: dict[str, Session] = field(default_factory=dict)
     baseline: dict[str, counters.Snapshot] = field(default_factory=dict)
+    idle_sockets: int = 0  # the target's, before Locust started
     started_unix_s: float = field(default_factory=time.time)
     _live_at: float = 0.0
+    _readings: deque[Reading] = field(default_factory=lambda: deque(maxlen=2))
 
     @property
     def folder(self) -> Path:
         return self.run.pdir / SESSIONS
 
     def tick(self) -> None:
-        """New sessions begun, stopped ones stored, the live file refreshed when due."""
+        """New sessions begun, stopped ones stored, the live file refreshed when due.
+
+        Between sessions the counters and the target's RSS are read at every tick: a session's
+        users connect as soon as it starts, before this sees it, so what it is measured from
+        is the last reading before it started."""
+        if self.running() is None:
+            self._readings.append(Reading(
+                time.time(), snapshots(self.run.sides), self.sampler.rss_bytes("target"),
+                {name: _size(self.run.pdir / name) for name in (LOCUST_LOG, TARGET_LOG)},
+            ))  # fmt: skip
         for path in sorted(self.folder.glob("session-*")):
             seen = self.sessions.get(path.name)
             if seen is None and (path / STARTED).exists():
@@ -110,9 +133,11 @@ class UiServer:
 
     def _begin(self, path: Path) -> Session:
         started = json.loads((path / STARTED).read_text())
-        logs = {name: _size(self.run.pdir / name) for name in (LOCUST_LOG, TARGET_LOG)}
-        session = Session(path, started, topology.snapshots(self.run.sides),
-                          self.sampler.rss_bytes("target"), logs)  # fmt: skip
+        began_s = float(started["started_unix_s"])
+        # The newest reading from before the start (this tick's may be from after it).
+        before = [r for r in self._readings if r.unix_s < began_s] or list(self._readings)
+        reading = before[-1] if before else Reading(0.0, {}, None, {})
+        session = Session(path, started, reading)
         self.say(f"session {session.number}: started, {started.get('users')} users at "
                  f"{started.get('spawn_rate'):g}/s")  # fmt: skip
         return session
@@ -151,14 +176,14 @@ class UiServer:
         pdir = store.point_dir(point.point_id)
         for path in session.folder.glob(f"{LOCUST_PREFIX}_*"):
             shutil.copy2(path, pdir / path.name)
-        for name, offset in session.log_offsets.items():
+        for name, offset in session.before.log_sizes.items():
             _copy_tail(self.run.pdir / name, offset, pdir / name)
         sub = topology.PointRun(point, pdir, self.say, bed=self.run.bed, sides=self.run.sides,
-                                target=self.target, target_idle_rss=session.idle_rss,
+                                target=self.target, target_idle_rss=session.before.target_rss,
                                 broker=self.run.broker, command=self.run.command)  # fmt: skip
         sub.samples = [s for s in self.sampler.samples if began_s <= s.unix_s <= stopped_s]
         _write_samples(pdir / RESOURCES_CSV, sub.samples)
-        sub.counter_record = topology.store_counters(self.run.sides, session.counters_before,
+        sub.counter_record = store_counters(self.run.sides, session.before.counters,
                                                       pdir)  # fmt: skip
         if self.run.bed is not None:
             self._record_kernel(store, pdir, point)
@@ -198,7 +223,7 @@ class UiServer:
 
     def _write_live(self) -> None:
         session = self.running()
-        since = session.counters_before if session else self.baseline
+        since = session.before.counters if session else self.baseline
         since_s = float(session.started["started_unix_s"]) if session else self.started_unix_s
         live = {"updated_unix_s": time.time(),
                 "server": self._server(session), "kernel": _kernel(self.run.sides, since, since_s)}
@@ -207,14 +232,12 @@ class UiServer:
         partial.replace(self.folder / LIVE)
 
     def _server(self, session: Session | None) -> dict[str, Any]:
-        idle = session.idle_rss if session else self.run.target_idle_rss
+        idle = session.before.target_rss if session else self.run.target_idle_rss
         mine = [s for s in self.sampler.samples if s.role == "target"]
-        # The sockets it holds with no client (listeners, its workers' pipes) are not
-        # connections: counted from its first sample, taken before any test.
-        idle_sockets = mine[0].sockets if mine else 0
         rows = []
         for s in mine[-LIVE_SAMPLES:]:
-            connections = max(s.sockets - idle_sockets, 0)
+            # What it holds with no client (listeners, its workers' pipes) is no connection.
+            connections = max(s.sockets - self.idle_sockets, 0)
             above = s.rss_bytes - idle if idle is not None else None
             rows.append({"t_s": round(s.unix_s - self.started_unix_s, 1), "unix_s": s.unix_s,
                          "cpu_pct": s.cpu_pct, "rss_bytes": s.rss_bytes,
@@ -227,7 +250,7 @@ class UiServer:
 def _kernel(sides: dict[str, Path], since: dict[str, counters.Snapshot],
             since_s: float) -> dict[str, Any]:  # fmt: skip
     """The counters that moved on every side since `since`, each with what it means."""
-    now = topology.snapshots({side: sides[side] for side in since})
+    now = snapshots({side: sides[side] for side in since})
     pairs = {side: (since[side], now[side]) for side in since if side in now}
     if not pairs:
         return {"since_unix_s": since_s, "rows": [], "explain": []}
@@ -278,13 +301,16 @@ class Listen:
     @property
     def url(self) -> str:
         shown = "127.0.0.1" if self.host in ("", "*", "0.0.0.0") else self.host
-        return f"http://{shown}:{self.port}"
+        return f"http://[{shown}]:{self.port}" if ":" in shown else f"http://{shown}:{self.port}"
 
 
 def serve(point: Point, listen: Listen, out: Path | None, say: Say, stored_hook: Stored) -> int:
     """Run `wsbench ui` until Locust or the target exits, or Ctrl-C (KeyboardInterrupt, which
     is re-raised after everything stopped). Its working files are in a temporary folder,
     removed at the end unless something failed."""
+    point, notes = sized(point)  # the runner checked it can be
+    for note in notes:
+        say(f"  {note}")
     workspace = Path(tempfile.mkdtemp(prefix="wsbench-ui-"))
     (workspace / SESSIONS).mkdir()
     run = topology.PointRun(point, workspace, say)
@@ -309,6 +335,7 @@ def _serve(run: topology.PointRun, listen: Listen, out: Path | None, say: Say,
         sampler = parts.enter_context(topology.resource_sampling(run))
         parts.enter_context(topology.broker(run, sampler))
         target = parts.enter_context(topology.target(run, sampler))
+        idle_sockets = sampler.sockets("target") or 0
         # In a namespace Locust listens on its own loopback, and the forward brings it out.
         inner = listen if bed is None else Listen("127.0.0.1", listen.port)
         web = topology.WebUI(inner.host, inner.port, run.pdir / SESSIONS)
@@ -316,8 +343,8 @@ def _serve(run: topology.PointRun, listen: Listen, out: Path | None, say: Say,
         if bed is not None:
             parts.enter_context(forward.forwarded(listen.host or "0.0.0.0", listen.port,
                                                   bed.clients[0].pid, inner.port))  # fmt: skip
-        server = UiServer(run, sampler, target, out, say, stored_hook)
-        server.baseline = topology.snapshots(run.sides)
+        server = UiServer(run, sampler, target, out, say, stored_hook, idle_sockets=idle_sockets)
+        server.baseline = snapshots(run.sides)
         say(f"target {run.point.topology.target} at {target.url}")
         say(f"web UI: {listen.url}  (Ctrl-C to stop; each test started there is stored as a "
             "run)")  # fmt: skip
@@ -326,7 +353,7 @@ def _serve(run: topology.PointRun, listen: Listen, out: Path | None, say: Say,
                 server.tick()
                 time.sleep(POLL_S)
         except KeyboardInterrupt:
-            _finish_running(server, locusts[0], say)
+            _finish_running(server, locusts[0], listen.url, say)
             raise
         server.tick()
         if target.exited() is not None:
@@ -336,11 +363,22 @@ def _serve(run: topology.PointRun, listen: Listen, out: Path | None, say: Say,
         return 0 if locusts[0].returncode in (0, 1) else locusts[0].returncode
 
 
-def _finish_running(server: UiServer, locust: Any, say: Say) -> None:
-    """Ctrl-C while a test runs: stop Locust (it stops its users and writes the session),
-    then store that session before the rest stops."""
-    if server.running() is None:
+def _finish_running(server: UiServer, locust: Any, url: str, say: Say) -> None:
+    """Ctrl-C while a test runs: stop it as the UI's STOP button does (a master waits for its
+    workers' last figures), store it, then let the rest stop. If the UI does not answer,
+    Locust is stopped with SIGTERM, which also writes the session."""
+    running = server.running()
+    if running is None:
         return
     say("wsbench ui: stopping the running test and storing it")
+    try:
+        urllib.request.urlopen(urllib.request.Request(f"{url}/stop", method="POST"),
+                               timeout=STOP_WAIT_S).close()  # fmt: skip
+    except OSError:
+        procs.stop(locust)
+    deadline = time.monotonic() + STOP_WAIT_S
+    while not running.stored and time.monotonic() < deadline and locust.poll() is None:
+        server.tick()
+        time.sleep(POLL_S)
     procs.stop(locust)
     server.tick()

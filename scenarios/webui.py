@@ -16,7 +16,7 @@ Their data, and more, is JSON under one prefix for tests and scripts:
     /wsbench/kernel      the counters that moved, with their meaning
     /wsbench/generator   the self-check: verdict, bound, rows
     /wsbench/sessions    the tests run from this UI, each stored as a run by wsbench ui
-    /wsbench/sessions/N/report   that run's HTML report
+    /wsbench/sessions/N/report.html   that run's HTML report (and the files beside it)
 
 The server and kernel figures are read where the Locust process cannot see them (the target
 is another process, perhaps in another namespace): `wsbench ui` samples them and writes
@@ -145,7 +145,8 @@ class Views:
             if stored:
                 entry.update(stored)
                 if stored.get("report"):
-                    entry["report_url"] = f"{PREFIX}/sessions/{number}/report"
+                    name = Path(stored["report"]).name
+                    entry["report_url"] = f"{PREFIX}/sessions/{number}/{name}"
             found.append(entry)
         return {"available": True, "sessions": found}
 
@@ -221,19 +222,20 @@ def generator_rows(check: Any) -> list[dict[str, str]]:
 
 
 def _add_routes(app: Any, views: Views) -> None:
-    from flask import Response, abort, jsonify, request, send_file
+    from flask import Response, abort, jsonify, request, send_from_directory
 
     for name in ("latency", "server", "kernel", "generator", "sessions"):
         view = getattr(views, name)
         app.add_url_rule(f"{PREFIX}/{name}", f"wsbench_{name}",
                          lambda view=view: jsonify(view()))  # fmt: skip
 
-    @app.route(f"{PREFIX}/sessions/<int:number>/report")
-    def wsbench_report(number: int) -> Any:
+    @app.route(f"{PREFIX}/sessions/<int:number>/<path:name>")
+    def wsbench_report(number: int, name: str) -> Any:
+        """The session's report, and the charts and CSVs beside it that it loads."""
         path = views.report_path(number)
         if path is None or not path.is_file():
             abort(404)
-        return send_file(path, mimetype="text/html")
+        return send_from_directory(path.parent, name)
 
     @app.route(f"{PREFIX}/ui.js")
     def wsbench_script() -> Any:

@@ -15,6 +15,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -27,6 +28,8 @@ from browser import console_errors, headless_chromium, require_chromium, screens
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
+
+from kernel.netns import missing_privileges
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 START_TIMEOUT_S = 30.0
@@ -76,7 +79,8 @@ class RunningUI:
 
     def output(self) -> str:
         """wsbench ui's stdout and stderr, then the logs of its target and Locust."""
-        files = [self.log_dir / "out", self.log_dir / "err", *self.log_dir.glob("wsbench-ui-*")]
+        files = [self.log_dir / "out", self.log_dir / "err",
+                 *self.log_dir.glob("wsbench-ui-*/*.log")]  # its workspace, kept on failure
         return "\n".join(f.read_text(errors="replace") for f in files)
 
     def child(self, module: str) -> psutil.Process:
@@ -90,7 +94,11 @@ class RunningUI:
         return next(line.split(" at ", 1)[1] for line in lines if line.startswith("target "))
 
     def locust_stats(self) -> dict:
-        with urllib.request.urlopen(self.url + "stats/requests", timeout=5) as reply:
+        return self.get("stats/requests")
+
+    def get(self, path: str) -> dict:
+        """A JSON route of the web UI (Locust's, or wsbench's under /wsbench/)."""
+        with urllib.request.urlopen(self.url + path, timeout=5) as reply:
             return json.load(reply)
 
     def answers(self) -> bool:
@@ -134,7 +142,7 @@ def running_ui(
     with (log_dir / "out").open("wb") as out, (log_dir / "err").open("wb") as err:
         proc = subprocess.Popen(
             [sys.executable, "runner.py", "ui", "--target", "raw", "--scenario", "echo",
-             "--web-port", str(port), *args],
+             "--web-port", str(port), "--out", str(tmp_path / "results"), *args],
             cwd=REPO_ROOT, stdin=subprocess.DEVNULL, stdout=out, stderr=err,
             env={**os.environ, "TMPDIR": str(log_dir)},  # the target's and Locust's logs
             preexec_fn=_sigint_as_at_a_terminal,
@@ -214,9 +222,86 @@ def _click_button(page: WebDriver, label: str) -> None:
     buttons[0].click()
 
 
+def _open_tab(page: WebDriver, title: str) -> None:
+    tabs = [t for t in page.find_elements(By.CSS_SELECTOR, "[role=tab]")
+            if t.text.strip().upper() == title.upper()]  # fmt: skip
+    assert tabs, f"no {title!r} tab on the page"
+    tabs[0].click()
+
+
+def _rows(page: WebDriver) -> list[dict[str, str]]:
+    """The open tab's table as dicts by column title."""
+    header, *rows = page.execute_script(ROWS_JS) or [[]]
+    return [dict(zip(header, cells, strict=False)) for cells in rows]
+
+
+def _number(text: str) -> float:
+    return float(text.replace(",", "") or 0)
+
+
+def _latency_row(page: WebDriver) -> dict[str, str] | None:
+    """The Latency (µs) tab's echo row once its p50 is above zero."""
+    for row in _rows(page):
+        if row.get("Name") == "echo" and _number(row.get("p50 µs", "")) > 0:
+            return row
+    return None
+
+
+def _server_row(page: WebDriver) -> dict[str, str] | None:
+    """The Server tab's newest sample once it counts the users' connections."""
+    rows = _rows(page)
+    if rows and _number(rows[0].get("Open connections", "") or "0") >= USERS:
+        return rows[0]
+    return None
+
+
+def _chart_drawn(page: WebDriver) -> bool:
+    return bool(page.find_elements(By.CSS_SELECTOR, "#wsbench-charts svg path"))
+
+
+def _check_tabs(page: WebDriver, ui: RunningUI) -> None:
+    """Each wsbench tab shows live figures: µs latency and its spectrum, the target's
+    connections and its chart, the kernel counters that moved, the generator's checks."""
+    _open_tab(page, "Latency (µs)")
+    row = wait_for(lambda: _latency_row(page), SWARM_TIMEOUT_S, "a µs p50 for echo")
+    assert _number(row["# Samples"]) > 0 and _number(row["p99 µs"]) >= _number(row["p50 µs"])
+    wait_for(lambda: _chart_drawn(page), SWARM_TIMEOUT_S, "the percentile spectrum")
+    shot = ui.log_dir / "latency-tab.png"
+    page.save_screenshot(str(shot))
+    colours, commonest = screenshot_spread(shot)
+    assert colours > 50 and commonest < 0.95, f"{shot} looks blank ({colours} colours)"
+
+    _open_tab(page, "Server")
+    row = wait_for(lambda: _server_row(page), SWARM_TIMEOUT_S, f"{USERS} open connections")
+    assert _number(row["RSS MiB"]) > 0, row
+    wait_for(lambda: _chart_drawn(page), SWARM_TIMEOUT_S, "the server chart")
+
+    _open_tab(page, "Kernel")
+    opens = {"ActiveOpens", "PassiveOpens"}  # both ends are on this host
+    wait_for(lambda: opens <= {r.get("Counter") for r in _rows(page)}, SWARM_TIMEOUT_S,
+             "the connects in the kernel tab")  # fmt: skip
+
+    _open_tab(page, "Generator")
+    checks = wait_for(lambda: {r.get("Check"): r.get("Value") for r in _rows(page)},
+                      SWARM_TIMEOUT_S, "the generator checks")  # fmt: skip
+    # The strip is on every tab, polled on its own: the same verdict, perhaps other numbers.
+    strip = page.find_element(By.ID, "wsbench-verdict").text
+    kind = checks["verdict"].split(":")[0]
+    assert kind in ("GENERATOR-BOUND", "generator ok"), checks
+    assert strip.startswith(f"Generator: {kind}: "), (strip, checks)
+    assert checks["main latency"].startswith("echo p99 "), checks
+
+
+def _stored(ui: RunningUI) -> dict | None:
+    found = ui.get("wsbench/sessions")["sessions"]
+    return found[-1] if found and found[-1]["state"] == "stored" else None
+
+
 @pytest.mark.timeout(600)  # the first run may apt-get install chromium; each wait has its own bound
-def test_ui_swarm_in_headless_chromium(tmp_path: Path) -> None:
-    """In Chromium the form starts a swarm whose WS echo row counts requests; Ctrl-C ends it all."""
+def test_ui_session_in_headless_chromium(tmp_path: Path) -> None:
+    """In Chromium the form starts a test: the wsbench tabs show µs latency, the target's
+    connections, the kernel counters and the generator verdict; stopped, it is a stored run
+    whose report the page links; Ctrl-C then ends it all."""
     require_chromium()
     with running_ui(tmp_path) as ui, headless_chromium(tmp_path / "profile") as page:
         page.get(ui.url)
@@ -229,14 +314,78 @@ def test_ui_swarm_in_headless_chromium(tmp_path: Path) -> None:
         assert row["# Fails"] == "0", row
         wait_for(lambda: ui.locust_stats()["user_count"] == USERS, SWARM_TIMEOUT_S,
                  f"{USERS} users, the number typed into the form")  # fmt: skip
-        shot = tmp_path / "ui-swarm.png"
-        page.save_screenshot(str(shot))
-        colours, commonest = screenshot_spread(shot)
-        assert colours > 50 and commonest < 0.95, f"{shot} looks blank ({colours} colours)"
+        _check_tabs(page, ui)
         assert console_errors(page) == []
 
         _click_button(page, "STOP")
         wait_for(lambda: ui.locust_stats()["state"] == "stopped", SWARM_TIMEOUT_S, "stopped")
-        wait_for(lambda: "STOPPED" in page.find_element(By.TAG_NAME, "body").text.upper(),
-                 SWARM_TIMEOUT_S, "the page to show STOPPED")  # fmt: skip
+        session = wait_for(lambda: _stored(ui), SWARM_TIMEOUT_S, "the session stored as a run")
+        link = wait_for(lambda: page.find_elements(By.CSS_SELECTOR, "a.wsbench-report"),
+                        SWARM_TIMEOUT_S, "the report link")  # fmt: skip
+        assert link[0].get_attribute("href").endswith(session["report_url"])
+        run_dir = Path(session["run_dir"])
+        assert run_dir.parent == tmp_path / "results" and session["status"] == "ok", session
+        meta = json.loads((run_dir / "meta.json").read_text())
+        assert meta["kind"] == "ui" and meta["status"] == "complete" and meta["suite"]
+        (point,) = (run_dir / "points").iterdir()
+        result = json.loads((point / "point.json").read_text())
+        assert result["point"]["users"] == USERS and result["status"] == "ok", result
+        assert result["summary"]["main"]["successes"] > 0
+        assert (point / "resources.csv").read_text().count("\n") > 2
+        assert f"stored: {run_dir}" in (ui.log_dir / "out").read_text()
+
+        page.get(ui.url.rstrip("/") + session["report_url"])
+        assert point.name in page.find_element(By.TAG_NAME, "body").text
         assert console_errors(page) == []
+
+
+def _swarm(ui: RunningUI, users: int) -> None:
+    """Start a test as the form does (Locust's POST /swarm with the form's fields)."""
+    form = urllib.parse.urlencode({"user_count": users, "spawn_rate": users,
+                                   "host": ui.target_url}).encode()  # fmt: skip
+    with urllib.request.urlopen(ui.url + "swarm", form, timeout=5) as reply:
+        assert json.load(reply)["success"]
+
+
+def _namespace_holders() -> list[int]:
+    return [p.pid for p in psutil.process_iter(["cmdline"])
+            if (p.info["cmdline"] or [])[:2] == ["unshare", "--net"]]  # fmt: skip
+
+
+@pytest.mark.skipif(bool(missing_privileges()), reason="namespaces need root")
+def test_ui_in_namespaces_with_workers_stores_the_test_running_at_ctrl_c(tmp_path: Path) -> None:
+    """With a kernel profile Locust runs in a client namespace (its web UI forwarded to the
+    host's loopback) as a master with 2 forked workers: the tabs show the workers' merged
+    figures and both namespaces' counters; Ctrl-C during the test stores it, then nothing is
+    left, namespaces included."""
+    holders = set(_namespace_holders())
+    with running_ui(tmp_path, "--kernel-profile", "default", "--processes", "2") as ui:
+        assert ui.target_url.startswith("ws://198.18.0.1:")
+        assert listeners(ui.port) == {("127.0.0.1", ui.proc.pid)}  # the forward, on the host
+        _swarm(ui, USERS)
+        latency = wait_for(lambda: [r for r in ui.get("wsbench/latency")["rows"]
+                                    if r["name"] == "echo" and r["p50_us"] > 0],
+                           SWARM_TIMEOUT_S, "merged echo latency")  # fmt: skip
+        assert latency[0]["count"] > 0
+        wait_for(lambda: (ui.get("wsbench/server")["samples"] or [{}])[-1].get(
+            "connections", 0) >= USERS, SWARM_TIMEOUT_S, f"{USERS} connections at the target")
+        sides = wait_for(lambda: {r["side"] for r in ui.get("wsbench/kernel")["rows"]
+                                  if r["counter"] in ("ActiveOpens", "PassiveOpens")} or None,
+                         SWARM_TIMEOUT_S, "the connects counted in the namespaces")  # fmt: skip
+        assert sides == {"client", "server"}
+        assert ui.get("wsbench/sessions")["sessions"][-1]["state"] == "running"
+        # Until Locust's own table counts them too (workers report every 3 s), as a user would.
+        wait_for(lambda: ui.locust_stats()["total_rps"] > 0, SWARM_TIMEOUT_S,
+                 "Locust's statistics from its workers")  # fmt: skip
+    out = (ui.log_dir / "out").read_text()
+    assert "stopping the running test and storing it" in out
+    (run_dir,) = (tmp_path / "results").iterdir()
+    (point,) = (run_dir / "points").iterdir()
+    result = json.loads((point / "point.json").read_text())
+    assert result["status"] == "ok", result
+    assert result["summary"]["main"]["successes"] >= latency[0]["count"]
+    assert result["point"]["kernel_profile"] == "default"
+    assert (point / "kernel.json").exists()
+    counted = json.loads((point / "kernel_counters.json").read_text())
+    assert counted["server"]["PassiveOpens"] >= USERS, counted["server"]
+    assert set(_namespace_holders()) <= holders, "namespace holders left running"
