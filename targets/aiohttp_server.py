@@ -2,6 +2,8 @@
 
 aiohttp has no timeout for a client that never finishes its HTTP request, so this module adds
 one: each accepted connection gets a timer that drops it unless a request was served by then.
+A middleware sees every request aiohttp parsed (the router's 404 and 405 included), so it is
+where failed handshakes are counted.
 Other library behaviour that differs from RFC 6455 is recorded in
 tests/targets/test_library_behaviour.py.
 """
@@ -13,9 +15,13 @@ import contextlib
 import os
 
 from aiohttp import WSMsgType, web
+from aiohttp.typedefs import Handler
 
+from targets import metrics
 from targets.hub import LIBRARY_FORM, Outbox, payload_size, push_stream, serve_route
 from targets.protocol import (
+    HTTP_PATHS,
+    METRICS_PATH,
     STATS_PATH,
     WEBSOCKET_PATHS,
     WORKER_HEADER,
@@ -71,7 +77,24 @@ class _App:
             return
         transport = getattr(protocol, "transport", None)
         if transport is not None:
+            self.ctx.stats.handshake_failures += 1
             transport.abort()
+
+    @web.middleware
+    async def requests(self, request: web.Request, handler: Handler) -> web.StreamResponse:
+        """Every parsed request: its connection is served in time; a handshake not answered
+        with 101 is counted."""
+        self.served.add(request.protocol)
+        handshake = request.path not in HTTP_PATHS
+        try:
+            response = await handler(request)
+        except web.HTTPException:  # the router's 404 and 405, prepare()'s 400
+            if handshake:
+                self.ctx.stats.handshake_failures += 1
+            raise
+        if handshake and response.status != 101:
+            self.ctx.stats.handshake_failures += 1
+        return response
 
     def _response(self) -> web.WebSocketResponse:
         limits = self.ctx.limits
@@ -88,7 +111,6 @@ class _App:
         )
 
     async def _accept(self, request: web.Request) -> web.WebSocketResponse:
-        self.served.add(request.protocol)
         ws = self._response()
         ws.headers[WORKER_HEADER] = self.worker
         await ws.prepare(request)
@@ -112,7 +134,6 @@ class _App:
         try:
             found = route(request.path, request.query)
         except BadRequest as exc:
-            self.served.add(request.protocol)
             return web.Response(status=400, text=f"{exc}\n")
         assert found is not None  # the router sends only the protocol's paths here
         ws = await self._accept(request)
@@ -172,8 +193,12 @@ class _App:
             await peer.shutdown()
 
     async def stats(self, request: web.Request) -> web.StreamResponse:
-        self.served.add(request.protocol)
         return web.json_response(self.ctx.stats_json(NAME))
+
+    async def metrics(self, request: web.Request) -> web.StreamResponse:
+        body = self.ctx.metrics_text(NAME)
+        # Content-Type as is: aiohttp's content_type= would drop its version parameter.
+        return web.Response(body=body, headers={"Content-Type": metrics.CONTENT_TYPE})
 
     async def close_all(self) -> None:
         await asyncio.gather(
@@ -184,10 +209,11 @@ class _App:
 
 async def serve(ctx: ServeContext) -> None:
     app_state = _App(ctx)
-    app = web.Application()
+    app = web.Application(middlewares=[app_state.requests])
     for path in sorted(WEBSOCKET_PATHS):
         app.router.add_get(path, app_state.websocket)
     app.router.add_get(STATS_PATH, app_state.stats)
+    app.router.add_get(METRICS_PATH, app_state.metrics)
     runner = web.AppRunner(app, access_log=None, handle_signals=False, shutdown_timeout=1.0)
     await runner.setup()
     http = runner.server

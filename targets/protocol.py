@@ -8,6 +8,8 @@ Paths (this module is their definition; README.md "Reference targets" describes 
     /push?rate=R&size=S&count=N    N binary messages (unbounded without N) of S bytes at R msgs/s,
                                    each starting with PUSH_HEADER (sequence, send time)
     /stats                         plain HTTP GET -> JSON counters of the serving process
+    /metrics                       plain HTTP GET -> the same counters in Prometheus's text
+                                   format, every worker's with its pid (targets/metrics.py)
 
 Every opening handshake's response names the process that served it: `X-Wsbench-Worker: <pid>`.
 
@@ -31,6 +33,9 @@ ECHO_PATH = "/echo"
 BROADCAST_PATH = "/broadcast"
 PUSH_PATH = "/push"
 STATS_PATH = "/stats"
+METRICS_PATH = "/metrics"
+# Plain HTTP paths: a request for one is not an opening handshake (see `handshake_failures`).
+HTTP_PATHS = frozenset({STATS_PATH, METRICS_PATH})
 
 DEFAULT_ROOM = "default"
 
@@ -176,6 +181,12 @@ STATS_FIELDS = (
     "bytes_out",
     "slow_consumers_dropped",  # closed with 1008 because the outgoing backlog passed the bound
     "oversize_closed",  # closed with 1009
+    # Opening handshakes that failed, counted alike by every target: a request (any but for
+    # HTTP_PATHS) answered with anything but 101 (404, 400 for a bad query or upgrade, 405...),
+    # and a connection dropped because no request arrived within the handshake timeout. Bytes
+    # the HTTP parser cannot read as a request, and a client that leaves before its request is
+    # complete, are not counted (the libraries answer or drop those before the target sees them).
+    "handshake_failures",
 )
 # With --broker (targets/broker.py): the broker's URL (null without one), whether this process is
 # connected to it now, the messages it published to it and received from other processes through
@@ -204,6 +215,7 @@ class Stats:
     bytes_out: int = 0
     slow_consumers_dropped: int = 0
     oversize_closed: int = 0
+    handshake_failures: int = 0
     broker: str | None = None
     broker_connected: bool = False
     broker_published: int = 0

@@ -17,12 +17,14 @@ import json
 import os
 from typing import cast
 
+from targets import metrics
 from targets.hub import MessageForm, push_stream
 from targets.protocol import (
     BROADCAST_PATH,
     ECHO_PATH,
+    HTTP_PATHS,
+    METRICS_PATH,
     PUSH_PATH,
-    STATS_PATH,
     WEBSOCKET_PATHS,
     WORKER_HEADER,
     BadRequest,
@@ -87,7 +89,7 @@ class _Connection(asyncio.Protocol):
         transport.set_write_buffer_limits(high=WRITE_HIGH_WATER_BYTES)
         self.server.connections.add(self)
         self.timer = self.server.loop.call_later(
-            self.server.ctx.limits.handshake_timeout_s, transport.abort
+            self.server.ctx.limits.handshake_timeout_s, self._handshake_timed_out
         )
 
     def data_received(self, data: bytes) -> None:
@@ -134,31 +136,48 @@ class _Connection(asyncio.Protocol):
 
     # -- the opening handshake ---------------------------------------------------------------
 
+    def _handshake_timed_out(self) -> None:
+        transport = self.transport
+        assert transport is not None
+        if not transport.is_closing():  # not one already answered, its answer still unread
+            self.server.ctx.stats.handshake_failures += 1
+        transport.abort()
+
+    def _refuse(self, response: bytes) -> None:
+        """Answer a request with an error and hang up: a failed handshake."""
+        assert self.transport is not None
+        self.server.ctx.stats.handshake_failures += 1
+        self.transport.write(response)
+        self.transport.close()
+
     def _request_data(self, data: bytes) -> None:
         buf = self.request_buf + data if self.request_buf else data
         transport = self.transport
         assert transport is not None
         try:
             parsed = parse_request(buf)
-            if parsed is None:
-                self.request_buf = buf
-                return
-            request, used = parsed
-            self.request_buf = b""
-            if request.path == STATS_PATH:
-                self._reply_stats(request.method)
-                return
+        except HandshakeError as exc:  # not a request we can read: answered, not counted
+            transport.write(error_response(exc))
+            transport.close()
+            return
+        if parsed is None:
+            self.request_buf = buf
+            return
+        request, used = parsed
+        self.request_buf = b""
+        if request.path in HTTP_PATHS:
+            self._reply_http(request.method, request.path)
+            return
+        try:
             if request.path not in WEBSOCKET_PATHS:
                 raise HandshakeError(404, "Not Found")
             key = check_upgrade(request)  # before the query: a bad upgrade is answered first
             found = route(request.path, request.query)
         except HandshakeError as exc:
-            transport.write(error_response(exc))
-            transport.close()
+            self._refuse(error_response(exc))
             return
         except BadRequest as exc:
-            transport.write(http_response(400, f"{exc}\n".encode()))
-            transport.close()
+            self._refuse(http_response(400, f"{exc}\n".encode()))
             return
         if self.timer is not None:
             self.timer.cancel()
@@ -168,12 +187,16 @@ class _Connection(asyncio.Protocol):
         if used < len(buf):
             self._ws_data(buf[used:])
 
-    def _reply_stats(self, method: str) -> None:
+    def _reply_http(self, method: str, path: str) -> None:
+        """/stats or /metrics."""
         assert self.transport is not None
+        ctx = self.server.ctx
         if method != "GET":
             response = http_response(405, b"GET only\n", headers=[("Allow", "GET")])
+        elif path == METRICS_PATH:
+            response = http_response(200, ctx.metrics_text(NAME), metrics.CONTENT_TYPE)
         else:
-            body = json.dumps(self.server.ctx.stats_json(NAME)).encode()
+            body = json.dumps(ctx.stats_json(NAME)).encode()
             response = http_response(200, body, "application/json")
         self.transport.write(response)
         self.transport.close()

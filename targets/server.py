@@ -6,6 +6,8 @@ connections over them), forwards SIGTERM/SIGINT to them and prints one ready lin
 ready. Workers die with the supervisor (PR_SET_PDEATHSIG), so killing it leaves no orphan.
 Once all are ready, a worker that exits (a failover drill's SIGKILL, a crash) is replaced by a new
 one on the same port; a replacement that is never ready, or too many of them too fast, stops all.
+The supervisor also keeps the directory where workers leave their counters for each other's
+/metrics (targets/metrics.py) and deletes a worker's when it reaps it.
 
 With `--broker redis://HOST:PORT` every process relays its rooms through Redis (targets/broker.py),
 so a room spans all of them; without it rooms are per process.
@@ -19,6 +21,7 @@ import contextlib
 import errno
 import importlib
 import os
+import shutil
 import signal
 import socket
 import ssl
@@ -36,6 +39,7 @@ from common import procs as child
 from common.errors import WsbenchError
 from targets import TARGETS
 from targets.hub import Rooms
+from targets.metrics import Snapshots, exposition, forget
 from targets.protocol import (
     DEFAULT_CLOSE_TIMEOUT_S,
     DEFAULT_HANDSHAKE_TIMEOUT_S,
@@ -67,6 +71,7 @@ class ServeContext:
     rooms: Rooms = field(init=False)
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     ready: Callable[[], None] = lambda: None
+    peers: Snapshots | None = None  # with --processes: the workers' counters, for /metrics
 
     def __post_init__(self) -> None:
         self.rooms = Rooms(self.stats)
@@ -74,12 +79,16 @@ class ServeContext:
     def stats_json(self, target: str) -> dict[str, object]:
         return self.stats.as_dict(target=target, pid=os.getpid())
 
+    def metrics_text(self, target: str) -> bytes:
+        """The /metrics body: every worker's counters (metrics.CONTENT_TYPE)."""
+        return exposition(target, self.stats, self.peers)
+
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m targets",
         description="Start a wsbench reference WebSocket server. It serves /echo, "
-        "/broadcast?room=R, /push?rate=R&size=S&count=N and /stats, and prints "
+        "/broadcast?room=R, /push?rate=R&size=S&count=N, /stats and /metrics, and prints "
         "`ready ws://HOST:PORT` once it accepts connections.",
     )
     parser.add_argument("target", choices=sorted(TARGETS), help="which implementation to run")
@@ -90,8 +99,9 @@ def build_parser() -> argparse.ArgumentParser:
         type=int,
         default=1,
         help="worker processes sharing the port with SO_REUSEPORT (default 1). /stats is per "
-        "process; broadcast rooms are per process unless --broker (without it, members of one "
-        "room must reach the same worker). A worker that dies is replaced.",
+        "process, /metrics shows every worker; broadcast rooms are per process unless --broker "
+        "(without it, members of one room must reach the same worker). A worker that dies is "
+        "replaced.",
     )
     parser.add_argument(
         "--broker",
@@ -114,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--tls-cert", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--tls-key", type=Path, help=argparse.SUPPRESS)
+    parser.add_argument("--peers-dir", type=Path, help=argparse.SUPPRESS)
     return parser
 
 
@@ -221,6 +232,10 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
 
     async def main() -> None:
         ctx = ServeContext(sock=sock, ssl_context=ssl_context, limits=limits)
+        snapshots = None
+        if args.peers_dir is not None:
+            ctx.peers = Snapshots(args.peers_dir)
+            snapshots = asyncio.create_task(ctx.peers.keep_writing(ctx.stats))
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, ctx.stop.set)
@@ -235,9 +250,13 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
 
             relay = await broker.start(args.broker, ctx.stats, module.MESSAGE_FORM)
             ctx.rooms = relay.rooms
+        if ctx.peers is not None:
+            ctx.peers.write(ctx.stats)  # before the ready line: a scrape then shows every worker
         try:
             await module.serve(ctx)
         finally:
+            if snapshots is not None:
+                snapshots.cancel()
             if relay is not None:
                 await relay.close()
 
@@ -251,11 +270,12 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
 
 
 def worker_command(
-    args: argparse.Namespace, port: int, cert: Path | None, key: Path | None
+    args: argparse.Namespace, port: int, cert: Path | None, key: Path | None, peers_dir: Path
 ) -> list[str]:
     cmd = [
         sys.executable, "-m", "targets", args.target, "--worker",
         "--host", args.host, "--port", str(port), "--loop", args.loop,
+        "--peers-dir", str(peers_dir),
         "--max-size", str(args.max_size), "--max-queue", str(args.max_queue),
         "--handshake-timeout", str(args.handshake_timeout),
         "--close-timeout", str(args.close_timeout),
@@ -332,8 +352,9 @@ def next_exited(live: dict[int, subprocess.Popen[bytes]]) -> list[subprocess.Pop
 class Supervisor:
     """The workers of one port: started, replaced when one dies, stopped on a signal."""
 
-    def __init__(self, command: list[str]) -> None:
+    def __init__(self, command: list[str], peers_dir: Path | None = None) -> None:
         self.command = command
+        self.peers_dir = peers_dir
         self.live: dict[int, subprocess.Popen[bytes]] = {}
         self.stopping = False
         self.failed = False
@@ -365,6 +386,8 @@ class Supervisor:
         while self.live:
             for worker in next_exited(self.live):
                 del self.live[worker.pid]
+                if self.peers_dir is not None:
+                    forget(self.peers_dir, worker.pid)  # its /metrics series end with it
                 if self.stopping:
                     self.failed |= worker.returncode != 0
                 else:
@@ -398,7 +421,8 @@ def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> 
         broker.check_reachable(args.broker)  # once here, rather than one line per worker
     reservation = reserve_port(args.host, args.port)
     port = reservation.getsockname()[1]
-    workers = Supervisor(worker_command(args, port, cert, key))
+    peers_dir = Path(tempfile.mkdtemp(prefix="wsbench-workers-"))
+    workers = Supervisor(worker_command(args, port, cert, key, peers_dir), peers_dir)
     signal.signal(signal.SIGTERM, workers.stop)
     signal.signal(signal.SIGINT, workers.stop)
     try:
@@ -413,6 +437,7 @@ def supervise(args: argparse.Namespace, cert: Path | None, key: Path | None) -> 
                 worker.kill()
                 worker.wait()
         reservation.close()
+        shutil.rmtree(peers_dir, ignore_errors=True)
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -4,6 +4,10 @@ One addition to the library: when websockets fails a connection (it sends 1002 o
 half-closes), it waits for the client to close TCP with no deadline, so a client that never does
 stays connected forever. A once-a-second sweep enforces the library's own close deadline there,
 as the close-timeout policy asks of every target.
+
+Failed handshakes are counted where the library shows them: process_response sees every
+response to a request (a 101 or not), and a ServerConnection subclass sees a handshake the
+library's open timeout cancelled before its request arrived.
 """
 
 from __future__ import annotations
@@ -21,8 +25,18 @@ from websockets.datastructures import Headers
 from websockets.exceptions import ConnectionClosed
 from websockets.http11 import Request, Response
 
+from targets import metrics
 from targets.hub import LIBRARY_FORM, Outbox, payload_size, push_stream, serve_route
-from targets.protocol import STATS_PATH, WORKER_HEADER, BadRequest, PushParams, route
+from targets.protocol import (
+    HTTP_PATHS,
+    METRICS_PATH,
+    STATS_PATH,
+    WORKER_HEADER,
+    BadRequest,
+    PushParams,
+    Stats,
+    route,
+)
 from targets.rfc6455.codes import CloseCode
 from targets.server import LISTEN_BACKLOG, ServeContext
 
@@ -58,6 +72,8 @@ class _App:
         if path == STATS_PATH:
             body = json.dumps(self.ctx.stats_json(NAME)).encode()
             return _response(200, body, "application/json")
+        if path == METRICS_PATH:
+            return _response(200, self.ctx.metrics_text(NAME), metrics.CONTENT_TYPE)
         try:
             found = route(path, query)
         except BadRequest as exc:
@@ -68,6 +84,8 @@ class _App:
 
     def process_response(self, ws: ServerConnection, request: Request, response: Response) -> None:
         response.headers[WORKER_HEADER] = self.worker
+        if response.status_code != 101 and _split(request.path)[0] not in HTTP_PATHS:
+            self.ctx.stats.handshake_failures += 1
 
     async def handler(self, ws: ServerConnection) -> None:
         stats = self.ctx.stats
@@ -122,6 +140,21 @@ class _App:
             await peer.shutdown()
 
 
+def _connection_class(stats: Stats) -> type[ServerConnection]:
+    class Connection(ServerConnection):
+        """Counts a handshake cancelled by the open timeout before its request arrived."""
+
+        async def handshake(self, *args, **kwargs) -> None:
+            try:
+                await super().handshake(*args, **kwargs)
+            except asyncio.CancelledError:
+                if self.request is None:
+                    stats.handshake_failures += 1
+                raise
+
+    return Connection
+
+
 async def _drop_overdue(server: Server) -> None:
     loop = asyncio.get_running_loop()
     while True:
@@ -144,6 +177,7 @@ async def serve(ctx: ServeContext) -> None:
         ssl=ctx.ssl_context,
         process_request=app.process_request,
         process_response=app.process_response,
+        create_connection=_connection_class(ctx.stats),
         compression=None,
         ping_interval=None,
         open_timeout=limits.handshake_timeout_s,
