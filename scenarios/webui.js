@@ -2,7 +2,7 @@
 //
 // - a strip on every tab with the generator self-check verdict and the stored sessions'
 //   reports (links);
-// - under the "Latency (µs)" tab's table, the percentile spectrum of each request name;
+// - under the "Latency (microseconds)" tab's table, the percentile spectrum of each request name;
 // - under the "Server" tab's table, the target's open connections, memory per connection,
 //   RSS and CPU over time.
 // Everything is polled from the /wsbench/ JSON routes every 2 s, as Locust polls its own.
@@ -73,7 +73,7 @@
 
   // A line chart: series of [x, y] points, optional log axes, labelled ticks.
   function chart(series, opts) {
-    const W = 720, H = 260, L = 64, R = 16, T = 24, B = 40;
+    const W = 880, H = 260, L = 64, R = 170, T = 24, B = 40;  // the legend in R
     const svg = el("svg:svg", { viewBox: `0 0 ${W} ${H}`, width: "100%", role: "img",
                                 class: "wsbench-chart", "aria-label": opts.title });
     svg.style.maxWidth = W + "px";
@@ -112,8 +112,8 @@
       const d = s.points.map((p, k) => (k ? "L" : "M") + sx(p[0]).toFixed(1) + " " +
                              sy(fy(p[1])).toFixed(1)).join(" ");
       svg.append(el("svg:path", { d, fill: "none", stroke: colour, "stroke-width": 2 }));
-      svg.append(el("svg:text", { x: W - R - 4, y: T + 14 * (i + 1), "text-anchor": "end",
-                                  "font-size": 12, fill: colour }, s.name));
+      svg.append(el("svg:text", { x: W - R + 12, y: T + 16 * (i + 1), "font-size": 12,
+                                  fill: colour }, s.name));
     });
     return svg;
   }

@@ -240,7 +240,7 @@ def _number(text: str) -> float:
 
 
 def _latency_row(page: WebDriver) -> dict[str, str] | None:
-    """The Latency (µs) tab's echo row once its p50 is above zero."""
+    """The Latency tab's echo row once its p50 is above zero."""
     for row in _rows(page):
         if row.get("Name") == "echo" and _number(row.get("p50 µs", "")) > 0:
             return row
@@ -262,7 +262,7 @@ def _chart_drawn(page: WebDriver) -> bool:
 def _check_tabs(page: WebDriver, ui: RunningUI) -> None:
     """Each wsbench tab shows live figures: µs latency and its spectrum, the target's
     connections and its chart, the kernel counters that moved, the generator's checks."""
-    _open_tab(page, "Latency (µs)")
+    _open_tab(page, "Latency (microseconds)")
     row = wait_for(lambda: _latency_row(page), SWARM_TIMEOUT_S, "a µs p50 for echo")
     assert _number(row["# Samples"]) > 0 and _number(row["p99 µs"]) >= _number(row["p50 µs"])
     wait_for(lambda: _chart_drawn(page), SWARM_TIMEOUT_S, "the percentile spectrum")
