@@ -292,7 +292,7 @@ def test_a_point_summary_stores_its_stalls_and_says_them(tmp_path: Path) -> None
     run = topology.PointRun(point, tmp_path, lambda _: None)
     run.counter_record = STORM
     outcome = execute.Outcome(point, PointStatus.OK)
-    execute._conclude(outcome, run, [])
+    execute.conclude(outcome, run, [])
     kernel = json.loads(json.dumps(outcome.summary["kernel"]))  # as point.json keeps it
     assert [s["at_s"] for s in kernel["stalls"]] == [1.0, 1.8, 3.0]
     assert kernel["stalls"][0]["connects"] == 200 and kernel["stalls"][0]["share"] == 0.02
@@ -303,5 +303,5 @@ def test_a_point_summary_stores_its_stalls_and_says_them(tmp_path: Path) -> None
 
     (tmp_path / HISTOGRAMS_JSON).unlink()
     outcome = execute.Outcome(point, PointStatus.OK)
-    execute._conclude(outcome, run, [])
+    execute.conclude(outcome, run, [])
     assert outcome.summary["kernel"]["stalls"] == []
