@@ -198,6 +198,27 @@ def test_ui_refuses_a_busy_web_port() -> None:
     assert f"{port}: Address already in use; choose another --web-port" in done.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "said"),
+    [
+        (("--fault", "kill-target@5s"), "--fault is for run and sweep"),
+        (("--kernel-profile", "default,tuned"), "wsbench ui takes one kernel profile"),
+        (("--users", "0"), "users must be between 1 and"),
+    ],
+    ids=["fault", "two-profiles", "no-users"],
+)
+def test_ui_refuses_what_it_cannot_do(args: tuple[str, ...], said: str) -> None:
+    """What a UI session cannot be is one line and exit 2, before anything starts."""
+    done = subprocess.run(
+        [sys.executable, "runner.py", "ui", "--target", "raw", "--scenario", "echo",
+         "--web-port", str(free_port()), *args],
+        cwd=REPO_ROOT, capture_output=True, text=True, timeout=30,
+    )  # fmt: skip
+    assert done.returncode == 2, done.stderr
+    assert done.stdout == "" and done.stderr.count("\n") == 1, done.stderr
+    assert said in done.stderr
+
+
 def _type_into(page: WebDriver, name: str, value: int) -> None:
     field = page.find_element(By.NAME, name)
     field.send_keys(Keys.CONTROL, "a")
