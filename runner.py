@@ -492,11 +492,9 @@ def _check_web_port(web_host: str, port: int) -> None:
 
 
 def _report_of(store: RunStore) -> Path | None:
-    """A stored UI session's report (and its findings on the console)."""
-    report = write_report(store.root)
-    if report is not None:
-        say_findings(store.root)
-    return report
+    """A stored UI session's report. (Its findings are a sweep's: one point answers none of
+    the questions, and the console has its line already.)"""
+    return write_report(store.root)
 
 
 def write_report(run_dir: Path) -> Path | None:
