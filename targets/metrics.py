@@ -11,6 +11,8 @@ renamed over the old one, so a reader never sees half a snapshot), and the scrap
 serves its own live Stats plus the other workers' latest snapshots. The supervisor deletes a
 worker's snapshot when it reaps it, so a dead worker's series go away and its replacement's
 start from 0 under a new pid (Prometheus's rate() and increase() take a new series as a reset).
+A worker that stops removes its own, and the last one out removes the directory when the
+supervisor died without doing so (a SIGKILL: the workers get SIGTERM from the kernel).
 Another worker's figures are thus up to SNAPSHOT_INTERVAL_S old, nothing at Prometheus's scrape
 intervals.
 
@@ -87,6 +89,7 @@ class Snapshots:
     def __init__(self, directory: Path, pid: int | None = None) -> None:
         self.directory = directory
         self.pid = os.getpid() if pid is None else pid
+        self.supervisor = os.getppid()
         self._last: dict[str, object] | None = None
 
     def write(self, stats: Stats) -> None:
@@ -108,6 +111,13 @@ class Snapshots:
                 yield int(path.name), json.loads(path.read_text())
             except (FileNotFoundError, json.JSONDecodeError):
                 continue  # its worker was reaped meanwhile
+
+    def close(self) -> None:
+        """Remove our snapshot as we stop, and the directory if the supervisor is gone."""
+        forget(self.directory, self.pid)
+        if os.getppid() != self.supervisor:
+            with contextlib.suppress(OSError):  # not empty: a worker still running removes it
+                self.directory.rmdir()
 
     async def keep_writing(self, stats: Stats) -> None:
         """Write the snapshot every SNAPSHOT_INTERVAL_S until cancelled."""

@@ -257,6 +257,7 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
         finally:
             if snapshots is not None:
                 snapshots.cancel()
+                ctx.peers.close()
             if relay is not None:
                 await relay.close()
 

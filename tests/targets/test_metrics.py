@@ -250,3 +250,27 @@ def test_broker_counters_per_worker(target_name, spawn, redis_url):
         assert delta(samples, first, "wsbench_broker_received_total", other) == 3
         assert samples["wsbench_broker_connected"] == {pid: 1.0 for pid in workers}
         assert samples["wsbench_broker_errors_total"] == {pid: 0.0 for pid in workers}
+
+
+def peers_dir_of(spawn, target) -> str:
+    (cmdline,) = {tuple(proc.cmdline()) for proc in spawn.workers_of(target)}
+    return cmdline[cmdline.index("--peers-dir") + 1]
+
+
+def test_processes_2_leave_no_snapshot_directory(spawn):
+    """The workers' snapshot directory is gone after SIGTERM, and after a SIGKILL of the
+    supervisor too (its workers, stopped by the kernel's SIGTERM, remove it)."""
+    with spawn.running("raw", "--processes", "2") as target:
+        stopped = peers_dir_of(spawn, target)
+        assert os.path.isdir(stopped)
+    assert not os.path.exists(stopped)
+    target = spawn.launch("raw", "--processes", "2")
+    try:
+        killed, workers = peers_dir_of(spawn, target), spawn.workers_of(target)
+        target.process.kill()
+        target.process.wait(5)
+        spawn.assert_no_survivors(target, workers, 5.0)
+    finally:
+        spawn.kill_tree(target.process)
+        target.process.wait()
+    assert not os.path.exists(killed)
