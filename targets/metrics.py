@@ -8,13 +8,12 @@ With `--processes N` a scrape reaches one worker (SO_REUSEPORT picks it), yet mu
 worker. The supervisor makes a directory for that (`--peers-dir`, hidden): every worker writes
 its Stats there as `<pid>` every SNAPSHOT_INTERVAL_S (when they changed; a temporary file
 renamed over the old one, so a reader never sees half a snapshot), and the scraped worker
-serves its own live Stats plus the other workers' latest snapshots. The supervisor deletes a
+serves its own live Stats plus the other workers' latest snapshots (so up to
+SNAPSHOT_INTERVAL_S old, nothing at Prometheus's scrape intervals). The supervisor deletes a
 worker's snapshot when it reaps it, so a dead worker's series go away and its replacement's
 start from 0 under a new pid (Prometheus's rate() and increase() take a new series as a reset).
 A worker that stops removes its own, and the last one out removes the directory when the
 supervisor died without doing so (a SIGKILL: the workers get SIGTERM from the kernel).
-Another worker's figures are thus up to SNAPSHOT_INTERVAL_S old, nothing at Prometheus's scrape
-intervals.
 
 Why not prometheus_client's multiprocess mode: its values are mmap files written on every
 increment, so the hot path would count twice (Stats for /stats, a Counter for /metrics) or
