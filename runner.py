@@ -78,6 +78,13 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
                    help="a failover drill, e.g. kill-target@10s: "
                    + "; ".join(f"{a}: {w}" for a, w in plan.FAULT_ACTIONS.items())
                    + " (repeatable)")  # fmt: skip
+    p.add_argument("--via", metavar="direct|nginx|haproxy[,...]",
+                   help="a reverse proxy between Locust and the reference target (Debian's nginx "
+                   "or HAProxy, started per point); several, comma-separated, make one point "
+                   "each (default: direct)")  # fmt: skip
+    p.add_argument("--via-idle-timeout", metavar="DURATION",
+                   help="with --via: the proxy closes an upgraded connection idle this long "
+                   "(nginx proxy_read_timeout, HAProxy timeout tunnel; default theirs: 60s, 50s)")
     p.add_argument("--tag", help="a word added to the point ids, to tell apart runs that differ "
                    "only in their scenario options (e.g. nojitter)")  # fmt: skip
     p.add_argument("--max-error-rate", type=float, metavar="F",
@@ -267,8 +274,10 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             master_bind_host=args.master_bind_host, master_port=args.master_port,
             max_error_rate=_max_error_rate(args), pin_cpus=args.pin_cpus,
             broker=args.broker or "", faults=_faults(args.fault), tag=args.tag or "",
+            via=via, via_idle_timeout_s=_idle_timeout(args, via),
         )
         for profile in _profiles(args.kernel_profile)
+        for via in plan.parse_via(args.via)
     ]  # fmt: skip
     _check_kernel(points)
     plan.check_options(points)
@@ -298,6 +307,16 @@ def _measure(store: RunStore, planned: list[tuple[Sweep, Point]]) -> list[Outcom
     return outcomes
 
 
+def _idle_timeout(args: argparse.Namespace, via: str) -> float:
+    """--via-idle-timeout in seconds for a point through a proxy (0: the proxy's default);
+    given without --via, the plan refuses it."""
+    if not args.via_idle_timeout:
+        return 0.0
+    if not via and args.via is not None:
+        return 0.0  # the direct point of a --via direct,nginx comparison
+    return plan.parse_duration(args.via_idle_timeout)
+
+
 def _faults(given: Sequence[str] | None) -> tuple[str, ...]:
     """--fault values as the canonical ACTION@Ns (PlanError, one line, for a bad one)."""
     return tuple(str(plan.parse_fault(text)) for text in given or ())
@@ -319,7 +338,8 @@ def sweeps_from(args: argparse.Namespace, extras: list[str]) -> list[Sweep]:
         "spawn_rate": args.spawn_rate, "processes": args.processes,
         "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
         "slo_error_rate": args.slo_error_rate, "max_error_rate": args.max_error_rate,
-        "pin_cpus": args.pin_cpus or None, "broker": args.broker,
+        "pin_cpus": args.pin_cpus or None, "broker": args.broker, "via": args.via,
+        "via_idle_timeout": args.via_idle_timeout,
         "faults": list(_faults(args.fault)) or None, "tag": args.tag,
     }  # fmt: skip
     overrides = {k: v for k, v in cli.items() if v is not None}
@@ -450,16 +470,17 @@ def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
     if args.fault:
         raise PlanError("--fault is for run and sweep: a drill's times count from a start the "
                         "web UI does not fix")  # fmt: skip
-    profiles = _profiles(args.kernel_profile)
-    if len(profiles) > 1:
-        raise PlanError("wsbench ui takes one kernel profile")
+    profiles, vias = _profiles(args.kernel_profile), plan.parse_via(args.via)
+    if len(profiles) > 1 or len(vias) > 1:
+        raise PlanError("wsbench ui takes one kernel profile and one --via")
     point = plan.make_point(
         args.target, args.scenario, args.users, args.spawn_rate, plan.parse_duration(args.duration),
         processes=args.processes, target_processes=args.target_processes,
         kernel_profile=profiles[0], client_hosts=args.client_hosts or 1,
         host_sysctls=args.host_sysctls, target_port=args.port, tls=args.tls,
         options=tuple(extras), max_error_rate=_max_error_rate(args), pin_cpus=args.pin_cpus,
-        broker=args.broker or "", tag=args.tag or "",
+        broker=args.broker or "", tag=args.tag or "", via=vias[0],
+        via_idle_timeout_s=_idle_timeout(args, vias[0]),
     )  # fmt: skip
     _check_kernel([point])
     plan.check_options([point])

@@ -222,7 +222,8 @@ def _run(run: topology.PointRun, store: RunStore) -> Outcome:
         sampler = parts.enter_context(topology.resource_sampling(run))
         parts.enter_context(topology.broker(run, sampler))
         target = parts.enter_context(topology.target(run, sampler))
-        locusts = parts.enter_context(topology.locust(run, target, sampler))
+        front = parts.enter_context(topology.proxy(run, target, sampler))
+        locusts = parts.enter_context(topology.locust(run, front, sampler))
         parts.enter_context(topology.faults(run, target, sampler))
         outcome = _watch(run.point, target, locusts[0], run.pdir)
         run.locust_ended = time.monotonic()
@@ -241,6 +242,9 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
     if run.broker is not None:
         outcome.summary["broker"] = {**run.broker.describe(),
                                      **sampling.summarise(run.samples, "broker")}  # fmt: skip
+    if run.proxy is not None:
+        outcome.summary["proxy"] = {**run.proxy.describe(), "exit_status": run.proxy_status,
+                                    **sampling.summarise(run.samples, "proxy")}  # fmt: skip
     record = run.counter_record
     outcome.summary["target"] = {
         **sampling.summarise(run.samples, "target"), "rss_bytes_idle": run.target_idle_rss,

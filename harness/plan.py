@@ -30,7 +30,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from common.errors import BadInput
-from harness import broker
+from harness import broker, proxy
 from kernel.inside import read as read_sysctl
 from kernel.netns import KernelError, check_privileges, client_address
 from kernel.profile import (
@@ -127,6 +127,8 @@ class Topology:
     pin_cpus: bool = False
     broker: str = ""  # "redis": the target's processes share rooms through it; "": none
     faults: tuple[str, ...] = ()  # failover drills, as parse_fault reads them: kill-target@10s
+    via: str = ""  # a reverse proxy in front of the target: "nginx", "haproxy"; "": direct
+    via_idle_timeout_s: float = 0.0  # the proxy's idle timeout; 0: its own default
 
     @property
     def external(self) -> bool:
@@ -184,6 +186,10 @@ class Point:
         ids of earlier runs stay what they were)."""
         topology = self.topology
         parts = [f"p{topology.target_processes}-{topology.broker}"] if topology.broker else []
+        if topology.via:
+            parts.append(f"via-{topology.via}")
+            if topology.via_idle_timeout_s:
+                parts.append(f"idle{topology.via_idle_timeout_s:g}s")
         for text in topology.faults:
             fault = parse_fault(text)
             parts.append(f"{fault.action}{fault.at_s:g}s")
@@ -202,7 +208,7 @@ class Point:
         data["point_id"] = self.point_id
         if data["rate"] is None:
             del data["rate"]  # as points were stored before rates: their sweeps still resume
-        for key in ("broker", "faults", "tag"):  # likewise for points before these
+        for key in ("broker", "faults", "tag", "via", "via_idle_timeout_s"):  # likewise
             if not data[key]:
                 del data[key]
         if "faults" in data:
@@ -371,6 +377,10 @@ def check_topology(point: Point) -> None:
             "without a broker each process has its own rooms, and members on the other "
             "processes would never receive (or use --target-processes 1)"
         )
+    if topology.via:
+        _check_via(topology)
+    elif topology.via_idle_timeout_s:
+        raise PlanError("--via-idle-timeout is the proxy's: it needs --via nginx or haproxy")
     for text in topology.faults:
         fault = parse_fault(text)
         if fault.at_s >= workload.duration_s:
@@ -385,6 +395,32 @@ def check_topology(point: Point) -> None:
         if fault.action == "restart-target" and topology.tls:
             raise PlanError(f"fault {fault} with --tls: the target started again would have a "
                             "new throwaway CA, which the clients do not trust")  # fmt: skip
+
+
+def _check_via(topology: Topology) -> None:
+    if topology.external:
+        raise PlanError(f"--via runs a proxy in front of the reference targets; put yours in "
+                        f"front of {topology.target} yourself")  # fmt: skip
+    if topology.tls:
+        raise PlanError("--via with --tls: TLS through the proxy is not measurable yet "
+                        "(it would be terminated at the target, behind a TCP hop)")  # fmt: skip
+    try:
+        proxy.check_installed(topology.via)
+    except proxy.ProxyError as exc:
+        raise PlanError(str(exc)) from None
+
+
+def parse_via(value: object) -> list[str]:
+    """'direct,nginx' or a list -> ['', 'nginx'] ('' is direct); PlanError for another name."""
+    found = []
+    for name in split_list(value, "via") or ["direct"]:
+        if name not in proxy.VIAS:
+            raise PlanError(f"via must be one of {', '.join(proxy.VIAS)}, got {name!r}")
+        found.append("" if name == "direct" else name)
+    twice = sorted({n or "direct" for n in found if found.count(n) > 1})
+    if twice:
+        raise PlanError(f"via {', '.join(twice)} given more than once")
+    return found
 
 
 def fd_limit() -> int:
@@ -649,6 +685,8 @@ class Sweep:
     broker: str = ""
     faults: tuple[str, ...] = ()
     tag: str = ""
+    vias: tuple[str, ...] = ("",)  # "" is direct
+    via_idle_timeout_s: float = 0.0
 
     def points(self) -> list[Point]:
         """Every point, connection counts ascending within each series (rates ascending at
@@ -660,10 +698,11 @@ class Sweep:
                 kernel_profile=profile, client_hosts=self.client_hosts,
                 host_sysctls=self.host_sysctls, options=self.options.get(scenario, ()),
                 max_error_rate=self.max_error_rate, rate=rate, pin_cpus=self.pin_cpus,
-                broker=self.broker, faults=self.faults, tag=self.tag,
+                broker=self.broker, faults=self.faults, tag=self.tag, via=via,
+                via_idle_timeout_s=self.via_idle_timeout_s if via else 0.0,
             )  # fmt: skip
-            for target, scenario, profile in itertools.product(
-                self.targets, self.scenarios, self.kernel_profiles
+            for target, scenario, profile, via in itertools.product(
+                self.targets, self.scenarios, self.kernel_profiles, self.vias
             )
             for users in sorted(set(self.users))
             for rate in (sorted(set(self.rates)) or [None])
@@ -672,7 +711,8 @@ class Sweep:
     def series_key(self, point: Point) -> tuple[str, ...]:
         """The points one SLO breach stops: the rest of its connection counts, or with rates,
         the higher rates at its connection count."""
-        key = (point.topology.target, point.workload.scenario, point.topology.kernel_profile)
+        topology = point.topology
+        key = (topology.target, point.workload.scenario, topology.kernel_profile, topology.via)
         return (*key, str(point.workload.users)) if self.rates else key
 
 
@@ -781,7 +821,16 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         broker=_broker(settings.get("broker")),
         tag=str(settings.get("tag") or ""),
         faults=tuple(str(parse_fault(f)) for f in split_list(settings.get("faults"), "faults")),
+        vias=tuple(parse_via(settings.get("via"))),
+        via_idle_timeout_s=_idle_timeout(settings.get("via_idle_timeout")),
     )
+
+
+def _idle_timeout(value: object) -> float:
+    """The proxy's idle timeout: a duration ("5s", 5), 0 or none for the proxy's own."""
+    if value in (None, "", 0):
+        return 0.0
+    return parse_duration(str(value))
 
 
 def _broker(value: object) -> str:
@@ -859,7 +908,7 @@ def load_sweep_file(path: Path) -> dict[str, object]:
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
         "client_hosts", "host_sysctls", "max_error_rate", "rates", "pin_cpus", "broker", "faults",
-        "tag",
+        "tag", "via", "via_idle_timeout",
     }  # fmt: skip
     unknown = sorted(set(data) - known - {"part"})
     if unknown:

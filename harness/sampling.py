@@ -70,6 +70,7 @@ class _Tree:
         self.known: dict[int, psutil.Process] = {root_pid: self.root}
         # pid -> (sockets, open files, samples since) at the last full count of a big process
         self.counted: dict[int, tuple[int, int, int]] = {}
+        self.new: set[int] = set()  # pids members() saw for the first time
 
     def members(self) -> list[psutil.Process]:
         try:
@@ -77,11 +78,13 @@ class _Tree:
         except psutil.NoSuchProcess:
             return []
         current = {}
+        self.new = set()
         for proc in procs:
             # Keep the same Process objects: cpu_percent() measures since its previous call.
             current[proc.pid] = self.known.get(proc.pid, proc)
             if proc.pid not in self.known:
                 current[proc.pid].cpu_percent(None)
+                self.new.add(proc.pid)
         self.known = current
         return list(current.values())
 
@@ -92,7 +95,9 @@ class _Tree:
         for proc in members:
             try:
                 with proc.oneshot():
-                    cpu += proc.cpu_percent(None)
+                    # A process first seen now was only just primed: its CPU counts from the
+                    # next sample (measured over microseconds, it read thousands of %).
+                    cpu += 0.0 if proc.pid in self.new else proc.cpu_percent(None)
                     rss += proc.memory_info().rss
                     fds = proc.num_fds()
                 files += fds

@@ -180,7 +180,8 @@ class UiServer:
             _copy_tail(self.run.pdir / name, offset, pdir / name)
         sub = topology.PointRun(point, pdir, self.say, bed=self.run.bed, sides=self.run.sides,
                                 target=self.target, target_idle_rss=session.before.target_rss,
-                                broker=self.run.broker, command=self.run.command)  # fmt: skip
+                                broker=self.run.broker, command=self.run.command,
+                                proxy=self.run.proxy)  # fmt: skip
         sub.samples = [s for s in self.sampler.samples if began_s <= s.unix_s <= stopped_s]
         _write_samples(pdir / RESOURCES_CSV, sub.samples)
         sub.counter_record = store_counters(self.run.sides, session.before.counters,
@@ -208,7 +209,7 @@ class UiServer:
         spawn = float(started.get("spawn_rate") or point.workload.spawn_rate)
         point = point.with_workload(users=users, spawn_rate=spawn, duration_s=duration_s)
         host = started.get("host")
-        if host and host != self.target.url:  # the form's host field was changed
+        if host and host != self.run.host:  # the form's host field was changed
             point = point.with_topology(target=host)
         return point
 
@@ -336,10 +337,11 @@ def _serve(run: topology.PointRun, listen: Listen, out: Path | None, say: Say,
         parts.enter_context(topology.broker(run, sampler))
         target = parts.enter_context(topology.target(run, sampler))
         idle_sockets = sampler.sockets("target") or 0
+        front = parts.enter_context(topology.proxy(run, target, sampler))
         # In a namespace Locust listens on its own loopback, and the forward brings it out.
         inner = listen if bed is None else Listen("127.0.0.1", listen.port)
         web = topology.WebUI(inner.host, inner.port, run.pdir / SESSIONS)
-        locusts = parts.enter_context(topology.locust(run, target, sampler, web))
+        locusts = parts.enter_context(topology.locust(run, front, sampler, web))
         if bed is not None:
             parts.enter_context(forward.forwarded(listen.host or "0.0.0.0", listen.port,
                                                   bed.clients[0].pid, inner.port))  # fmt: skip

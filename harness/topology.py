@@ -5,6 +5,7 @@
     sampling   1 Hz CPU, RSS and socket samples of the processes below
     broker     redis-server for the target's processes to share rooms through, or nothing
     target     the reference target (in the server namespace), or a check of an external URL
+    proxy      nginx or HAProxy in front of the target (--via), or nothing
     locust     Locust in client host 0 and, with several client hosts, its workers
     faults     the failover drills, done on time while Locust runs
 
@@ -40,7 +41,8 @@ from common.schema import (
 from harness import broker as brokers
 from harness import faults as drills
 from harness import procs, sampling
-from harness.plan import Fault, Point, nofile_of, parse_fault, profile_of
+from harness import proxy as proxies
+from harness.plan import Fault, Point, fd_limit, nofile_of, parse_fault, profile_of
 from kernel import counters, netns
 from kernel.hostsysctl import HostSysctlError
 
@@ -67,11 +69,16 @@ class PointRun:
     locust_ended: float | None = None
     broker: brokers.Broker | None = None
     faults_done: list[drills.Done] = field(default_factory=list)
+    proxy: proxies.Proxy | None = None
+    proxy_status: int | None = None
 
     @property
     def host(self) -> str:
-        """The URL Locust was given (the target's), or the point's target as planned."""
-        return self.target.url if self.target is not None else self.point.topology.target
+        """The URL Locust was given (the target's, or its proxy's), or the point's target as
+        planned."""
+        if self.target is None:
+            return self.point.topology.target
+        return self.proxy.url(self.target.url) if self.proxy is not None else self.target.url
 
     def measured_s(self) -> float | None:
         """The point's run time, or less when Locust was stopped early (its target died)."""
@@ -171,6 +178,35 @@ def target(run: PointRun, sampler: sampling.Sampler) -> Iterator[procs.Target]:
         yield started
     finally:
         run.target_status = started.stop()
+
+
+@contextlib.contextmanager
+def proxy(
+    run: PointRun, target_: procs.Target, sampler: sampling.Sampler
+) -> Iterator[procs.Target]:
+    """What Locust connects to: the target, or with --via the proxy in front of it (where the
+    target runs, as many workers as it has processes, on its CPUs), stopped at exit."""
+    topology = run.point.topology
+    if not topology.via:
+        yield target_
+        return
+    bed = run.bed
+    enter = bed.server.enter() if bed and bed.server else ()
+    host = netns.SERVER_ADDRESS if bed else "127.0.0.1"
+    port = proxies.PROXY_PORT if bed else procs.free_port(host)
+    upstream = target_.url.split("://", 1)[1].split("/", 1)[0]
+    started = proxies.start(
+        topology.via, run.pdir, host, port, upstream, workers=topology.target_processes,
+        idle_timeout_s=topology.via_idle_timeout_s or None,
+        nofile=nofile_of(topology) or fd_limit(), enter=enter, cpus=topology.cpu_split()[0],
+    )  # fmt: skip
+    run.proxy = started
+    try:
+        sampler.watch("proxy", started.proc.pid)
+        yield procs.Target(started.url(target_.url), started.proc, started.log_path,
+                           target_.ca_file)  # fmt: skip
+    finally:
+        run.proxy_status = started.stop()
 
 
 @dataclass(frozen=True)
