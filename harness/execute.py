@@ -31,7 +31,7 @@ from common.schema import (
     utc_now,
     write_json,
 )
-from harness import faults, measured, procs, sampling, topology
+from harness import faults, measured, procs, proxy, sampling, topology
 from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, parse_fault, sized
 from harness.store import RunStore
 from kernel import counters, netns, stalls
@@ -245,6 +245,7 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
     if run.proxy is not None:
         outcome.summary["proxy"] = {**run.proxy.describe(), "exit_status": run.proxy_status,
                                     **sampling.summarise(run.samples, "proxy")}  # fmt: skip
+        _name_idle_drops(outcome, run)
     record = run.counter_record
     outcome.summary["target"] = {
         **sampling.summarise(run.samples, "target"), "rss_bytes_idle": run.target_idle_rss,
@@ -261,6 +262,20 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
     }
     outcome.notes = notes
     outcome.warnings += run.warnings + _warnings(outcome) + _missing_workers(run.pdir)
+
+
+def _name_idle_drops(outcome: Outcome, run: topology.PointRun) -> None:
+    """Connections the proxy's idle timeout dropped, said in the reason (or a warning)."""
+    main = outcome.summary.get("main") or {}
+    why = proxy.idle_drops(run.proxy, run.point.workload.options, main.get("failures") or 0,
+                           run.measured_s() or 0.0)  # fmt: skip
+    if why is None:
+        return
+    outcome.summary["proxy"]["idle_drops"] = why
+    if outcome.status == PointStatus.FAILED and outcome.reason:
+        outcome.reason += f": {why}"
+    else:
+        run.warnings.append(why)
 
 
 def _conclude_drill(outcome: Outcome, run: topology.PointRun) -> None:

@@ -161,3 +161,26 @@ def _listening(pid: int, port: int) -> bool:
         if any(wanted in f"{f[1]} " and f[3] == "0A" for f in (line.split() for line in lines)):
             return True
     return False
+
+
+def ping_interval_s(options: Sequence[str]) -> float:
+    """The scenario's --ping-interval-s among its options (0: no pings)."""
+    for n, word in enumerate(options):
+        if word.startswith("--ping-interval-s="):
+            return float(word.split("=", 1)[1])
+        if word == "--ping-interval-s" and n + 1 < len(options):
+            return float(options[n + 1])
+    return 0.0
+
+
+def idle_drops(proxy: Proxy, options: Sequence[str], failures: int, run_s: float) -> str | None:
+    """Why connections through the proxy were dropped, when its idle timeout explains it:
+    connections failed, the run outlasted the timeout, and no client ping came more often."""
+    timeout = proxy.idle_timeout_s
+    pings = ping_interval_s(options)
+    if not failures or run_s <= timeout or (pings and pings < timeout):
+        return None
+    setting = "proxy_read_timeout" if proxy.kind == "nginx" else "timeout tunnel"
+    said = f"pings every {pings:g} s" if pings else "no client pings"
+    return (f"{proxy.kind} closes a WebSocket idle for {timeout:g} s ({setting}), with {said}: "
+            f"ping more often than that (--ping-interval-s) or raise it (--via-idle-timeout)")
