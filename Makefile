@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench bench-targets bench-generator bench-scale bench-broker \
-	bench-failover ui clean
+	bench-failover bench-proxies ui clean
 
 install: $(STAMP)
 
@@ -57,6 +57,11 @@ bench-scale: install
 # with the findings (the broker's cost per target); `wsbench report RUN_DIR` draws them.
 bench-broker: install
 	$(VENV)/bin/wsbench sweep --config harness/sweeps/broker.toml
+
+# Reverse proxies: the raw target direct, through nginx and through HAProxy (--via): echo knee,
+# connect storm and memory per held connection per hop (about 3 minutes).
+bench-proxies: install
+	$(VENV)/bin/wsbench sweep --config harness/sweeps/proxies.toml
 
 # Failover drills: 2,000 held connections on 4 target processes, one killed at 10 s (with and
 # without reconnect jitter), all restarted; broadcast through redis with one process killed

@@ -244,7 +244,8 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
                                      **sampling.summarise(run.samples, "broker")}  # fmt: skip
     if run.proxy is not None:
         outcome.summary["proxy"] = {**run.proxy.describe(), "exit_status": run.proxy_status,
-                                    **sampling.summarise(run.samples, "proxy")}  # fmt: skip
+                                    **sampling.summarise(run.samples, "proxy"),
+                                    "rss_bytes_idle": run.proxy_idle_rss}  # fmt: skip
         _name_idle_drops(outcome, run)
     record = run.counter_record
     outcome.summary["target"] = {

@@ -71,6 +71,7 @@ class PointRun:
     faults_done: list[drills.Done] = field(default_factory=list)
     proxy: proxies.Proxy | None = None
     proxy_status: int | None = None
+    proxy_idle_rss: int | None = None
 
     @property
     def host(self) -> str:
@@ -203,6 +204,7 @@ def proxy(
     run.proxy = started
     try:
         sampler.watch("proxy", started.proc.pid)
+        run.proxy_idle_rss = sampler.rss_bytes("proxy")  # before any load, as the target's
         yield procs.Target(started.url(target_.url), started.proc, started.log_path,
                            target_.ca_file)  # fmt: skip
     finally:
