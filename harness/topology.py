@@ -23,7 +23,7 @@ import os
 import signal
 import subprocess
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -150,11 +150,7 @@ def broker(run: PointRun, sampler: sampling.Sampler) -> Iterator[brokers.Broker 
     if not topology.broker:
         yield None
         return
-    bed = run.bed
-    enter = bed.server.enter() if bed and bed.server else ()
-    host = netns.SERVER_ADDRESS if bed else "127.0.0.1"
-    # A fresh namespace has every port free; on the host, one the kernel says is free now.
-    port = brokers.REDIS_PORT if bed else procs.free_port(host)
+    enter, host, port = _beside_target(run, brokers.REDIS_PORT)
     started = brokers.start_redis(run.pdir, host, port, enter=enter,
                                   cpus=topology.cpu_split()[0])  # fmt: skip
     run.broker = started
@@ -163,6 +159,16 @@ def broker(run: PointRun, sampler: sampling.Sampler) -> Iterator[brokers.Broker 
         yield started
     finally:
         started.stop()
+
+
+def _beside_target(run: PointRun, namespace_port: int) -> tuple[Sequence[str], str, int]:
+    """(command prefix, address, port) for a helper process where the target runs: the server
+    namespace, where a fresh namespace has every port free, or loopback, on a port the kernel
+    says is free now."""
+    bed = run.bed
+    if bed is None or bed.server is None:
+        return (), "127.0.0.1", procs.free_port("127.0.0.1")
+    return bed.server.enter(), netns.SERVER_ADDRESS, namespace_port
 
 
 @contextlib.contextmanager
@@ -191,10 +197,7 @@ def proxy(
     if not topology.via:
         yield target_
         return
-    bed = run.bed
-    enter = bed.server.enter() if bed and bed.server else ()
-    host = netns.SERVER_ADDRESS if bed else "127.0.0.1"
-    port = proxies.PROXY_PORT if bed else procs.free_port(host)
+    enter, host, port = _beside_target(run, proxies.PROXY_PORT)
     upstream = target_.url.split("://", 1)[1].split("/", 1)[0]
     started = proxies.start(
         topology.via, run.pdir, host, port, upstream, workers=topology.target_processes,
