@@ -30,7 +30,7 @@ from locust.env import Environment
 from locust.runners import STATE_INIT, STATE_STOPPED, MasterRunner, WorkerRunner
 from locust.stats import RequestStats, bucket_response_time
 
-from scenarios import output, sessions, webui
+from scenarios import metrics, output, sessions, webui
 from scenarios.cpu import CpuSampler
 from scenarios.engine import engine
 from scenarios.latency import Merger, RawWindow, Recorder
@@ -294,3 +294,4 @@ def on_init(environment: Environment, **_: object) -> None:
     if measurement.merges:
         webui.install(environment, measurement)
         sessions.install(environment, measurement)
+        metrics.install(environment, measurement)

@@ -25,6 +25,7 @@ from typing import TypeVar
 import psutil
 import pytest
 from browser import console_errors, headless_chromium, require_chromium, screenshot_spread
+from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.common.keys import Keys
 from selenium.webdriver.remote.webdriver import WebDriver
@@ -337,6 +338,11 @@ def test_ui_session_in_headless_chromium(tmp_path: Path) -> None:
                  f"{USERS} users, the number typed into the form")  # fmt: skip
         _check_tabs(page, ui)
         assert console_errors(page) == []
+        with urllib.request.urlopen(ui.url + "metrics", timeout=5) as reply:
+            scraped = list(text_string_to_metric_families(reply.read().decode()))
+        echoes = [s.value for f in scraped if f.name == "wsbench_latency_us" for s in f.samples
+                  if s.name.endswith("_count") and s.labels["name"] == "echo"]  # fmt: skip
+        assert echoes and echoes[0] > 0, scraped
 
         _click_button(page, "STOP")
         wait_for(lambda: ui.locust_stats()["state"] == "stopped", SWARM_TIMEOUT_S, "stopped")
