@@ -712,7 +712,8 @@ class Sweep:
         """The points one SLO breach stops: the rest of its connection counts, or with rates,
         the higher rates at its connection count."""
         topology = point.topology
-        key = (topology.target, point.workload.scenario, topology.kernel_profile, topology.via)
+        key = (topology.target, point.workload.scenario, topology.kernel_profile)
+        key += (topology.via,) if topology.via else ()  # each proxied hop is a series too
         return (*key, str(point.workload.users)) if self.rates else key
 
 
