@@ -10,6 +10,9 @@ where num_requests includes failures, and PREFIX_final_failures.json).
 A point is failed when its main measurement has no success, or when that measurement's error
 rate (failures / requests of the main names only, so connects that worked do not dilute it)
 passes the point's max_error_rate. The reason is one line naming the dominant error and the URL.
+A measurement of connections (its main names include the upgrade: connect, hold) counts every
+connection it tried to open: a TCP connect or TLS handshake that failed is a connection not
+made, so its attempts are the first set-up phase's requests and those failures are its own.
 """
 
 from __future__ import annotations
@@ -89,6 +92,24 @@ class Counts:
         return sum(f for n, (_, f) in self.per_name.items() if names is None or n in names)
 
 
+def main_counts(measurement: Measurement, counts: Counts) -> tuple[int, int, list[str]]:
+    """(requests, failures, the names they count) of the main measurement.
+
+    A measurement of connections (WS_UPGRADE among its names) counts from the first set-up
+    phase on: requests are the connections attempted, failures every one that did not open
+    (at any phase) or was dropped later (the main names after the upgrade, e.g. "hold").
+    """
+    names = list(measurement.main)
+    if WS_UPGRADE not in names:
+        return counts.requests(names), counts.failed(names), names
+    before = SETUP_PHASES[: SETUP_PHASES.index(WS_UPGRADE)]
+    opening = [n for n in before if n not in names and counts.requests([n])]
+    counted = opening + names
+    attempts = counts.requests(counted[:1])
+    failures = counts.failed(counted)
+    return max(attempts, failures), failures, counted
+
+
 def histograms_document(point_dir: Path) -> dict[str, Any]:
     """The scenarios' PREFIX_latency_us_histograms.json, {} when absent or unreadable."""
     try:
@@ -151,13 +172,11 @@ def main_figures(
     measurement: Measurement, counts: Counts | None, measured_s: float | None
 ) -> dict[str, Any]:
     """The main measurement's summary keys (stored in point.json's summary as "main")."""
-    names = list(measurement.main)
-    requests = counts.requests(names) if counts else 0
-    failures = counts.failed(names) if counts else 0
+    requests, failures, _ = main_counts(measurement, counts) if counts else (0, 0, [])
     successes = requests - failures
     return {
         "scenario": measurement.scenario,
-        "names": names,
+        "names": list(measurement.main),
         "label": measurement.label,
         "url": measurement.url,
         "declared": measurement.declared,
@@ -177,8 +196,7 @@ def verdict(
     """Why the point failed (one line), or None when its main measurement says ok."""
     if counts is None:
         return f"no final statistics from Locust, so nothing measured ({measurement.url})"
-    names = measurement.main
-    requests, failures = counts.requests(names), counts.failed(names)
+    requests, failures, names = main_counts(measurement, counts)
     label, url = measurement.label, measurement.url
     if requests > failures:  # some success: the error rate decides
         rate = failures / requests
@@ -192,7 +210,7 @@ def verdict(
     worst = _dominant(counts, names) or _dominant(counts)
     if worst is not None:
         text = f"{_phrase(worst, counts, measurement)} at {url}"
-        return text if worst.name in names else f"no {label} measured: {text}"
+        return text if worst.name in measurement.main else f"no {label} measured: {text}"
     waiting = {n: c for n, c in measurement.unanswered_at_end.items() if c > 0}
     if waiting:
         name = max(waiting, key=lambda n: waiting[n])

@@ -410,8 +410,19 @@ def _counts(per_name: dict[str, tuple[int, int]], *failures: tuple[str, str, int
      f"failed ({URL})"),
     ("hold", _counts({"ws upgrade": (30, 0), "hold": (5, 5)},
                      ("hold", "closed by server: 1001 (going away)", 5)), {},
-     f"5 of 35 connections held failed (14.3%, over --max-error-rate 0.01); most often "
+     f"5 of 30 connections held failed (16.7%, over --max-error-rate 0.01); most often "
      f"closed by server: 1001 (going away) (5) at {URL}"),
+    # A connection that never opened is a connection not held: of all it tried to open.
+    ("hold", _counts({"tcp connect": (1200, 177), "ws upgrade": (1023, 0)},
+                     ("tcp connect", "timeout: tcp connect", 177)), {},
+     f"177 of 1,200 connections held failed (14.8%, over --max-error-rate 0.01); most often "
+     f"timeout: tcp connect (177) at {URL}"),
+    ("connect", _counts({"tcp connect": (600, 3), "ws upgrade": (597, 0)},
+                        ("tcp connect", "timeout: tcp connect", 3)), {}, None),  # 0.5%: ok
+    ("connect", _counts({"tcp connect": (600, 30), "ws upgrade": (570, 0)},
+                        ("tcp connect", "timeout: tcp connect", 30)), {},
+     f"30 of 600 upgrades failed (5.0%, over --max-error-rate 0.01); most often "
+     f"timeout: tcp connect (30) at {URL}"),
     ("echo", _counts({"tcp connect": (10, 2), "echo": (500, 0)},
                      ("tcp connect", "refused: ECONNREFUSED (Connection refused)", 2)), {},
      None),  # set-up failures do not dilute, or count in, the echo error rate
