@@ -261,8 +261,21 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
         "explain": (counters.explain(record) if record else []) + [s.sentence() for s in found],
         "stalls": [s.as_json() for s in found],
     }
+    _name_kernel_cause(outcome, run.pdir, record)
     outcome.notes = notes
     outcome.warnings += run.warnings + _warnings(outcome) + _missing_workers(run.pdir)
+
+
+def _name_kernel_cause(outcome: Outcome, pdir: Path, record: dict[str, Any] | None) -> None:
+    """A point failed by connections that did not open: what the kernel dropped, in the reason."""
+    if outcome.status != PointStatus.FAILED or not outcome.reason:
+        return
+    counts = measured.read_counts(pdir)
+    if counts is None or not counts.failed(list(measured.SETUP_PHASES)):
+        return
+    cause = stalls.named_causes(record)
+    if cause:
+        outcome.reason += f"; the kernel: {cause}"
 
 
 def _name_idle_drops(outcome: Outcome, run: topology.PointRun) -> None:

@@ -49,7 +49,7 @@ from common.schema import (
 from harness import execute, forward, procs, sampling, topology
 from harness.plan import Point, fd_limit, nofile_of, sized
 from harness.store import RunStore, new_run_id, start_meta
-from harness.topology import snapshots, store_counters
+from harness.topology import counter_extra, snapshots, store_counters
 from kernel import counters
 
 POLL_S = 0.25
@@ -117,7 +117,8 @@ class UiServer:
         is the last reading before it started."""
         if self.running() is None:
             self._readings.append(Reading(
-                time.time(), snapshots(self.run.sides), self.sampler.rss_bytes("target"),
+                time.time(), snapshots(self.run.sides, counter_extra(self.run)),
+                self.sampler.rss_bytes("target"),
                 {name: _size(self.run.pdir / name) for name in (LOCUST_LOG, TARGET_LOG)},
             ))  # fmt: skip
         for path in sorted(self.folder.glob("session-*")):
@@ -184,8 +185,8 @@ class UiServer:
                                 proxy=self.run.proxy)  # fmt: skip
         sub.samples = [s for s in self.sampler.samples if began_s <= s.unix_s <= stopped_s]
         _write_samples(pdir / RESOURCES_CSV, sub.samples)
-        sub.counter_record = store_counters(self.run.sides, session.before.counters,
-                                                      pdir)  # fmt: skip
+        sub.counter_record = store_counters(self.run.sides, session.before.counters, pdir,
+                                            counter_extra(self.run))  # fmt: skip
         if self.run.bed is not None:
             self._record_kernel(store, pdir, point)
         now = time.monotonic()
@@ -226,8 +227,8 @@ class UiServer:
         session = self.running()
         since = session.before.counters if session else self.baseline
         since_s = float(session.started["started_unix_s"]) if session else self.started_unix_s
-        live = {"updated_unix_s": time.time(),
-                "server": self._server(session), "kernel": _kernel(self.run.sides, since, since_s)}
+        kernel = _kernel(self.run.sides, since, since_s, counter_extra(self.run))
+        live = {"updated_unix_s": time.time(), "server": self._server(session), "kernel": kernel}
         partial = self.folder / f".{LIVE}"
         partial.write_text(json.dumps(live))
         partial.replace(self.folder / LIVE)
@@ -248,10 +249,10 @@ class UiServer:
         return {"target": self.target.url, "idle_rss_bytes": idle, "samples": rows}
 
 
-def _kernel(sides: dict[str, Path], since: dict[str, counters.Snapshot],
-            since_s: float) -> dict[str, Any]:  # fmt: skip
+def _kernel(sides: dict[str, Path], since: dict[str, counters.Snapshot], since_s: float,
+            extra: Callable[[], dict[str, dict[str, int]]] | None = None) -> dict[str, Any]:
     """The counters that moved on every side since `since`, each with what it means."""
-    now = snapshots({side: sides[side] for side in since})
+    now = snapshots({side: sides[side] for side in since}, extra)
     pairs = {side: (since[side], now[side]) for side in since if side in now}
     if not pairs:
         return {"since_unix_s": since_s, "rows": [], "explain": []}
@@ -346,7 +347,7 @@ def _serve(run: topology.PointRun, listen: Listen, out: Path | None, say: Say,
             parts.enter_context(forward.forwarded(listen.host or "0.0.0.0", listen.port,
                                                   bed.clients[0].pid, inner.port))  # fmt: skip
         server = UiServer(run, sampler, target, out, say, stored_hook, idle_sockets=idle_sockets)
-        server.baseline = snapshots(run.sides)
+        server.baseline = snapshots(run.sides, counter_extra(run))
         say(f"target {run.point.topology.target} at {target.url}")
         say(f"web UI: {listen.url}  (Ctrl-C to stop; each test started there is stored as a "
             "run)")  # fmt: skip

@@ -19,6 +19,7 @@ in a clean-up is a warning on the point, never the loss of what was measured.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 import subprocess
@@ -119,12 +120,13 @@ def testbed(run: PointRun) -> Iterator[netns.Testbed | None]:
 @contextlib.contextmanager
 def kernel_counters(run: PointRun) -> Iterator[None]:
     """Counters on every side before the load; after it, their changes in kernel_counters.json."""
-    before = snapshots(run.sides)
+    extra = counter_extra(run)
+    before = snapshots(run.sides, extra)
     try:
         yield
     finally:
         try:
-            run.counter_record = store_counters(run.sides, before, run.pdir)
+            run.counter_record = store_counters(run.sides, before, run.pdir, extra)
         except OSError as exc:
             run.warnings.append(f"kernel counters not stored: {exc}")
 
@@ -350,22 +352,35 @@ def _workers(
     return workers
 
 
-def snapshots(sides: dict[str, Path]) -> dict[str, counters.Snapshot]:
-    """The kernel counters of every side now (a side that cannot be read is left out)."""
+def counter_extra(run: PointRun) -> Callable[[], dict[str, dict[str, int]]] | None:
+    """What reads the counters no /proc file holds (a profile's firewall), or None."""
+    if run.bed is None or run.bed.profile.firewall is None:
+        return None
+    return run.bed.firewall_counters
+
+
+def snapshots(
+    sides: dict[str, Path], extra: Callable[[], dict[str, dict[str, int]]] | None = None
+) -> dict[str, counters.Snapshot]:
+    """The kernel counters of every side now (a side that cannot be read is left out), with
+    the counters `extra` reads per side (a firewall's) among them."""
     found = {}
+    more = extra() if extra is not None else {}
     for side, net_dir in sides.items():
         try:
-            found[side] = counters.read_snapshot(net_dir)
+            snap = counters.read_snapshot(net_dir)
         except counters.CounterError:
             continue  # a point does not fail for want of counters; they are just not stored
+        found[side] = dataclasses.replace(snap, counters={**snap.counters, **more.get(side, {})})
     return found
 
 
 def store_counters(
-    sides: dict[str, Path], before: dict[str, counters.Snapshot], pdir: Path
-) -> dict[str, Any] | None:
+    sides: dict[str, Path], before: dict[str, counters.Snapshot], pdir: Path,
+    extra: Callable[[], dict[str, dict[str, int]]] | None = None,
+) -> dict[str, Any] | None:  # fmt: skip
     """The counters' changes on every side since `before`, in pdir's kernel_counters.json."""
-    after = snapshots({side: sides[side] for side in before})
+    after = snapshots({side: sides[side] for side in before}, extra)
     pairs = {side: (before[side], after[side]) for side in before if side in after}
     if not pairs:
         return None

@@ -15,6 +15,9 @@ Sources (all text files under /proc):
                             gauge "conntrack_entries"); per namespace, and absent (nothing read,
                             nothing said) when the nf_conntrack module is not loaded
     /proc/sys/fs/file-nr    file handles allocated, unused, max; global, not per namespace
+    nft counters            with a kernel profile's [firewall], its named counters in the
+                            server namespace (netns.firewall_counters, via `nft -j`), as
+                            "FirewallInvalidDrop", "FirewallRateLimitDrop", "FirewallPolicyDrop"
 
 NET is /proc/self/net for this process's namespace; /proc/PID/net reads the namespace of
 process PID from outside it. Reports use plain names: KEY_COUNTERS lists the counters they show
@@ -78,10 +81,14 @@ _KEYS = (
     ("", "ConntrackDrop"),
     ("", "ConntrackEarlyDrop"),
     ("", "ConntrackInsertFailed"),
+    ("", "FirewallInvalidDrop"),
+    ("", "FirewallRateLimitDrop"),
+    ("", "FirewallPolicyDrop"),
 )
 KEY_COUNTERS = tuple(name for _, name in _KEYS)
 _NSTAT_NAME = {name: section + name for section, name in _KEYS}
-KEY_GAUGES = ("sockets_used", "TCP_inuse", "TCP_orphan", "TCP_tw", "TCP_alloc", "TCP_mem")
+KEY_GAUGES = ("sockets_used", "TCP_inuse", "TCP_orphan", "TCP_tw", "TCP_alloc", "TCP_mem",
+              "conntrack_entries")
 # Keys of a point record that are not sides.
 SNAPSHOTS = "snapshots"
 FILE_NR_KEY = "file_nr"
@@ -125,6 +132,12 @@ MEANING = {
     "(net.netfilter.nf_conntrack_max)",
     "ConntrackInsertFailed": "new connections could not be entered in the conntrack table "
     "(a clash on the same addresses and ports); their first packet was dropped",
+    "FirewallInvalidDrop": "the firewall dropped packets conntrack called invalid (they "
+    "belong to no connection it tracks, e.g. one whose entry expired or was never made)",
+    "FirewallRateLimitDrop": "the firewall dropped SYNs over its per-source rate limit "
+    "(firewall.new_per_source_per_s); clients retried them after 1 s",
+    "FirewallPolicyDrop": "the firewall's policy dropped packets no rule accepted (not part "
+    "of a tracked connection, not a new TCP connection to the server address)",
     "TCPAbortOnMemory": "connections were reset because orphaned sockets "
     "(net.ipv4.tcp_max_orphans) or TCP memory (net.ipv4.tcp_mem) ran out",
     "TCPBacklogDrop": "packets were dropped because a socket's backlog was full while the "
@@ -160,6 +173,8 @@ ACTIVITY = {
     "TCP_tw": "TCP sockets in TIME-WAIT, change since the start",
     "TCP_alloc": "TCP sockets allocated, change since the start",
     "TCP_mem": "pages of TCP buffer memory, change since the start",
+    "conntrack_entries": "connections in conntrack's table (a firewall tracks them: open "
+    "ones, and closed ones until their timeout), change since the start",
 }
 
 

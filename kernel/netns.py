@@ -6,6 +6,8 @@
 
 Addresses are in 198.18.0.0/15, the range set aside for benchmarking (RFC 2544). Each namespace's
 sysctls come from the kernel profile and are set inside it, so the host's stay as they are.
+A profile's [firewall] is applied with Debian's nft inside the server namespace before its
+sysctls: its `ct state` rules load nf_conntrack, whose per-namespace timeouts only exist then.
 
 Each namespace is held open by a holder process (`unshare --net sleep infinity`) rather than a
 name under /run/netns. The kernel frees a namespace when the last process in it exits, and the
@@ -32,7 +34,9 @@ from typing import Any
 
 from common.errors import WsbenchError
 from common.procs import die_with_parent
-from kernel.profile import Profile
+from kernel.profile import FIREWALL_COUNTERS, NFT_TABLE, Profile, ProfileError
+from kernel.profile import load as load_profile
+from kernel.profile import names as profile_names
 
 NETWORK = ipaddress.ip_network("198.18.0.0/15")
 SERVER_ADDRESS = "198.18.0.1"
@@ -45,6 +49,18 @@ RECORDED_SYSCTLS = (
     "net.ipv4.ip_local_port_range", "net.ipv4.tcp_tw_reuse", "net.ipv4.tcp_fin_timeout",
     "net.ipv4.tcp_rmem", "net.ipv4.tcp_wmem", "net.ipv4.tcp_max_tw_buckets",
 )  # fmt: skip
+# Read in the server namespace when it has a firewall: the table's size (host-wide, read-only
+# there) and the timeouts that decide how long a closed connection keeps its entry.
+CONNTRACK_SYSCTLS = (
+    "net.netfilter.nf_conntrack_max", "net.netfilter.nf_conntrack_buckets",
+    "net.netfilter.nf_conntrack_tcp_timeout_established",
+    "net.netfilter.nf_conntrack_tcp_timeout_time_wait",
+    "net.netfilter.nf_conntrack_tcp_timeout_close_wait",
+    "net.netfilter.nf_conntrack_tcp_timeout_fin_wait",
+    "net.netfilter.nf_conntrack_tcp_timeout_syn_sent",
+    "net.netfilter.nf_conntrack_tcp_timeout_syn_recv",
+)  # fmt: skip
+NFT = ("nft", "nftables")  # the command a [firewall] runs, and its Debian package
 # Capabilities a test bed needs: NET_ADMIN for links and sysctls, SYS_ADMIN for setns/unshare.
 CAPABILITIES = ((12, "CAP_NET_ADMIN"), (21, "CAP_SYS_ADMIN"))
 TOOLS = (("ip", "iproute2"), ("unshare", "util-linux"), ("nsenter", "util-linux"))
@@ -77,8 +93,27 @@ def missing_privileges() -> list[str]:
     return missing
 
 
-def check_privileges(profile_name: str) -> None:
-    """KernelError saying what is missing (and what still works) unless namespaces can be made."""
+def check_firewall(profile: Profile) -> None:
+    """KernelError naming the package unless the profile's [firewall] can be applied."""
+    if profile.firewall is not None and shutil.which(NFT[0]) is None:
+        raise KernelError(
+            f"kernel profile {profile.name!r} has a [firewall], applied with the {NFT[0]} "
+            f"command, which is missing: install the Debian package {NFT[1]} "
+            f"(apt-get install {NFT[1]})"
+        )
+
+
+def check_privileges(profile: str | Profile) -> None:
+    """KernelError saying what is missing (and what still works) unless namespaces can be made
+    (and, for a profile with a [firewall], unless nft is there to apply it)."""
+    if isinstance(profile, str):
+        profile_name = profile
+        with contextlib.suppress(ProfileError):  # a shipped name: its [firewall] is checked
+            if profile in profile_names():
+                check_firewall(load_profile(profile))
+    else:
+        profile_name = profile.name
+        check_firewall(profile)
     missing = missing_privileges()
     if not missing:
         refused = _unshare_refused()
@@ -240,7 +275,14 @@ class Testbed:
             sides.update({f"client{k}": ns for k, ns in enumerate(self.clients)})
         return sides  # type: ignore[return-value]
 
+    def firewall_counters(self) -> dict[str, dict[str, int]]:
+        """{"server": the firewall's counters} when the profile has a [firewall], else {}."""
+        if self.profile.firewall is None or self.server is None:
+            return {}
+        return {"server": firewall_counters(self.server)}
+
     def _build(self) -> None:
+        check_firewall(self.profile)  # before the host's sysctls change
         if self.profile.host:
             from kernel import hostsysctl
 
@@ -266,7 +308,11 @@ class Testbed:
             lines = ["link set lo up", "link set eth0 up"]
             lines += [f"addr add {a}/{NETWORK.prefixlen} dev eth0" for a in self.addresses(k)]
             client.run("ip", "-batch", "-", stdin="\n".join(lines) + "\n")
-        self.in_force["server"] = server.sysctls(self.profile.server, RECORDED_SYSCTLS)
+        recorded = RECORDED_SYSCTLS
+        if self.profile.firewall is not None:
+            self.in_force["firewall"] = apply_firewall(server, self.profile)
+            recorded += CONNTRACK_SYSCTLS
+        self.in_force["server"] = server.sysctls(self.profile.server, recorded)
         for side, ns in self.namespaces().items():
             if side != "server":
                 self.in_force[side] = ns.sysctls(self.profile.client, RECORDED_SYSCTLS)
@@ -279,6 +325,28 @@ class Testbed:
         self.clients, self.server = [], None
         self._stack.close()
         return left
+
+
+def apply_firewall(ns: Namespace, profile: Profile) -> dict[str, str]:
+    """Put the profile's rules in `ns` with nft; the rule set as `nft list ruleset` prints it."""
+    assert profile.firewall is not None
+    ns.run(NFT[0], "-f", "-", stdin=profile.firewall.ruleset(SERVER_ADDRESS))
+    return {"ruleset": ns.run(NFT[0], "list", "ruleset")}
+
+
+def firewall_counters(ns: Namespace) -> dict[str, int]:
+    """The firewall's named nft counters in `ns` (packets) by their record names
+    (profile.FIREWALL_COUNTERS); {} when they cannot be read (a diagnostic, as all counters)."""
+    try:
+        listed = json.loads(ns.run(NFT[0], "-j", "list", "counters", "table", "inet", NFT_TABLE))
+    except (KernelError, ValueError):
+        return {}
+    found = {}
+    for entry in listed.get("nftables", []) if isinstance(listed, dict) else []:
+        counter = entry.get("counter") if isinstance(entry, dict) else None
+        if isinstance(counter, dict) and counter.get("name") in FIREWALL_COUNTERS:
+            found[FIREWALL_COUNTERS[counter["name"]]] = int(counter.get("packets", 0))
+    return found
 
 
 def _run(cmd: Sequence[str], stdin: str | None = None) -> subprocess.CompletedProcess[str]:

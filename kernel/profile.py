@@ -11,6 +11,15 @@ target and Locust processes, and the client topology (source addresses per clien
     [host.sysctls]    "net.core.netdev_max_backlog" = 16384
     [rlimits]         nofile = 20000 | "hard"
     [topology]        client_addresses = "auto" | N   # N: exactly N source addresses per client
+    [firewall]        new_per_source_per_s = N, new_burst = B     # both optional
+
+A [firewall] section (even an empty one) puts a stateful nftables firewall in the server
+namespace: established/related accepted, invalid dropped, loopback accepted, new TCP connections
+(a SYN) to the server address accepted on any port (the target's port, and a proxy's, are chosen
+after the namespaces exist), optionally at most N per second per source address (B at once),
+everything else dropped (policy drop). Its `ct state` rules make the kernel track connections,
+so the conntrack table (net.netfilter.nf_conntrack_max, host-wide: [host.sysctls]) and its
+timeouts (net.netfilter.nf_conntrack_tcp_timeout_*, per namespace: [server.sysctls]) apply.
 
 `--kernel-profile NAME` finds kernel/profiles/NAME.toml; a path to a .toml file works too.
 """
@@ -43,7 +52,17 @@ GLOBAL_KEYS = frozenset({
     "net.core.netdev_max_backlog", "net.ipv4.tcp_max_orphans", "net.core.optmem_max",
 })  # fmt: skip
 _KEY = re.compile(r"[a-z0-9_]+(\.[a-z0-9_-]+)+")
-_TOP_KEYS = {"description", "extends", "server", "client", "host", "rlimits", "topology"}
+_TOP_KEYS = {"description", "extends", "server", "client", "host", "rlimits", "topology",
+             "firewall"}  # fmt: skip
+FIREWALL_KEYS = ("new_per_source_per_s", "new_burst")
+MAX_FIREWALL_RATE = 1_000_000
+NFT_TABLE = "wsbench"
+# The firewall's named nft counters and the counter names the point's records give them.
+FIREWALL_COUNTERS = {
+    "invalid": "FirewallInvalidDrop",
+    "rate_limited": "FirewallRateLimitDrop",
+    "refused": "FirewallPolicyDrop",
+}
 
 
 class ProfileError(BadInput, ValueError):
@@ -53,6 +72,42 @@ class ProfileError(BadInput, ValueError):
 def is_global(key: str) -> bool:
     """Whether a sysctl is host-wide on Linux (not per network namespace)."""
     return key in GLOBAL_KEYS or key.startswith(GLOBAL_PREFIXES)
+
+
+@dataclass(frozen=True)
+class Firewall:
+    """The stateful rules of a [firewall] section; None fields: no per-source limit."""
+
+    new_per_source_per_s: int | None = None
+    new_burst: int | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"new_per_source_per_s": self.new_per_source_per_s, "new_burst": self.new_burst}
+
+    def ruleset(self, server_address: str) -> str:
+        """The nft script (for `nft -f -`) that puts these rules in a namespace; every drop
+        other than conntrack's own counts in one of the named counters of FIREWALL_COUNTERS."""
+        rate = self.new_per_source_per_s
+        syn = f"ip daddr {server_address} tcp flags syn / syn,ack ct state new"
+        limit = [
+            f"\t\t{syn} add @new_sources {{ ip saddr limit rate over {rate}/second burst "
+            f"{self.new_burst or rate} packets }} counter name rate_limited drop"
+        ] if rate else []  # fmt: skip
+        sources = ["\tset new_sources {", "\t\ttype ipv4_addr; flags dynamic; timeout 60s;",
+                   "\t}"] if rate else []  # fmt: skip
+        return "\n".join([
+            f"table inet {NFT_TABLE} {{", *sources,
+            *(f"\tcounter {name} {{ }}" for name in FIREWALL_COUNTERS),
+            "\tchain input {",
+            "\t\ttype filter hook input priority filter; policy drop;",
+            "\t\tct state established,related accept",
+            "\t\tct state invalid counter name invalid drop",
+            '\t\tiif "lo" accept',
+            *limit,
+            f"\t\t{syn} accept",
+            "\t\tcounter name refused",  # what the policy drops next
+            "\t}", "}", "",
+        ])  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -66,6 +121,7 @@ class Profile:
     nofile: int | str | None = None  # None or "hard": the hard limit in force
     client_addresses: int | None = None  # None ("auto"): as many as the port range needs
     extends: str | None = None
+    firewall: Firewall | None = None  # None: no [firewall] section, no rules, no conntrack
 
     def sysctls(self, side: str) -> dict[str, str]:
         return {"server": self.server, "client": self.client, "host": self.host}[side]
@@ -76,6 +132,7 @@ class Profile:
             "extends": self.extends, "server_sysctls": self.server, "client_sysctls": self.client,
             "host_sysctls": self.host, "rlimits": {"nofile": self.nofile},
             "topology": {"client_addresses": self.client_addresses or AUTO},
+            "firewall": self.firewall.as_dict() if self.firewall else None,
         }  # fmt: skip
 
     def port_range(self) -> tuple[int, int] | None:
@@ -147,7 +204,7 @@ def load(name: str, _seen: tuple[Path, ...] = (), _base: Path | None = None) -> 
         name=path.stem, description=" ".join(description.split()), path=path,
         server=sides["server"], client=sides["client"], host=sides["host"],
         nofile=_nofile(data, base, where), client_addresses=_client_addresses(data, base, where),
-        extends=extends,
+        extends=extends, firewall=_firewall(data, base, where),
     )  # fmt: skip
     _check_port_range(profile, where)
     return profile
@@ -207,6 +264,28 @@ def _client_addresses(data: dict[str, Any], base: Profile | None, where: str) ->
     return addresses
 
 
+def _firewall(data: dict[str, Any], base: Profile | None, where: str) -> Firewall | None:
+    """The [firewall] section laid over the base profile's; None when neither has one."""
+    inherited = base.firewall if base else None
+    if "firewall" not in data:
+        return inherited
+    table = _table(data, "firewall", where)
+    unknown = sorted(set(table) - set(FIREWALL_KEYS))
+    if unknown:
+        raise ProfileError(f"{where}: [firewall] knows only {', '.join(FIREWALL_KEYS)}, "
+                           f"not {', '.join(unknown)}")  # fmt: skip
+    values = {**(inherited.as_dict() if inherited else {}), **table}
+    for key in FIREWALL_KEYS:
+        value = values.get(key)
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int)
+                                  or not 1 <= value <= MAX_FIREWALL_RATE):  # fmt: skip
+            raise ProfileError(f"{where}: firewall.{key} must be a whole number "
+                               f"1..{MAX_FIREWALL_RATE:,}, got {value!r}")  # fmt: skip
+    if values.get("new_burst") is not None and values.get("new_per_source_per_s") is None:
+        raise ProfileError(f"{where}: firewall.new_burst needs firewall.new_per_source_per_s")
+    return Firewall(values.get("new_per_source_per_s"), values.get("new_burst"))
+
+
 def _check_port_range(profile: Profile, where: str) -> None:
     if "net.ipv4.ip_local_port_range" in profile.client:
         try:
@@ -255,6 +334,12 @@ def _sysctls(table: object, where: str, side: str) -> dict[str, str]:
 def sysctl_lines(profile: Profile) -> list[str]:
     """The commands that apply the profile on real machines, grouped by where they run."""
     lines = []
+    if profile.firewall is not None:  # first: its `ct` rules make the conntrack sysctls exist
+        lines += ["# the firewall, on the server, first (put its own address for the test bed's "
+                  "198.18.0.1; the table wsbench replaces nothing else; policy drop: check "
+                  "that what else the server serves is a new TCP connection or answers)",
+                  "nft -f - <<'EOF'", *profile.firewall.ruleset("198.18.0.1").splitlines(),
+                  "EOF"]  # fmt: skip
     groups = (
         ("server", "# on the server machine"),
         ("client", "# on each load-generating machine"),

@@ -48,6 +48,9 @@ CAUSES = {
     "ConntrackInsertFailed": "conntrack could not enter new connections (a clash) and "
     "dropped their first packet",
     "ConntrackEarlyDrop": "conntrack's table was full and it evicted entries",
+    "FirewallRateLimitDrop": "the firewall dropped SYNs over its per-source rate limit",
+    "FirewallPolicyDrop": "the firewall's policy dropped packets no rule accepted",
+    "FirewallInvalidDrop": "the firewall dropped packets conntrack called invalid",
     "PAWSActive": "SYN-ACKs answering an earlier connection on the same port pair were "
     "rejected (PAWS)",
     "PAWSPassive": "SYNs with an old timestamp were dropped (PAWS)",
@@ -97,6 +100,22 @@ class Stall:
 
     def as_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def named_causes(record: Mapping[str, Any] | None) -> str:
+    """The counters that name who dropped handshake packets in a point, in words ("" if none
+    moved): said for connections that failed to open, which no latency histogram holds.
+
+    e.g. "server ConntrackDrop +2,478: conntrack's table was full and it dropped packets
+    (client TCPSynRetrans +2,124)".
+    """
+    sides = counters.side_deltas(dict(record)) if record else {}
+    causes = _moved(sides, CAUSES)
+    if not causes:
+        return ""
+    said = "; ".join(f"{side} {c} +{d:,}: {CAUSES[c]}" for side, c, d in causes)
+    evidence = _moved(sides, (EVIDENCE,))
+    return said + (f" ({_list(evidence)})" if evidence else "")
 
 
 def syn_schedule(linear_timeouts: int = 0) -> tuple[float, ...]:

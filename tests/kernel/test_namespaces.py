@@ -72,9 +72,11 @@ def nothing_left() -> Iterator[None]:
     assert not changed, f"host sysctls changed: {sorted(changed)}"
 
 
-def wsbench(*args: str, timeout_s: float = 240) -> subprocess.CompletedProcess[str]:
+def wsbench(
+    *args: str, timeout_s: float = 240, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "runner", *args], cwd=REPO, capture_output=True,
-                          text=True, timeout=timeout_s)  # fmt: skip
+                          text=True, timeout=timeout_s, env=env)  # fmt: skip
 
 
 def point(run: Path, profile: str) -> dict:

@@ -13,7 +13,7 @@ import pytest
 from kernel import profile
 from kernel.profile import ProfileError, is_global, load, sysctl_lines
 
-SHIPPED = {"default", "tuned", "constrained", "tuned-host"}
+SHIPPED = {"default", "tuned", "constrained", "tuned-host", "firewall", "firewall-full"}
 GLOBAL_KEYS = ("net.core.netdev_max_backlog", "fs.file-max", "net.ipv4.tcp_mem")
 
 MakeProfile = Callable[[str], str]
@@ -37,7 +37,7 @@ def _with_description(body: str) -> str:
 
 
 def test_shipped_profiles_are_the_documented_ones() -> None:
-    """`kernel list` offers exactly default, tuned, constrained and tuned-host files."""
+    """`kernel list` offers exactly the shipped files, the two firewall profiles among them."""
     assert set(profile.names()) == SHIPPED
 
 
