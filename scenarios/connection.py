@@ -5,6 +5,10 @@ through the caller's `report(name, rtt_us, length, error)`, each bounded by the 
 websocket-client does the upgrade (request headers, Sec-WebSocket-Accept and subprotocol
 checks) over our socket.
 
+With `ConnectSettings.deflate` the upgrade offers permessage-deflate (scenarios/deflate.py)
+and the server's answer must accept it (NotNegotiated, an upgrade failure, if not); the
+connection's `deflate` then compresses and inflates its messages.
+
 After the upgrade the socket is ours: websocket-client's frame path costs about twice ours
 per message (per-frame objects, one recv per header field, locks), and the message path is
 the hottest code in the project. Reads are buffered: one recv() can deliver several frames.
@@ -32,9 +36,11 @@ from gevent import GreenletExit
 
 from common.units import ns_to_us
 from scenarios.deadlines import watchdog
+from scenarios.deflate import OFFER, Deflate, agreed
 from scenarios.failures import (
     ConnectionLost,
     HandshakeRejected,
+    NotNegotiated,
     ProtocolViolation,
     WsError,
     classify,
@@ -75,6 +81,7 @@ class ConnectSettings:
     subprotocols: Sequence[str] = ()
     origin: str | None = None
     source_ips: Sequence[str] = ()
+    deflate: bool = False  # offer permessage-deflate and require it (--ws-compression deflate)
     _next_source: Iterator[str] | None = field(default=None, init=False, repr=False)
 
     def source_address(self) -> tuple[str, int] | None:
@@ -202,17 +209,22 @@ def open_connection(
             )
         reader = _HandshakeReader(sock)
         ws = websocket.WebSocket(enable_multithread=False, skip_utf8_validation=True)
-        options: dict[str, object] = {"socket": reader, "header": list(settings.headers)}
+        headers = list(settings.headers)
+        if settings.deflate:
+            headers.append(f"Sec-WebSocket-Extensions: {OFFER}")
+        options: dict[str, object] = {"socket": reader, "header": headers}
         if settings.subprotocols:
             options["subprotocols"] = list(settings.subprotocols)
         if settings.origin:
             options["origin"] = settings.origin
-        _phase(report, WS_UPGRADE, lambda: _upgrade(ws, url, options), unanswered)
+        deflate = _phase(report, WS_UPGRADE, lambda: _upgrade(ws, url, options, settings.deflate),
+                         unanswered)  # fmt: skip
     except BaseException:
         sock.close()
         raise
     sock.settimeout(None)  # from now on the watchdog bounds waits (see module docstring)
     connection = WsConnection(sock, reader.leftover, ws.getsubprotocol(), settings.timeout_s)
+    connection.deflate = deflate
     watchdog().watch(connection)
     return connection
 
@@ -231,11 +243,20 @@ def endpoint_url(host: str, path: str) -> str:
     return host.rstrip("/") + path
 
 
-def _upgrade(ws: websocket.WebSocket, url: str, options: dict[str, object]) -> None:
+def _upgrade(
+    ws: websocket.WebSocket, url: str, options: dict[str, object], deflate: bool
+) -> Deflate | None:
+    """The upgrade; with `deflate`, the compression the server's answer agreed to."""
     ws.connect(url, redirect_limit=0, **options)
     status = ws.getstatus()
     if status != 101:
         raise HandshakeRejected(status or 0)
+    if not deflate:
+        return None
+    params = agreed((ws.getheaders() or {}).get("sec-websocket-extensions"))
+    if params is None:
+        raise NotNegotiated("permessage-deflate", "--ws-compression deflate")
+    return Deflate(params)
 
 
 class WsConnection(ServerFrames):
@@ -287,11 +308,11 @@ class WsConnection(ServerFrames):
             self._sendall(memoryview(frame)[sent:])
 
     def send_binary(self, payload: bytes) -> None:
-        self.send_frame(client_frame(FIN | OP_BINARY, payload))
+        self.send_frame(self.message_frame(FIN | OP_BINARY, payload))
 
     def send_text(self, payload: bytes) -> None:
         """`payload` is already UTF-8: encoding is the caller's, once, not per message."""
-        self.send_frame(client_frame(FIN | OP_TEXT, payload))
+        self.send_frame(self.message_frame(FIN | OP_TEXT, payload))
 
     def ping(self, payload: bytes = b"") -> None:
         self.send_frame(client_frame(FIN | OP_PING, payload))

@@ -1,13 +1,18 @@
 """echo: closed-loop round trips on /echo, one message in flight per connection.
 
     locust -f scenarios/echo.py --host ws://127.0.0.1:PORT --headless -u 10 -r 10 -t 30s \
-        [--payload-bytes 32] [--text] [--think-ms 0]
+        [--payload-bytes 32] [--text] [--think-ms 0] [--payload-content x|text|random]
 
 --host with a path (ws://HOST:PORT/ws) is the endpoint as given; without one, /echo is used.
 Works against any RFC 6455 echo server. Request name: "echo" (send to reply, µs). The engine
 (scenarios/engine.py) sends the next message from the callback that read the reply, or after
 --think-ms on its timer: no greenlet wakes per round trip. A reply still awaited when the
 run ends is counted as unanswered (or a failure, past --ws-timeout-s).
+
+With --ws-compression deflate a connection that negotiated it runs `_DeflatedRoundTrips`:
+each message compressed as it is sent (a new one from --payload-content's pool each time), and
+each echo compared byte for byte with it once inflated. Without compression nothing of this
+is on the path: the frames are the pool's, the echo checked by its length.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from scenarios.engine import Channel
 from scenarios.failures import ProtocolViolation, WsError
 from scenarios.frames import FIN, OP_BINARY, OP_TEXT, client_frame, frame_pool
 from scenarios.options import add_once, non_negative_float, option, positive_int
+from scenarios.payloads import CONTENTS, DEFAULT_CONTENT, Messages, help_text
 from scenarios.user import WebSocketUser
 
 ECHO = "echo"
@@ -33,6 +39,8 @@ def _arguments(parser, **_):
              help="Send text frames (ASCII payload) instead of binary")
     add_once(parser, "--think-ms", type=non_negative_float, default=0.0,
              help="Pause after each round trip, ms (0: back to back)")
+    add_once(parser, "--payload-content", choices=CONTENTS, default=DEFAULT_CONTENT,
+             help=help_text())
 
 
 class EchoUser(WebSocketUser):
@@ -44,8 +52,10 @@ class EchoUser(WebSocketUser):
 
     def on_start(self) -> None:
         env = self.environment
-        self.payload = b"x" * int(option(env, "payload_bytes", 32))
         self.text = bool(option(env, "text", False))
+        self.content = str(option(env, "payload_content", DEFAULT_CONTENT))
+        self.messages = Messages(self.content, int(option(env, "payload_bytes", 32)), self.text)
+        self.payload = self.messages.payloads[0]
         self.think_ns = int(float(option(env, "think_ms", 0.0)) * 1e6)
 
     @task
@@ -53,7 +63,8 @@ class EchoUser(WebSocketUser):
         ws = self.connect()
         if ws is None:
             return
-        self.run_on_engine(ws, _RoundTrips(self))
+        handler = _RoundTrips if ws.deflate is None else _DeflatedRoundTrips
+        self.run_on_engine(ws, handler(self))
 
 
 class _RoundTrips:
@@ -111,3 +122,24 @@ class _RoundTrips:
     def on_stop(self) -> None:
         if self.sent_ns:
             self.user.unanswered(ECHO)
+
+
+class _DeflatedRoundTrips(_RoundTrips):
+    """The closed loop on a permessage-deflate connection: a message compressed per send, its
+    echo inflated (by the channel) and compared with what was sent."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self, user: EchoUser) -> None:
+        super().__init__(user)
+        self.sent = b""
+        self._frame = self._deflated
+
+    def _deflated(self) -> bytes:
+        self.sent = payload = self.user.messages.next()
+        return self.channel.message_frame(self.first, payload)
+
+    def on_message(self, payload: bytes, now_ns: int) -> None:
+        if self.sent_ns and payload != self.sent:
+            raise ProtocolViolation("echo differs from what was sent")
+        super().on_message(payload, now_ns)

@@ -1,7 +1,7 @@
 """echo_rate: open model on /echo; each connection sends at a fixed rate, on schedule.
 
     locust -f scenarios/echo_rate.py --host ws://127.0.0.1:PORT --headless -u 10 -r 10 -t 30s \
-        [--rate 100] [--payload-bytes 32] [--max-in-flight 0]
+        [--rate 100] [--payload-bytes 32] [--max-in-flight 0] [--payload-content x]
 
 --host with a path (ws://HOST:PORT/ws) is the endpoint as given; without one, /echo is used.
 Every send has an intended time (connection start + random phase + k / rate). The engine
@@ -19,6 +19,10 @@ and "echo sends made" count the schedule against what was done.
 After a dropped connection the schedule restarts on the new one; sends due in between are
 not made (the failure is reported instead). At the end, echoes still awaited past the timeout
 are failures, the others are counted as unanswered. Works against any RFC 6455 echo server.
+
+With --ws-compression deflate a connection that negotiated it runs `_DeflatedSchedule`: each
+message compressed at its send (a new one from --payload-content's pool each time) and each
+echo compared with what was sent; without it none of that is on the path.
 """
 
 from __future__ import annotations
@@ -35,6 +39,7 @@ from scenarios.failures import ProtocolViolation, WsError, WsTimeout
 from scenarios.frames import FIN, OP_BINARY, client_frame, frame_pool
 from scenarios.options import add_once, non_negative_int, option, positive_float, positive_int
 from scenarios.output import UNANSWERED_PREFIX
+from scenarios.payloads import CONTENTS, DEFAULT_CONTENT, Messages, help_text
 from scenarios.schedule import FixedRate
 from scenarios.selfcheck import SEND_LAG
 from scenarios.user import WebSocketUser
@@ -51,6 +56,8 @@ def _arguments(parser, **_):
     add_once(parser, "--max-in-flight", type=non_negative_int, default=0,
              help="Unanswered messages a connection may have before its next send waits "
              "(0: no limit, the sends wait only for TCP back-pressure)")
+    add_once(parser, "--payload-content", choices=CONTENTS, default=DEFAULT_CONTENT,
+             help=help_text())
 
 
 class EchoRateUser(WebSocketUser):
@@ -63,7 +70,9 @@ class EchoRateUser(WebSocketUser):
     def on_start(self) -> None:
         env = self.environment
         self.interval_ns = int(1e9 / float(option(env, "rate", 100.0)))
-        self.payload = b"x" * int(option(env, "payload_bytes", 32))
+        content = str(option(env, "payload_content", DEFAULT_CONTENT))
+        self.messages = Messages(content, int(option(env, "payload_bytes", 32)), False)
+        self.payload = self.messages.payloads[0]
         self.max_in_flight = int(option(env, "max_in_flight", 0))
 
     @task
@@ -71,7 +80,8 @@ class EchoRateUser(WebSocketUser):
         ws = self.connect()
         if ws is None:
             return
-        self.run_on_engine(ws, _Schedule(self))
+        handler = _Schedule if ws.deflate is None else _DeflatedSchedule
+        self.run_on_engine(ws, handler(self))
 
 
 class _Schedule(FixedRate):
@@ -149,3 +159,29 @@ class _Schedule(FixedRate):
         if unanswered:
             self.user.measurement.recorder.count(f"{UNANSWERED_PREFIX}{CORRECTED}", unanswered)
         self.in_flight.clear()
+
+
+class _DeflatedSchedule(_Schedule):
+    """The schedule on a permessage-deflate connection: a message compressed per send, each
+    echo (inflated by the channel) compared with what was sent, in order."""
+
+    __slots__ = ("sent",)
+
+    def __init__(self, user: EchoRateUser) -> None:
+        super().__init__(user)
+        self.sent: deque[bytes] = deque()
+        self._frame = self._deflated
+
+    def _deflated(self) -> bytes:
+        payload = self.user.messages.next()
+        self.sent.append(payload)
+        return self.channel.message_frame(FIN | OP_BINARY, payload)
+
+    def on_message(self, payload: bytes, now_ns: int) -> None:
+        if not self.sent or payload != self.sent.popleft():
+            raise ProtocolViolation("echo differs from what was sent")
+        super().on_message(payload, now_ns)
+
+    def on_end(self, error: WsError | None) -> None:
+        self.sent.clear()
+        super().on_end(error)

@@ -267,6 +267,7 @@ class Channel(ServerFrames):
 
     def __init__(self, conn: WsConnection, handler: Handler) -> None:
         super().__init__()
+        self.deflate = conn.deflate  # the compression context goes on where the upgrade left it
         self.conn = conn
         self.handler = handler
         self.ended = Event()

@@ -5,6 +5,7 @@
     ├── ConnectionLost           the TCP connection ended without a close frame (EOF, reset)
     ├── WsTimeout                nothing arrived within the timeout
     ├── HandshakeRejected        the HTTP upgrade was answered with another status
+    ├── NotNegotiated            an extension asked for (--ws-compression) the server declined
     ├── ProtocolViolation        the server broke RFC 6455 (or the echo came back wrong)
     ├── SequenceGap              messages of a numbered stream (push, broadcast) went missing
     └── NetworkError             any other socket error, named by its errno (EADDRNOTAVAIL, EMFILE)
@@ -77,6 +78,16 @@ class HandshakeRejected(WsError):
     def __init__(self, status: int) -> None:
         self.status = status
         super().__init__(f"upgrade rejected: HTTP {status}")
+
+
+class NotNegotiated(WsError):
+    """The upgrade succeeded without an extension the run asked for: measuring on would
+    report figures of another configuration than the one asked for."""
+
+    def __init__(self, extension: str, option: str) -> None:
+        self.extension = extension
+        super().__init__(f"{extension} asked for ({option}) and not negotiated: the server's "
+                         "upgrade answer did not accept it")  # fmt: skip
 
 
 class ProtocolViolation(WsError):

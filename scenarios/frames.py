@@ -17,6 +17,7 @@ from collections.abc import Callable, Iterator
 
 import numpy as np
 
+from scenarios.deflate import Deflate
 from scenarios.failures import ConnectionClosed, ProtocolViolation
 from targets.rfc6455.codes import CloseCode
 
@@ -27,6 +28,7 @@ OP_CLOSE = 0x8
 OP_PING = 0x9
 OP_PONG = 0xA
 FIN = 0x80
+RSV1 = 0x40  # permessage-deflate: this message is compressed (RFC 7692 §6)
 MASK_BIT = 0x80
 
 U16 = struct.Struct("!H")
@@ -168,13 +170,19 @@ class ServerFrames:
     close is echoed and ends the connection, fragments are joined into their message, anything
     else fails the connection. The reader supplies the sending: `answer(frame)` (a pong) and,
     if the close echo needs more, `answer_close(frame)`.
+
+    With permessage-deflate negotiated (`deflate`, scenarios/deflate.py), a compressed message
+    starts with RSV1 set (0xC1, 0xC2), so it too comes here, off the uncompressed fast path,
+    and is inflated once whole.
     """
 
-    __slots__ = ("on_pong", "_parts")
+    __slots__ = ("on_pong", "deflate", "_parts", "_compressed")
 
     def __init__(self) -> None:
         self.on_pong: Callable[[int], None] | None = None  # called with the pong's read time
+        self.deflate: Deflate | None = None  # permessage-deflate, when negotiated
         self._parts: list[bytes] | None = None  # a fragmented message being reassembled
+        self._compressed = False  # ... whose first frame had RSV1
 
     def answer(self, frame: bytes) -> None:
         """Send `frame` (a pong) to the server."""
@@ -184,12 +192,20 @@ class ServerFrames:
         """Send the echo of the server's close; ConnectionClosed is raised right after."""
         self.answer(frame)
 
+    def message_frame(self, first_byte: int, payload: bytes) -> bytes:
+        """One masked frame of a whole data message: compressed (RSV1) with deflate."""
+        deflate = self.deflate
+        if deflate is None:
+            return client_frame(first_byte, payload)
+        return client_frame(first_byte | RSV1, deflate.compress(payload))
+
     def other_frame(self, first: int, payload: bytes, now_ns: int) -> bytes | None:
         """The message this frame completes (None: none); ConnectionClosed on a close frame,
         ProtocolViolation on a frame RFC 6455 forbids here. Rare, so kept off the fast path."""
-        if first & 0x70:
-            raise ProtocolViolation("protocol error: reserved bits set without an extension")
         opcode = first & 0x0F
+        reserved = first & 0x70
+        if reserved:
+            self._check_reserved(reserved, opcode)
         if opcode == OP_PING:
             self.answer(client_frame(FIN | OP_PONG, payload))
         elif opcode == OP_PONG:
@@ -203,16 +219,24 @@ class ServerFrames:
             if self._parts is not None:
                 raise ProtocolViolation("protocol error: new message inside a fragmented one")
             if first & FIN:
-                return payload
+                return self.deflate.decompress(payload) if reserved else payload
             self._parts = [payload]
+            self._compressed = bool(reserved)
         elif opcode == OP_CONT and self._parts is not None:
             self._parts.append(payload)
             if first & FIN:
                 message, self._parts = b"".join(self._parts), None
-                return message
+                return self.deflate.decompress(message) if self._compressed else message
         else:
             raise ProtocolViolation(f"protocol error: unexpected opcode {opcode:#x}")
         return None
+
+    def _check_reserved(self, reserved: int, opcode: int) -> None:
+        """RSV1 is allowed on the first frame of a data message with deflate; nothing else."""
+        if self.deflate is None or reserved != RSV1:
+            raise ProtocolViolation("protocol error: reserved bits set without an extension")
+        if opcode not in (OP_TEXT, OP_BINARY):
+            raise ProtocolViolation("protocol error: RSV1 on a control or continuation frame")
 
 
 _pools: dict[tuple[int, int, bytes], FramePool] = {}

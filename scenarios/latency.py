@@ -158,6 +158,11 @@ DROPPED = "connections dropped"
 CONNECT_FAILED = "connect failures"
 PUBLISHED = "broadcast published"  # and what was published meanwhile
 WINDOW_EVENTS = (DROPPED, CONNECT_FAILED, PUBLISHED)
+# --ws-compression deflate: upgrades that agreed to permessage-deflate, each agreement's
+# parameters (a counter named by them), and upgrades the server answered without it.
+DEFLATE_NEGOTIATED = "deflate negotiated"
+DEFLATE_AGREED_PREFIX = "deflate agreed: "
+DEFLATE_DECLINED = "deflate declined"
 
 
 @dataclass

@@ -30,6 +30,7 @@ DEFAULT_TIMEOUT_S = 10.0
 DEFAULT_RECONNECT_BACKOFF_MS = 100.0
 DEFAULT_RECONNECT_MAX_MS = 5000.0
 DEFAULT_RECONNECT_JITTER = 0.5
+COMPRESSIONS = ("none", "deflate")
 
 
 def add_once(parser: argparse.ArgumentParser, flag: str, **kwargs: Any) -> None:
@@ -116,6 +117,9 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
     add_once(parser, "--ws-subprotocols", default="",
              help="Comma-separated subprotocols to offer (Sec-WebSocket-Protocol)")
     add_once(parser, "--ws-origin", default="", help="Origin header of the upgrade request")
+    add_once(parser, "--ws-compression", choices=COMPRESSIONS, default="none",
+             help="deflate: offer permessage-deflate (RFC 7692) and compress messages; a "
+             "server that does not accept it fails the upgrade (default: none)")
     add_once(parser, "--ws-source-ips", default="",
              help="Comma-separated local IPs to connect from, round-robin (e.g. "
              "127.0.0.2,127.0.0.3): each adds its own range of ephemeral ports. Each "
@@ -181,6 +185,7 @@ def connect_settings(environment: Environment) -> ConnectSettings:
         _split(option(environment, "ws_subprotocols", "")),
         option(environment, "ws_origin", "") or None,
         _split(option(environment, "ws_source_ips", "")),
+        option(environment, "ws_compression", "none") == "deflate",
     )
 
 
@@ -193,6 +198,7 @@ def _settings(
     subprotocols: tuple[str, ...],
     origin: str | None,
     source_ips: tuple[str, ...],
+    deflate: bool = False,
 ) -> ConnectSettings:
     return ConnectSettings(
         timeout_s=timeout_s,
@@ -201,6 +207,7 @@ def _settings(
         subprotocols=subprotocols,
         origin=origin,
         source_ips=local_only(source_ips),
+        deflate=deflate,
     )
 
 

@@ -37,9 +37,16 @@ from locust.user.task import LOCUST_STATE_RUNNING, LOCUST_STATE_STOPPING, LOCUST
 from common.units import ns_to_us
 from scenarios import options
 from scenarios.connection import WsConnection, endpoint_url, open_connection
+from scenarios.deflate import DeflateParams
 from scenarios.engine import Channel, Handler, engine
-from scenarios.failures import WsError, WsTimeout, classify
-from scenarios.latency import CONNECT_FAILED, DROPPED
+from scenarios.failures import NotNegotiated, WsError, WsTimeout, classify
+from scenarios.latency import (
+    CONNECT_FAILED,
+    DEFLATE_AGREED_PREFIX,
+    DEFLATE_DECLINED,
+    DEFLATE_NEGOTIATED,
+    DROPPED,
+)
 from scenarios.measurement import measurement_for, on_init
 from scenarios.output import UNANSWERED_PREFIX
 
@@ -152,14 +159,25 @@ class WebSocketUser(User):
         settings = options.connect_settings(self.environment)
         try:
             ws = open_connection(self.url, settings, self._report_phase, self.unanswered)
-        except WsError:
+        except WsError as exc:
             self.measurement.recorder.count(CONNECT_FAILED)
+            if isinstance(exc, NotNegotiated):
+                self.measurement.recorder.count(DEFLATE_DECLINED)
             self._back_off()  # slept at the start of the next attempt
             return None
         self._backoff_s = 0.0
+        if ws.deflate is not None:
+            self._count_deflate(ws.deflate.params)
         self.ws = ws
         self.measurement.open_connections += 1
         return ws
+
+    def _count_deflate(self, params: DeflateParams) -> None:
+        """The point's record of what the servers agreed to (harness/execute reads it)."""
+        count = self.measurement.recorder.count
+        count(DEFLATE_NEGOTIATED)
+        agreed = ", ".join(f"{k}={v}" for k, v in params.as_dict().items())
+        count(f"{DEFLATE_AGREED_PREFIX}{agreed}")
 
     def unanswered(self, name: str) -> None:
         """A request still waiting when the run stopped this user (within its timeout)."""
