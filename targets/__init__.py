@@ -15,3 +15,7 @@ TARGETS: dict[str, str] = {
     "websockets": "targets.websockets_server",
     "raw": "targets.raw_server",
 }
+# The targets that serve permessage-deflate (RFC 7692) with --compression deflate: each through
+# its library's own implementation. The raw target's sans-I/O core has none and refuses it.
+DEFLATE_TARGETS = frozenset({"aiohttp", "websockets"})
+COMPRESSIONS = ("none", "deflate")

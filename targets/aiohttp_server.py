@@ -94,7 +94,7 @@ class _App:
             timeout=limits.close_timeout_s,
             autoping=True,
             heartbeat=None,
-            compress=False,
+            compress=self.ctx.deflate,  # aiohttp's permessage-deflate, window 15 bits
             # aiohttp refuses a message of exactly max_msg_size; the policy allows it.
             max_msg_size=limits.max_message_bytes + 1,
             # We answer the client's close ourselves, echoing its code as RFC 6455 §5.5.1 asks

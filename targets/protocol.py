@@ -13,10 +13,10 @@ Paths (this module is their definition; README.md "Reference targets" describes 
 
 Every opening handshake's response names the process that served it: `X-Wsbench-Worker: <pid>`.
 
-Uniform policies: no compression, no server pings, messages over `max_message_bytes` are closed
-with 1009, a connection whose outgoing backlog passes `max_queue_bytes` is closed with 1008 and
-counted as a slow consumer, a handshake not finished within `handshake_timeout_s` is dropped,
-SIGTERM/SIGINT close every client with 1001.
+Uniform policies: no compression unless asked (--compression deflate), no server pings,
+messages over `max_message_bytes` are closed with 1009, a connection whose outgoing backlog
+passes `max_queue_bytes` is closed with 1008 and counted as a slow consumer, a handshake not
+finished within `handshake_timeout_s` is dropped, SIGTERM/SIGINT close every client with 1001.
 
 Clocks: send times are CLOCK_MONOTONIC nanoseconds (`time.monotonic_ns()` on Linux), comparable
 between processes on one host.

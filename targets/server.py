@@ -9,6 +9,10 @@ one on the same port; a replacement that is never ready, or too many of them too
 The supervisor also keeps the directory where workers leave their counters for each other's
 /metrics (targets/metrics.py) and deletes a worker's when it reaps it.
 
+With `--compression deflate` the aiohttp and websockets targets accept permessage-deflate
+(RFC 7692) through their library's own implementation, with its defaults; the raw target
+refuses it in one line (its core has no RFC 7692).
+
 With `--broker redis://HOST:PORT` every process relays its rooms through Redis (targets/broker.py),
 so a room spans all of them; without it rooms are per process.
 """
@@ -37,7 +41,7 @@ from typing import Any
 
 from common import procs as child
 from common.errors import WsbenchError
-from targets import TARGETS
+from targets import COMPRESSIONS, DEFLATE_TARGETS, TARGETS
 from targets.hub import Rooms
 from targets.metrics import Snapshots, exposition, forget
 from targets.protocol import (
@@ -72,6 +76,7 @@ class ServeContext:
     stop: asyncio.Event = field(default_factory=asyncio.Event)
     ready: Callable[[], None] = lambda: None
     peers: Snapshots | None = None  # with --processes: the workers' counters, for /metrics
+    deflate: bool = False  # --compression deflate: accept permessage-deflate when offered
 
     def __post_init__(self) -> None:
         self.rooms = Rooms(self.stats)
@@ -110,6 +115,14 @@ def build_parser() -> argparse.ArgumentParser:
         "every process (default: none)",
     )
     parser.add_argument("--loop", choices=("uvloop", "asyncio"), default="uvloop")
+    parser.add_argument(
+        "--compression",
+        choices=COMPRESSIONS,
+        default="none",
+        help="deflate: accept permessage-deflate (RFC 7692) from clients that offer it, "
+        f"with the library's own implementation ({', '.join(sorted(DEFLATE_TARGETS))}; the "
+        "raw target refuses it); default: none",
+    )
     parser.add_argument(
         "--tls", action="store_true", help="serve wss:// with a throwaway certificate"
     )
@@ -161,6 +174,13 @@ def _add_limits(parser: argparse.ArgumentParser) -> None:
 def check_port(port: int) -> None:
     if not 0 <= port <= 65535:
         raise TargetError(f"--port must be between 0 and 65535, got {port}")
+
+
+def check_compression(target: str, compression: str) -> None:
+    if compression == "deflate" and target not in DEFLATE_TARGETS:
+        raise TargetError(f"the {target} target does not implement permessage-deflate "
+                          f"(RFC 7692): use --compression none, or the "
+                          f"{' or '.join(sorted(DEFLATE_TARGETS))} target")  # fmt: skip
 
 
 def limits_from(args: argparse.Namespace) -> Limits:
@@ -231,7 +251,8 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
     url = url_of(args.host, port, ssl_context is not None)
 
     async def main() -> None:
-        ctx = ServeContext(sock=sock, ssl_context=ssl_context, limits=limits)
+        ctx = ServeContext(sock=sock, ssl_context=ssl_context, limits=limits,
+                           deflate=args.compression == "deflate")  # fmt: skip
         snapshots = None
         if args.peers_dir is not None:
             ctx.peers = Snapshots(args.peers_dir)
@@ -279,7 +300,7 @@ def worker_command(
         "--peers-dir", str(peers_dir),
         "--max-size", str(args.max_size), "--max-queue", str(args.max_queue),
         "--handshake-timeout", str(args.handshake_timeout),
-        "--close-timeout", str(args.close_timeout),
+        "--close-timeout", str(args.close_timeout), "--compression", args.compression,
     ]  # fmt: skip
     if cert and key:
         cmd += ["--tls-cert", str(cert), "--tls-key", str(key)]
@@ -447,6 +468,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.processes < 1:
             raise TargetError("--processes must be at least 1")
         check_port(args.port)
+        check_compression(args.target, args.compression)
         limits = limits_from(args)
         if args.broker:
             from targets import broker

@@ -178,7 +178,8 @@ async def serve(ctx: ServeContext) -> None:
         process_request=app.process_request,
         process_response=app.process_response,
         create_connection=_connection_class(ctx.stats),
-        compression=None,
+        # websockets' own permessage-deflate with its defaults (12-bit windows, memLevel 5)
+        compression="deflate" if ctx.deflate else None,
         ping_interval=None,
         open_timeout=limits.handshake_timeout_s,
         close_timeout=limits.close_timeout_s,
