@@ -85,6 +85,11 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--via-idle-timeout", metavar="DURATION",
                    help="with --via: the proxy closes an upgraded connection idle this long "
                    "(nginx proxy_read_timeout, HAProxy timeout tunnel; default theirs: 60s, 50s)")
+    p.add_argument("--compression", metavar="none|deflate[,...]",
+                   help="permessage-deflate (RFC 7692): the client offers it and compresses its "
+                   "messages, the reference target serves it with its library's own (aiohttp, "
+                   "websockets; raw refuses it); a server that declines fails the point; "
+                   "several, comma-separated, make one point each (default: none)")
     p.add_argument("--tag", help="a word added to the point ids, to tell apart runs that differ "
                    "only in their scenario options (e.g. nojitter)")  # fmt: skip
     p.add_argument("--max-error-rate", type=float, metavar="F",
@@ -274,10 +279,11 @@ def cmd_run(args: argparse.Namespace, extras: list[str]) -> int:
             master_bind_host=args.master_bind_host, master_port=args.master_port,
             max_error_rate=_max_error_rate(args), pin_cpus=args.pin_cpus,
             broker=args.broker or "", faults=_faults(args.fault), tag=args.tag or "",
-            via=via, via_idle_timeout_s=_idle_timeout(args, via),
+            via=via, via_idle_timeout_s=_idle_timeout(args, via), compression=compression,
         )
         for profile in _profiles(args.kernel_profile)
         for via in plan.parse_via(args.via)
+        for compression in plan.parse_compression(args.compression)
     ]  # fmt: skip
     _check_kernel(points)
     plan.check_options(points)
@@ -339,7 +345,7 @@ def sweeps_from(args: argparse.Namespace, extras: list[str]) -> list[Sweep]:
         "target_processes": args.target_processes, "slo_p99_ms": args.slo_p99_ms,
         "slo_error_rate": args.slo_error_rate, "max_error_rate": args.max_error_rate,
         "pin_cpus": args.pin_cpus or None, "broker": args.broker, "via": args.via,
-        "via_idle_timeout": args.via_idle_timeout,
+        "via_idle_timeout": args.via_idle_timeout, "compression": args.compression,
         "faults": list(_faults(args.fault)) or None, "tag": args.tag,
     }  # fmt: skip
     overrides = {k: v for k, v in cli.items() if v is not None}
@@ -471,8 +477,9 @@ def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
         raise PlanError("--fault is for run and sweep: a drill's times count from a start the "
                         "web UI does not fix")  # fmt: skip
     profiles, vias = _profiles(args.kernel_profile), plan.parse_via(args.via)
-    if len(profiles) > 1 or len(vias) > 1:
-        raise PlanError("wsbench ui takes one kernel profile and one --via")
+    compressions = plan.parse_compression(args.compression)
+    if len(profiles) > 1 or len(vias) > 1 or len(compressions) > 1:
+        raise PlanError("wsbench ui takes one kernel profile, one --via and one --compression")
     point = plan.make_point(
         args.target, args.scenario, args.users, args.spawn_rate, plan.parse_duration(args.duration),
         processes=args.processes, target_processes=args.target_processes,
@@ -480,7 +487,7 @@ def cmd_ui(args: argparse.Namespace, extras: list[str]) -> int:
         host_sysctls=args.host_sysctls, target_port=args.port, tls=args.tls,
         options=tuple(extras), max_error_rate=_max_error_rate(args), pin_cpus=args.pin_cpus,
         broker=args.broker or "", tag=args.tag or "", via=vias[0],
-        via_idle_timeout_s=_idle_timeout(args, vias[0]),
+        via_idle_timeout_s=_idle_timeout(args, vias[0]), compression=compressions[0],
     )  # fmt: skip
     _check_kernel([point])
     plan.check_options([point])

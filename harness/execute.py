@@ -31,7 +31,7 @@ from common.schema import (
     utc_now,
     write_json,
 )
-from harness import faults, measured, procs, proxy, sampling, topology
+from harness import compression, faults, measured, procs, proxy, sampling, topology
 from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, parse_fault, sized
 from harness.store import RunStore
 from kernel import counters, netns, stalls
@@ -247,6 +247,8 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
                                     **sampling.summarise(run.samples, "proxy"),
                                     "rss_bytes_idle": run.proxy_idle_rss}  # fmt: skip
         _name_idle_drops(outcome, run)
+    if point.topology.compression:
+        _record_compression(outcome, run)
     record = run.counter_record
     outcome.summary["target"] = {
         **sampling.summarise(run.samples, "target"), "rss_bytes_idle": run.target_idle_rss,
@@ -276,6 +278,16 @@ def _name_kernel_cause(outcome: Outcome, pdir: Path, record: dict[str, Any] | No
     cause = stalls.named_causes(record)
     if cause:
         outcome.reason += f"; the kernel: {cause}"
+
+
+def _record_compression(outcome: Outcome, run: topology.PointRun) -> None:
+    """What the upgrades agreed to (harness/compression.py); a warning for those declined."""
+    found = measured.histograms_document(run.pdir).get("counters") or {}
+    entry = compression.record(found, run.point.topology.compression)
+    outcome.summary["compression"] = entry
+    why = compression.declined_warning(entry)
+    if why is not None and outcome.status == PointStatus.OK:
+        run.warnings.append(why)
 
 
 def _name_idle_drops(outcome: Outcome, run: topology.PointRun) -> None:

@@ -41,7 +41,7 @@ from kernel.profile import (
     parse_port_range,
 )
 from kernel.profile import load as load_profile
-from targets import TARGETS
+from targets import COMPRESSIONS, DEFLATE_TARGETS, TARGETS
 from targets.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 REPO = Path(__file__).resolve().parent.parent
@@ -129,6 +129,9 @@ class Topology:
     faults: tuple[str, ...] = ()  # failover drills, as parse_fault reads them: kill-target@10s
     via: str = ""  # a reverse proxy in front of the target: "nginx", "haproxy"; "": direct
     via_idle_timeout_s: float = 0.0  # the proxy's idle timeout; 0: its own default
+    # "deflate": the client offers permessage-deflate and the reference target serves it with
+    # its library's own (--compression); "": none
+    compression: str = ""
 
     @property
     def external(self) -> bool:
@@ -182,14 +185,16 @@ class Point:
                 f"{_slug(self.topology.kernel_profile)}")  # fmt: skip
 
     def _topology_parts(self) -> list[str]:
-        """The point id's words for a broker and faults (none for points without them, so the
-        ids of earlier runs stay what they were)."""
+        """The point id's words for a broker, a proxy, compression and faults (none for points
+        without them, so the ids of earlier runs stay what they were)."""
         topology = self.topology
         parts = [f"p{topology.target_processes}-{topology.broker}"] if topology.broker else []
         if topology.via:
             parts.append(f"via-{topology.via}")
             if topology.via_idle_timeout_s:
                 parts.append(f"idle{topology.via_idle_timeout_s:g}s")
+        if topology.compression:
+            parts.append(topology.compression)
         for text in topology.faults:
             fault = parse_fault(text)
             parts.append(f"{fault.action}{fault.at_s:g}s")
@@ -208,7 +213,7 @@ class Point:
         data["point_id"] = self.point_id
         if data["rate"] is None:
             del data["rate"]  # as points were stored before rates: their sweeps still resume
-        for key in ("broker", "faults", "tag", "via", "via_idle_timeout_s"):  # likewise
+        for key in ("broker", "faults", "tag", "via", "via_idle_timeout_s", "compression"):
             if not data[key]:
                 del data[key]
         if "faults" in data:
@@ -377,6 +382,8 @@ def check_topology(point: Point) -> None:
             "without a broker each process has its own rooms, and members on the other "
             "processes would never receive (or use --target-processes 1)"
         )
+    if topology.compression:
+        _check_compression(topology)
     if topology.via:
         _check_via(topology)
     elif topology.via_idle_timeout_s:
@@ -408,6 +415,30 @@ def _check_via(topology: Topology) -> None:
         proxy.check_installed(topology.via)
     except proxy.ProxyError as exc:
         raise PlanError(str(exc)) from None
+
+
+def _check_compression(topology: Topology) -> None:
+    if topology.compression not in COMPRESSIONS:
+        raise PlanError(f"compression must be one of {', '.join(COMPRESSIONS)}, got "
+                        f"{topology.compression!r}")  # fmt: skip
+    if not topology.external and topology.target not in DEFLATE_TARGETS:
+        raise PlanError(f"--compression deflate: the {topology.target} target does not implement "
+                        f"permessage-deflate (RFC 7692); use "
+                        f"{' or '.join(sorted(DEFLATE_TARGETS))}, or --compression none for it "
+                        "(a sweep: its own [[part]])")  # fmt: skip
+
+
+def parse_compression(value: object) -> list[str]:
+    """'none,deflate' or a list -> ['', 'deflate'] ('' is none); PlanError for another name."""
+    found = []
+    for name in split_list(value, "compression") or ["none"]:
+        if name not in COMPRESSIONS:
+            raise PlanError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {name!r}")
+        found.append("" if name == "none" else name)
+    twice = sorted({n or "none" for n in found if found.count(n) > 1})
+    if twice:
+        raise PlanError(f"compression {', '.join(twice)} given more than once")
+    return found
 
 
 def parse_via(value: object) -> list[str]:
@@ -687,6 +718,7 @@ class Sweep:
     tag: str = ""
     vias: tuple[str, ...] = ("",)  # "" is direct
     via_idle_timeout_s: float = 0.0
+    compressions: tuple[str, ...] = ("",)  # "" is none
 
     def points(self) -> list[Point]:
         """Every point, connection counts ascending within each series (rates ascending at
@@ -700,9 +732,10 @@ class Sweep:
                 max_error_rate=self.max_error_rate, rate=rate, pin_cpus=self.pin_cpus,
                 broker=self.broker, faults=self.faults, tag=self.tag, via=via,
                 via_idle_timeout_s=self.via_idle_timeout_s if via else 0.0,
+                compression=compression,
             )  # fmt: skip
-            for target, scenario, profile, via in itertools.product(
-                self.targets, self.scenarios, self.kernel_profiles, self.vias
+            for target, scenario, profile, via, compression in itertools.product(
+                self.targets, self.scenarios, self.kernel_profiles, self.vias, self.compressions
             )
             for users in sorted(set(self.users))
             for rate in (sorted(set(self.rates)) or [None])
@@ -714,6 +747,7 @@ class Sweep:
         topology = point.topology
         key = (topology.target, point.workload.scenario, topology.kernel_profile)
         key += (topology.via,) if topology.via else ()  # each proxied hop is a series too
+        key += (topology.compression,) if topology.compression else ()  # and deflate
         return (*key, str(point.workload.users)) if self.rates else key
 
 
@@ -824,6 +858,7 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         faults=tuple(str(parse_fault(f)) for f in split_list(settings.get("faults"), "faults")),
         vias=tuple(parse_via(settings.get("via"))),
         via_idle_timeout_s=_idle_timeout(settings.get("via_idle_timeout")),
+        compressions=tuple(parse_compression(settings.get("compression"))),
     )
 
 
@@ -909,7 +944,7 @@ def load_sweep_file(path: Path) -> dict[str, object]:
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
         "client_hosts", "host_sysctls", "max_error_rate", "rates", "pin_cpus", "broker", "faults",
-        "tag", "via", "via_idle_timeout",
+        "tag", "via", "via_idle_timeout", "compression",
     }  # fmt: skip
     unknown = sorted(set(data) - known - {"part"})
     if unknown:

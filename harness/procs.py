@@ -88,6 +88,8 @@ def target_command(
         cmd.append("--tls")
         if ca_file is not None:
             cmd += ["--ca-file", str(ca_file)]
+    if topology.compression:
+        cmd += ["--compression", topology.compression]
     return cmd
 
 
@@ -150,6 +152,8 @@ def locust_command(
     ]  # fmt: skip
     if ca_file is not None:
         cmd += ["--ws-ca-file", str(ca_file)]
+    if topology.compression:  # the client offers it, to a reference target or a URL alike
+        cmd += ["--ws-compression", topology.compression]
     if headless:
         cmd += ["--headless", "--only-summary", "--csv", str(csv_prefix), "--stop-timeout", "5"]
     if topology.has_master:
