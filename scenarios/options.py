@@ -117,7 +117,10 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
     add_once(parser, "--ws-subprotocols", default="",
              help="Comma-separated subprotocols to offer (Sec-WebSocket-Protocol)")
     add_once(parser, "--ws-origin", default="", help="Origin header of the upgrade request")
+    # Not in the web UI's form: the target's side is fixed when it starts (wsbench ui
+    # --compression), and a session's record says what the run was started with.
     add_once(parser, "--ws-compression", choices=COMPRESSIONS, default="none",
+             include_in_web_ui=False,
              help="deflate: offer permessage-deflate (RFC 7692) and compress messages; a "
              "server that does not accept it fails the upgrade (default: none)")
     add_once(parser, "--ws-source-ips", default="",
