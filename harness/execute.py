@@ -133,8 +133,11 @@ def judge(outcome: Outcome, point_dir: Path, host: str) -> None:
     """Fail an ok point whose main measurement has no success or too many errors."""
     if outcome.status != PointStatus.OK:
         return
-    counts, _, measurement = _read_measured(point_dir, outcome.point.workload.scenario, host)
+    counts, document, measurement = _read_measured(point_dir, outcome.point.workload.scenario,
+                                                   host)  # fmt: skip
     reason = measured.verdict(measurement, counts, outcome.point.workload.max_error_rate)
+    if reason is None:
+        reason = measured.arrivals_verdict(document, measurement)
     if reason is not None:
         outcome.status, outcome.reason = PointStatus.FAILED, reason
 
@@ -269,11 +272,15 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
 
 
 def _name_kernel_cause(outcome: Outcome, pdir: Path, record: dict[str, Any] | None) -> None:
-    """A point failed by connections that did not open: what the kernel dropped, in the reason."""
+    """A point failed by connections that did not open (failed, or still opening at the end):
+    what the kernel dropped, in the reason."""
     if outcome.status != PointStatus.FAILED or not outcome.reason:
         return
     counts = measured.read_counts(pdir)
-    if counts is None or not counts.failed(list(measured.SETUP_PHASES)):
+    document = measured.histograms_document(pdir)
+    opening = (document.get("measurement") or {}).get("unanswered_at_end") or {}
+    failed = counts.failed(list(measured.SETUP_PHASES)) if counts else 0
+    if not failed and not any(opening.get(n) for n in measured.SETUP_PHASES):
         return
     cause = stalls.named_causes(record)
     if cause:

@@ -42,6 +42,9 @@ DEFAULT_MEASUREMENT: dict[str, tuple[tuple[str, ...], str]] = {
 DEFAULT_PATH = {"echo": "/echo", "echo_rate": "/echo", "connect": "/echo", "hold": "/echo",
                 "broadcast": "/broadcast", "push": "/push"}  # fmt: skip
 SETUP_PHASES = (TCP_CONNECT, "tls handshake", WS_UPGRADE)  # in the order a connection opens
+# An open-model storm's arrivals (scenarios/connect.py) and the share of them it must start.
+CONNECTS_DUE, CONNECTS_MADE = "connects due", "connects made"
+MIN_ARRIVALS_MADE = 0.95
 # How a reason names the requests of a set-up phase (or a secondary main name).
 NOUNS = {
     TCP_CONNECT: "TCP connects",
@@ -224,6 +227,27 @@ def verdict(
         return (f"no {label} measured: {made:,} {NOUNS[done[-1]]} succeeded, then nothing was "
                 f"answered or failed ({url})")  # fmt: skip
     return f"no {label} measured: no request was answered or failed ({url})"
+
+
+def arrivals_verdict(document: Mapping[str, Any], measurement: Measurement) -> str | None:
+    """Why an open-model storm failed when it did not carry its offered rate, else None.
+
+    Its users open connections on a schedule (scenarios/connect.py counts "connects due" and
+    "connects made"); one waiting on a connect that does not complete starts none of its next
+    ones, and those arrivals are in no latency figure and no failure count. Fewer than
+    MIN_ARRIVALS_MADE of the due made: the figures describe the connects that got through.
+    """
+    found = document.get("counters") or {}
+    due, made = found.get(CONNECTS_DUE), found.get(CONNECTS_MADE)
+    if not isinstance(due, int) or not isinstance(made, int) or not due:
+        return None
+    if made >= MIN_ARRIVALS_MADE * due:
+        return None
+    opening = sum(c for n, c in measurement.unanswered_at_end.items() if n in SETUP_PHASES)
+    stuck = f"; {opening:,} were still opening at the end" if opening else ""
+    return (f"only {made:,} of {due:,} connects due were started ({made / due:.0%}): users "
+            f"waited on connects that did not complete{stuck}, so the offered rate was not "
+            f"carried ({measurement.url})")  # fmt: skip
 
 
 def _dominant(counts: Counts, names: Sequence[str] | None = None) -> Failure | None:

@@ -313,13 +313,17 @@ def _connect(run: Run, target: str, profile: str) -> tuple[Cell, str | None]:
     text = _count(rate) + (f" of {offered:,.0f}" if offered else "")
     if failed:
         text += f" · {failed:.0%} failed"
+    if point["status"] != OK:  # measured, but not what it set out to: the cell says so
+        text += " · point failed"
     if _bound(point):
         text += " (generator-bound)"
     offered_text = f" of {offered:,.0f} offered" if offered else ""
+    verdict = f"the point failed: {point.get('reason')}; " if point["status"] != OK else ""
     sentence = (f"{target} under the {profile} profile sustained {_count(rate)} connects/s"
-                f"{offered_text}, {failed:.1%} failed; "
+                f"{offered_text}, {failed:.1%} failed; {verdict}"
                 f"{broke or 'nothing broke (no drop counter moved, no connect tail over 1 s)'}.")
-    return Cell(text, _link(point["point_id"]), broke or "nothing broke"), sentence
+    title = _not_ok(point) if point["status"] != OK else broke or "nothing broke"
+    return Cell(text, _link(point["point_id"]), title), sentence
 
 
 def first_broken(run: Run, point: pd.Series) -> str:

@@ -24,7 +24,14 @@ import pytest
 from websockets.sync.server import Server, ServerConnection, serve
 
 from harness.execute import read_summary
-from harness.measured import DEFAULT_MEASUREMENT, Counts, Failure, read_measurement, verdict
+from harness.measured import (
+    DEFAULT_MEASUREMENT,
+    Counts,
+    Failure,
+    arrivals_verdict,
+    read_measurement,
+    verdict,
+)
 from harness.plan import PlanError, load_sweep_file, sweep_from_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -434,3 +441,23 @@ def test_the_reason_names_the_dominant_error_and_the_url(scenario, counts, unans
                          "label": DEFAULT_MEASUREMENT[scenario][1], "url": URL,
                          "unanswered_at_end": unanswered}}, scenario, URL)  # fmt: skip
     assert verdict(measurement, counts, 0.01) == reason
+
+
+@pytest.mark.parametrize(("due", "made", "opening", "reason"), [
+    (2808, 1083, {"tcp connect": 60},
+     f"only 1,083 of 2,808 connects due were started (39%): users waited on connects that did "
+     f"not complete; 60 were still opening at the end, so the offered rate was not carried "
+     f"({URL})"),
+    (2833, 2833, {}, None),
+    (1000, 960, {"ws upgrade": 3}, None),  # 96%: late connects catch up; the rest is the end
+    (1000, 900, {}, f"only 900 of 1,000 connects due were started (90%): users waited on "
+                    f"connects that did not complete, so the offered rate was not carried ({URL})"),
+])  # fmt: skip
+def test_an_open_model_storm_that_did_not_carry_its_rate_fails(due, made, opening, reason):
+    """Arrivals never started are in no latency and no failure: too few of them fail it."""
+    document = {"counters": {"connects due": due, "connects made": made},
+                "measurement": {"scenario": "connect", "main": ["ws upgrade"],
+                                "label": "upgrades", "url": URL, "unanswered_at_end": opening}}
+    measurement = read_measurement(document, "connect", URL)
+    assert arrivals_verdict(document, measurement) == reason
+    assert arrivals_verdict({}, measurement) is None  # a closed-loop storm counts no arrivals
