@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench bench-targets bench-generator bench-scale bench-broker \
-	bench-failover bench-proxies ui clean
+	bench-failover bench-proxies bench-firewall ui clean
 
 install: $(STAMP)
 
@@ -62,6 +62,12 @@ bench-broker: install
 # connect storm and memory per held connection per hop (about 3 minutes).
 bench-proxies: install
 	$(VENV)/bin/wsbench sweep --config harness/sweeps/proxies.toml
+
+# A stateful firewall (nftables, conntrack) in the server namespace: its cost against `tuned`,
+# and a conntrack table too small for 2,000 held connections (about 4 minutes, root). The
+# table size is host-wide: --host-sysctls sets it for the run and restores it at exit.
+bench-firewall: install
+	$(VENV)/bin/wsbench sweep --config harness/sweeps/firewall.toml --host-sysctls
 
 # Failover drills: 2,000 held connections on 4 target processes, one killed at 10 s (with and
 # without reconnect jitter), all restarted; broadcast through redis with one process killed
