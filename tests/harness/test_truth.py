@@ -461,3 +461,18 @@ def test_an_open_model_storm_that_did_not_carry_its_rate_fails(due, made, openin
     measurement = read_measurement(document, "connect", URL)
     assert arrivals_verdict(document, measurement) == reason
     assert arrivals_verdict({}, measurement) is None  # a closed-loop storm counts no arrivals
+
+
+def test_a_hold_counts_connections_still_opening_at_the_end_as_not_held():
+    """Within their connect timeout when the run ended, but not held: the point fails."""
+    document = {"measurement": {"scenario": "hold", "main": ["ws upgrade", "hold"],
+                                "label": "connections held", "url": URL,
+                                "unanswered_at_end": {"tcp connect": 77}}}  # fmt: skip
+    counts = _counts({"tcp connect": (1023, 0), "ws upgrade": (1023, 0)})
+    assert verdict(read_measurement(document, "hold", URL), counts, 0.01) == (
+        f"77 of 1,100 connections held failed (7.0%, over --max-error-rate 0.01); 77 still "
+        f"opening at the end at {URL}")
+    # A storm's users stop mid-connect as a matter of course: not counted against it.
+    storm = {"measurement": {**document["measurement"], "scenario": "connect",
+                             "main": ["ws upgrade"], "label": "upgrades"}}  # fmt: skip
+    assert verdict(read_measurement(storm, "connect", URL), counts, 0.01) is None
