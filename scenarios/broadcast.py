@@ -61,7 +61,7 @@ from scenarios.connection import endpoint_url
 from scenarios.delivery import PUBLISHED_BY, Membership
 from scenarios.engine import Channel
 from scenarios.failures import SequenceGap, WsError
-from scenarios.frames import FIN, OP_BINARY, client_frame
+from scenarios.frames import FIN, OP_BINARY
 from scenarios.latency import PUBLISHED
 from scenarios.options import (
     add_once,
@@ -265,7 +265,7 @@ class _Publishing(_Listening, FixedRate):
     def _send_end_marker(self) -> None:
         user = self.publisher
         marker = encode_broadcast_end(user.publisher_id, user.seq)
-        self.channel.send(client_frame(FIN | OP_BINARY, marker))
+        self.channel.send(self.channel.message_frame(FIN | OP_BINARY, marker))
         self._count(f"{PUBLISHED_BY}{user.publisher_id}", user.seq)
         user.ended = True
 
@@ -274,7 +274,9 @@ class _Publishing(_Listening, FixedRate):
         user = self.publisher
         # The header's send time is the intended one: a late send shows as latency.
         message = encode_broadcast(user.publisher_id, user.seq, user.size, intended_ns)
-        self.channel.send(client_frame(FIN | OP_BINARY, message))
+        # Compressed with permessage-deflate (one publisher per room: not the hot path,
+        # which is the members' reads).
+        self.channel.send(self.channel.message_frame(FIN | OP_BINARY, message))
         self._count(PUBLISHED)
         user.seq += 1
         self._sent(intended_ns)

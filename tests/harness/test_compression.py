@@ -86,6 +86,27 @@ def test_an_echo_rate_point_with_deflate_and_without(wsbench: Run, tmp_path: Pat
         assert result["status"] == "ok" and result["summary"]["main"]["failures"] == 0, result
 
 
+@pytest.mark.parametrize(("scenario", "args"), [
+    ("connect", ("--exchange",)), ("hold", ("--ping-interval-s", "0.5")),
+    ("broadcast", ("--publish-rate", "20")), ("push", ("--push-rate", "50")),
+])  # fmt: skip
+def test_every_other_scenario_runs_on_deflate_connections(
+    wsbench: Run, tmp_path: Path, scenario: str, args: tuple[str, ...]
+) -> None:
+    """The server's compressed messages (pushes, broadcast deliveries, the connect echo) are
+    inflated and measured; pings stay uncompressed; nothing fails or goes missing."""
+    out = tmp_path / "run"
+    done = wsbench("run", "--target", "aiohttp", "--scenario", scenario, "--users", "3",
+                   "--duration", "2s", "--compression", "deflate", *args, "--out", out,
+                   timeout_s=90)  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    (result,) = _points(out).values()
+    summary = result["summary"]
+    assert result["status"] == "ok" and summary["main"]["successes"] > 0, result
+    assert summary["main"]["failures"] == 0, summary["main"]
+    assert summary["compression"]["negotiated"], summary["compression"]
+
+
 def test_a_server_that_declines_fails_the_point_saying_so(
     wsbench: Run, tmp_path: Path, plain_aiohttp: str
 ) -> None:
