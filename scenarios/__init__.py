@@ -20,6 +20,9 @@ The machinery they share, one concern per module:
     connection.py   timed opening (TCP, TLS, upgrade via websocket-client), blocking frame I/O
     frames.py       the client codec: masking, headers, close payloads, the frame splitter,
                     the rules for pings, closes and fragments from the server (ServerFrames)
+    deflate.py      permessage-deflate (RFC 7692, --ws-compression deflate): the offer, the
+                    server's answer, each message compressed and inflated (stdlib zlib)
+    payloads.py     what echo messages carry (--payload-content x|text|random)
     failures.py     what went wrong, as the one-line kinds Locust groups failures by
     deadlines.py    reply timeouts without a gevent Timeout per read (one watchdog greenlet)
     latency.py      µs recording per process; merging exact counts; HdrHistograms; percentiles
