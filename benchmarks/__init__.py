@@ -9,6 +9,9 @@
     targets.py      `python -m benchmarks.targets` (make bench-targets): echo msgs/s, idle KiB/conn
     targets_client.py  its client process: uvloop, scenarios/frames.py framing, counts echoes
     scale.py        `python -m benchmarks.scale RUN_DIR` (make bench-scale): how long 100k were held
+    deflate.py      `python -m benchmarks.deflate`: KiB per held connection and server µs per
+                    message of aiohttp and websockets without and with permessage-deflate
+    deflate_client.py  its client process: the websockets library's client, text messages
 
 picows is an optional extra (`pip install -e '.[bench]'`): only these modules import it.
 Benchmarks may import every package of the suite; nothing imports them (no product code

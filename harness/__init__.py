@@ -8,6 +8,7 @@ sampling    CPU, RSS, open files and sockets of the target and Locust processes,
 provenance  the machine, versions, commit, kernel settings and limits a run happened under
 store       a run's folder: created, claimed on resume (file names and records: common/schema)
 execute     one point from start to stored outcome; a sweep of points with resume and SLO stop
+compression what a point's upgrades agreed to with --compression deflate (permessage-deflate)
 
 It must not import Locust (it runs Locust as a child process), scenarios or reports.
 """
