@@ -35,6 +35,7 @@ from typing import Any
 
 from benchmarks import pinned
 from benchmarks.targets import (
+    CLIENT_BUSY_PCT,
     KIB,
     SETTLE_S,
     BenchError,
@@ -144,12 +145,17 @@ def measure_echo(name: str, compression: str, args: argparse.Namespace, placemen
 
 
 def _checked(summary: dict[str, Any], compression: str) -> list[str]:
-    """A point whose agreement is not what it set out to measure says so."""
+    """A point whose agreement is not what it set out to measure says so, and an echo point
+    whose client was the limit."""
     agreed = [e for e in summary.get("extensions") or [] if e]
     if compression == "deflate" and not agreed:
         return ["the server did not accept permessage-deflate: these are uncompressed figures"]
     if compression == "none" and agreed:
         return [f"the server agreed to {agreed} without being asked"]
+    client_pct = (summary.get("client") or {}).get("cpu_pct_mean") or 0.0
+    if client_pct >= CLIENT_BUSY_PCT:
+        return [f"the client was CPU-bound ({client_pct:.0f}% of a core): msgs/s measure the "
+                "client; the server's CPU per message is its own, at this (lower) load"]
     return []
 
 
