@@ -111,9 +111,11 @@ def main_counts(measurement: Measurement, counts: Counts) -> tuple[int, int, lis
     before = SETUP_PHASES[: SETUP_PHASES.index(WS_UPGRADE)]
     opening = [n for n in before if n not in names and counts.requests([n])]
     counted = opening + names
-    pending = still_opening(measurement)
-    attempts = counts.requests(counted[:1]) + pending
-    failures = counts.failed(counted) + pending
+    # Still opening at the end: not held. Those still in the first phase are attempts its
+    # requests do not count yet; the later ones are among them already.
+    first = measurement.unanswered_at_end.get(counted[0], 0) if still_opening(measurement) else 0
+    attempts = counts.requests(counted[:1]) + first
+    failures = counts.failed(counted) + still_opening(measurement)
     return max(attempts, failures), failures, counted
 
 

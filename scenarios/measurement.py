@@ -38,6 +38,8 @@ from scenarios.latency import Merger, RawWindow, Recorder
 MESSAGE = "wsbench_latency"
 DEFAULT_WINDOW_S = 1.0
 FINISH_AFTER_WINDOWS = 2  # a window is complete once data two windows newer has arrived
+# How long the final flush waits for users killed at the stop timeout to finish dying.
+KILLED_USERS_S = 1.0
 
 logger = logging.getLogger(__name__)
 
@@ -104,9 +106,16 @@ class Measurement:
         engine().stop_sending()
 
     def stop(self) -> None:
-        """Ship what is left (the last, partial window) with this process's run CPU."""
+        """Ship what is left (the last, partial window) with this process's run CPU.
+
+        Users still running past Locust's --stop-timeout are killed without waiting
+        (killone(block=False)) just before test_stop: they are let die first, so that what
+        they were still waiting for is counted as unanswered rather than lost."""
         if self._flusher is None:
             return
+        users = getattr(self.environment.runner, "user_greenlets", None)
+        if users is not None:
+            users.join(timeout=KILLED_USERS_S)
         self._flusher.kill(block=False)
         self._flusher = None
         engine().timer.stop_canary()

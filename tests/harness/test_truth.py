@@ -476,3 +476,19 @@ def test_a_hold_counts_connections_still_opening_at_the_end_as_not_held():
     storm = {"measurement": {**document["measurement"], "scenario": "connect",
                              "main": ["ws upgrade"], "label": "upgrades"}}  # fmt: skip
     assert verdict(read_measurement(storm, "connect", URL), counts, 0.01) is None
+
+
+def test_users_killed_at_the_stop_timeout_are_counted_as_unanswered(wsbench, tmp_path: Path):
+    """Upgrades never answered, users still waiting past Locust's 5 s --stop-timeout and
+    killed: what they waited for is counted (it was lost), and the hold fails naming it."""
+    with tcp_server(lambda conn: None) as port:
+        done = wsbench("run", "--target", f"ws://127.0.0.1:{port}", "--scenario", "hold",
+                       "--users", "3", "--duration", "2s", "--out", str(tmp_path / "out"),
+                       "--ws-timeout-s", "30")  # fmt: skip
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert failed_line(done) == (
+        f"wsbench: point failed: no connections held measured: 3 upgrades still unanswered at "
+        f"the end (ws://127.0.0.1:{port}/echo)")
+    main = only_point(tmp_path / "out")["summary"]["main"]
+    assert main["unanswered_at_end"] == {"ws upgrade": 3}
+    assert (main["requests"], main["failures"]) == (3, 3)

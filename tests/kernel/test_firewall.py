@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 from pathlib import Path
 
@@ -87,13 +88,17 @@ def test_a_full_conntrack_table_fails_the_point_naming_it_and_a_roomy_one_holds(
     tmp_path: Path, nothing_left  # noqa: F811 (the fixture)
 ) -> None:
     """1,100 connections against 1,024 entries: the point fails, the reason says conntrack's
-    table was full; `firewall` holds all 1,100; the host's table size is restored."""
+    table was full; `firewall` holds all 1,100; the host's table size is restored.
+
+    The connects past the table are still resending SYNs when the run ends (6 s, within the
+    10 s connect timeout), and past Locust's stop timeout their users are killed: they count
+    as connections not held, not as nothing."""
     before = CONNTRACK_MAX.read_text()
     run = tmp_path / "full"
     done = wsbench(
         "run", "--target", "raw", "--scenario", "hold", "--users", "1100",
         "--kernel-profile", "firewall-full,firewall", "--host-sysctls", "--duration", "6s",
-        "--out", str(run), "--ws-timeout-s", "3",
+        "--out", str(run),
     )  # fmt: skip
     assert done.returncode == 1, done.stderr
     assert CONNTRACK_MAX.read_text() == before
@@ -101,7 +106,9 @@ def test_a_full_conntrack_table_fails_the_point_naming_it_and_a_roomy_one_holds(
     full = point(run, "firewall_full")
     assert full["result"]["status"] == "failed"
     reason = full["result"]["reason"]
-    assert "connections held failed" in reason and "timeout: tcp connect" in reason
+    unheld = re.search(r"^([\d,]+) of 1,100 connections held failed .*; \1 still opening at the "
+                       r"end at ws://", reason)  # fmt: skip
+    assert unheld and int(unheld.group(1).replace(",", "")) >= 1100 - 1024, reason
     assert "server ConntrackDrop +" in reason and "conntrack's table was full" in reason
     server = full["kernel"]["server"]
     assert server["ConntrackDrop"] > 0
