@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench bench-targets bench-generator bench-scale bench-broker \
-	bench-failover bench-proxies bench-firewall ui clean
+	bench-failover bench-proxies bench-firewall bench-deflate ui clean
 
 install: $(STAMP)
 
@@ -68,6 +68,11 @@ bench-proxies: install
 # table size is host-wide: --host-sysctls sets it for the run and restores it at exit.
 bench-firewall: install
 	$(VENV)/bin/wsbench sweep --config harness/sweeps/firewall.toml --host-sysctls
+
+# permessage-deflate: memory per held connection and server CPU per echoed message for aiohttp
+# and websockets, without and with their own implementations (about 2 minutes).
+bench-deflate: install
+	$(PY) -m benchmarks.deflate
 
 # Failover drills: 2,000 held connections on 4 target processes, one killed at 10 s (with and
 # without reconnect jitter), all restarted; broadcast through redis with one process killed
