@@ -1,6 +1,7 @@
 """Two runs side by side: per matching point, the change of each metric, flagged past a threshold.
 
-Points match on target, scenario, connections and scenario options, and on the kernel profile
+Points match on target, topology (proxy, compression, wss), scenario, connections and scenario
+options, and on the kernel profile
 too unless each run has a single, different profile (comparing two kernel configurations).
 Only points that are ok in both runs are compared; the rest are listed. The environment diff
 covers machine, versions, kernel settings, limits and the suite's commit.
@@ -24,7 +25,9 @@ METRICS = (
     ("msgs_per_s", "msgs/s", -1),
     ("server_rss_per_conn_bytes", "RSS bytes per conn", 1),
 )
-MATCH_KEYS = ["target", "scenario", "users", "options", "kernel_profile"]
+# "topology": what sits before the target (tables.topology_names): a hop is never matched
+# with the direct point.
+MATCH_KEYS = ["target", "topology", "scenario", "users", "options", "kernel_profile"]
 ENV_SECTIONS = ("machine", "versions", "sysctls", "rlimits", "suite")
 CHANGE_COLUMNS = ("point", "metric", "a", "b", "change_pct", "worse_pct", "regression",
                   "saturated")  # fmt: skip
@@ -73,8 +76,10 @@ def change_pct(a: Any, b: Any) -> float | None:
 
 
 def compare(a: Run, b: Run, threshold_pct: float = 10.0) -> Comparison:
-    keys = match_keys(a.points, b.points)
-    merged = a.points.merge(b.points, on=keys, how="outer", suffixes=("_a", "_b"),
+    points_a = a.points.assign(topology=tables.topology_names(a.points))
+    points_b = b.points.assign(topology=tables.topology_names(b.points))
+    keys = match_keys(points_a, points_b)
+    merged = points_a.merge(points_b, on=keys, how="outer", suffixes=("_a", "_b"),
                             indicator=True)  # fmt: skip
     both = merged["_merge"] == "both"
     both_ok = both & (merged["status_a"] == tables.OK) & (merged["status_b"] == tables.OK)
@@ -95,7 +100,8 @@ def compare(a: Run, b: Run, threshold_pct: float = 10.0) -> Comparison:
 
 
 def _label(row: pd.Series, keys: list[str]) -> str:
-    label = f"{row['target']} {row['scenario']} {int(row['users'])} conn"
+    hop = f" · {row['topology']}" if row.get("topology") else ""
+    label = f"{row['target']}{hop} {row['scenario']} {int(row['users'])} conn"
     if row["options"]:
         label += f" {row['options']}"
     if "kernel_profile" in keys:

@@ -156,10 +156,11 @@ def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     points = pd.DataFrame(rows, columns=_point_columns(rows, percentiles))
     # Converted as one frame and joined once: assigning column by column leaves a block per
     # column, and pandas then warns (PerformanceWarning) on every merge of the points.
-    numeric = points.columns.difference([*TEXT_COLUMNS, "generator_saturated", "steady"])
+    numeric = points.columns.difference([*TEXT_COLUMNS, "generator_saturated", "steady", "tls"])
     converted = points[numeric].apply(pd.to_numeric, errors="coerce")
     points = pd.concat([points.drop(columns=numeric), converted], axis=1)[points.columns]
     points["generator_saturated"] = points["generator_saturated"].fillna(False).astype(bool)
+    points["tls"] = points["tls"].fillna(False).astype(bool)
     points.insert(0, "run_id", run_id)
     return Run(
         path=run_dir,
@@ -195,7 +196,8 @@ def slug(name: str) -> str:
 
 TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "status", "reason",
                 "warnings", "main_name", "generator_verdict", "kernel_explain",
-                "kernel_stalls", "broker", "broker_version", "faults", "tag")  # fmt: skip
+                "kernel_stalls", "broker", "broker_version", "faults", "tag", "via",
+                "compression", "tls_at", "proxy", "proxy_version")  # fmt: skip
 LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
 FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
 # connections_dropped and connect_failures: counts in the window, on every row of it (0 in
@@ -276,6 +278,7 @@ def _load_point(
     row.update(_generator(document, schema.read_csv(pdir / LATENCY_CSV)))
     _fill_from_summary(row, result.get("summary") or {})
     row.update(_broker(row["broker"], result.get("summary") or {}))
+    row.update(_hop(row, result.get("summary") or {}))
     # The harness's rate: the main measurement's successes over the measured time (Locust's
     # own span starts a window late, as its statistics are logged a window at a time).
     row["main_per_s"] = number((result.get("summary") or {}).get("requests_per_s"))
@@ -330,6 +333,10 @@ def _params_row(point_id: str, params: dict[str, Any], status: str, reason: str)
         "broker": params.get("broker") or None,  # "redis"; None: no broker (and older points)
         "tag": params.get("tag") or None,  # the word a matrix part names its points apart by
         "faults": list(params.get("faults") or []),  # ["kill-target@10s"]; [] when none
+        # What sits between client and target (None each: direct, no compression, plain ws).
+        "via": params.get("via") or None,  # "nginx", "haproxy"
+        "compression": params.get("compression") or None,  # "deflate"
+        "tls": bool(params.get("tls")),
     }
 
 
@@ -693,6 +700,28 @@ def _broker(kind: str | None, summary: dict[str, Any]) -> dict[str, Any]:
         "broker_rss_bytes_max": number(broker.get("rss_bytes_max")),
         "target_cpu_pct_mean": number((summary.get("target") or {}).get("cpu_pct_mean")),
         "measured_s": number(summary.get("measured_s")),
+    }
+
+
+def _hop(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
+    """The proxy's figures (summary "proxy": None each for a direct point) and where TLS was
+    terminated (summary "tls" terminated_at, "proxy" or "target"; for a wss point without that
+    record, the target). Proxy memory per connection is its growth over its idle size."""
+    proxy = summary.get("proxy") or {}
+    rss_max, idle = number(proxy.get("rss_bytes_max")), number(proxy.get("rss_bytes_idle"))
+    users = row.get("users")
+    tls = summary.get("tls") if isinstance(summary.get("tls"), dict) else {}
+    at = tls.get("terminated_at") or ("target" if row.get("tls") else None)
+    return {
+        "proxy": proxy.get("kind") or row.get("via") or None,
+        "proxy_version": proxy.get("version") or None,
+        "proxy_cpu_pct_mean": number(proxy.get("cpu_pct_mean")),
+        "proxy_rss_bytes_max": rss_max,
+        "proxy_rss_bytes_idle": idle,
+        "proxy_rss_per_conn_bytes": (rss_max - idle) / users if rss_max is not None
+        and idle is not None and users else None,
+        "tls": bool(row.get("tls") or tls),
+        "tls_at": at,
     }
 
 

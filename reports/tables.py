@@ -24,10 +24,38 @@ SCALING_COLUMNS = (
 )  # fmt: skip
 
 
-def series_names(points: pd.DataFrame) -> pd.Series:
-    """A line's name: the target, plus the kernel profile when a run has more than one, plus
-    the target's processes and broker when they vary ("raw · 4 proc + redis")."""
+def topology_names(points: pd.DataFrame) -> pd.Series:
+    """What sits between client and target, in words: "" for a direct, uncompressed, plain ws
+    point; else its proxy, its compression and wss with where TLS ended, joined by " · "
+    ("nginx", "deflate", "wss@proxy", "haproxy · wss@proxy")."""
+
+    def name(point: pd.Series) -> str:
+        parts = [str(point[c]) for c in ("via", "compression")
+                 if c in point and isinstance(point[c], str) and point[c]]  # fmt: skip
+        tls = point.get("tls")
+        if tls is not None and not pd.isna(tls) and bool(tls):
+            at = point.get("tls_at")
+            parts.append(f"wss@{at}" if isinstance(at, str) and at else "wss")
+        return " · ".join(parts)
+
+    if points.empty:
+        return pd.Series("", index=points.index, dtype=str)
+    return points.apply(name, axis=1).astype(str)
+
+
+def variant_names(points: pd.DataFrame) -> pd.Series:
+    """The target and what sits before it: "raw", "raw · nginx", "aiohttp · deflate". Points
+    that differ in any of these are never one series."""
+    topology = topology_names(points)
     names = points["target"].astype(str)
+    return names + topology.map(lambda t: f" · {t}" if t else "")
+
+
+def series_names(points: pd.DataFrame) -> pd.Series:
+    """A line's name: the target and its topology (variant_names), plus the kernel profile
+    when a run has more than one, plus the target's processes and broker when they vary
+    ("raw · 4 proc + redis", "raw · nginx · tuned")."""
+    names = variant_names(points)
     if points["kernel_profile"].nunique() > 1:
         names = names + " · " + points["kernel_profile"]
     processes = _numbers(points, "target_processes").fillna(1).astype(int).astype(str)
@@ -218,7 +246,8 @@ def kernel_deltas(run: Run) -> pd.DataFrame:
         return pd.DataFrame(columns=["kernel_profile", "target", "scenario", "users"])
     wide = run.kernel.assign(column=run.kernel["side"] + ": " + run.kernel["counter"])
     wide = wide.pivot_table(index="point_id", columns="column", values="delta", aggfunc="sum")
-    keys = run.points.set_index("point_id")[["kernel_profile", "target", "scenario", "users"]]
+    points = run.points.assign(target=variant_names(run.points))  # "raw · nginx" apart
+    keys = points.set_index("point_id")[["kernel_profile", "target", "scenario", "users"]]
     table = keys.join(wide, how="inner").reset_index(drop=True)
     return table.sort_values(["scenario", "target", "users", "kernel_profile"], kind="stable")
 
