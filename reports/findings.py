@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import pandas as pd
@@ -50,21 +50,28 @@ class Findings:
 
 
 def build(run: Run) -> Findings:
-    """The findings table of a run: the columns its points can answer, one row per target."""
+    """The findings table of a run: the columns its points can answer, one row per target and
+    topology (a target through nginx, or with deflate, is a row of its own: "raw · nginx");
+    then a sentence per hop or feature against its direct, plain baseline."""
+    run = with_variants(run)
     points = run.points
-    targets = list(dict.fromkeys(points["target"].dropna()))
+    targets = list(dict.fromkeys(points.loc[points["target"].notna(), "variant"]))
     columns: list[tuple[str, Callable[[str], tuple[Cell, str | None]]]] = []
     knees = _knee_series(run)
-    if knees:
-        columns.append(("knee (msgs/s within SLO)", lambda t: _knee(run, knees, t)))
+    profiles = list(dict.fromkeys(profile for _, profile in knees))
+    for profile in profiles:
+        named = "knee (msgs/s within SLO)" + (f" · {profile}" if len(profiles) > 1 else "")
+        columns.append((named, lambda t, p=profile: _knee(run, knees, t, p, len(profiles) > 1)))
     latency_rate, latency_users = _latency_plan(run)
     for users in latency_users:
         columns.append((f"echo p50 / p99 at {users:,} conns",
                         lambda t, u=users: _latency(run, t, u, latency_rate)))  # fmt: skip
     for profile in _connect_profiles(points):
         columns.append((f"connects/s · {profile}", lambda t, p=profile: _connect(run, t, p)))
-    if _has(points, "hold"):
-        columns.append(("memory per idle conn", lambda t: _memory(points, t)))
+    held = _profiles(points, "hold")
+    for profile in held:
+        named = "memory per idle conn" + (f" · {profile}" if len(held) > 1 else "")
+        columns.append((named, lambda t, p=profile: _memory(points, t, p, len(held) > 1)))
     if _has(points, "broadcast"):
         columns.append(("broadcast p99 · delivered", lambda t: _broadcast(points, t)))
     rows, sentences = [], []
@@ -80,7 +87,9 @@ def build(run: Run) -> Findings:
     names = [name for name, _ in columns]
     kept = [i for i in range(len(names)) if any(row[i + 1] != EMPTY for row in rows)]
     rows = [[row[0], *(row[i + 1] for i in kept)] for row in rows] if kept else []
-    links = dict(drills(run) + brokers(run))
+    from reports import topology  # it builds on this module's answers (the knee's cells)
+
+    links = dict(drills(run) + brokers(run) + topology.sentences(run))
     return Findings(["target", *(names[i] for i in kept)], rows, sentences + list(links),
                     links)  # fmt: skip
 
@@ -101,6 +110,20 @@ def as_text(findings: Findings) -> list[str]:
 
 
 # -- helpers ---------------------------------------------------------------------------------
+
+
+def with_variants(run: Run) -> Run:
+    """The run with a `variant` column on its points: the target and its topology, what the
+    findings' rows are keyed by (tables.variant_names)."""
+    if "variant" in run.points:
+        return run
+    return replace(run, points=run.points.assign(variant=tables.variant_names(run.points)))
+
+
+def _profiles(points: pd.DataFrame, scenario: str) -> list[str]:
+    """The kernel profiles a scenario's points ran under, in run order."""
+    return list(dict.fromkeys(points.loc[points["scenario"] == scenario, "kernel_profile"]
+                              .dropna()))  # fmt: skip
 
 
 def _link(point_id: str) -> str:
@@ -166,20 +189,26 @@ def _sends_kept(run: Run, point: pd.Series) -> float | None:
 # -- the knee --------------------------------------------------------------------------------
 
 
-def _knee_series(run: Run) -> dict[str, pd.DataFrame]:
-    """Per target, its rate-stepped echo_rate points at the most-stepped connection count."""
-    p = run.points
+Knees = dict[tuple[str, str], pd.DataFrame]  # (variant, kernel profile) -> its rate steps
+
+
+def _knee_series(run: Run) -> Knees:
+    """Per target and topology (the `variant` of with_variants) and kernel profile, its
+    rate-stepped echo_rate points at the most-stepped connection count."""
+    p = with_variants(run).points
     stepped = p[(p["scenario"] == "echo_rate") & p["rate"].notna()]
     found = {}
-    for target, mine in stepped.groupby("target", sort=False):
+    for (variant, profile), mine in stepped.groupby(["variant", "kernel_profile"], sort=False):
         users = mine.groupby("users")["rate"].nunique().idxmax()
         series = mine[mine["users"] == users].sort_values("rate")
         if len(series) >= 2:
-            found[str(target)] = series
+            found[(str(variant), str(profile))] = series
     return found
 
 
-def _knee(run: Run, knees: dict[str, pd.DataFrame], target: str) -> tuple[Cell, str | None]:
+def _knee(
+    run: Run, knees: Knees, target: str, profile: str, named: bool = False
+) -> tuple[Cell, str | None]:
     """The highest offered rate within the SLO, and what ended the series.
 
     A measured p99 is an upper bound of the server's share of it: a step within the SLO is
@@ -187,20 +216,15 @@ def _knee(run: Run, knees: dict[str, pd.DataFrame], target: str) -> tuple[Cell, 
     there, and the knee is then above what this machine can offer. A step over the SLO is
     the server's knee only when the generator was clean at it.
     """
-    series = knees.get(target)
+    series = knees.get((target, profile))
     if series is None:
         return EMPTY, None
+    every = series
+    target = f"{target} under the {profile} profile" if named else target
     series = series[series["status"] != "skipped"]  # after the sweep's own stop
     users = int(series["users"].iloc[0]) if not series.empty else 0
-    best, end = None, None  # end: (kind, point, why), kind "past" or "generator"
-    for _, point in series.iterrows():
-        kind, why = _step(run, point)
-        if kind in ("within", "limit"):
-            best = point
-        if kind != "within":
-            end = (kind, point, why)
-            break
-    slo_ms = _slo_p99_us(run, str(knees[target]["point_id"].iloc[0])) / 1000
+    best, end = knee_steps(run, series)
+    slo_ms = _slo_p99_us(run, str(every["point_id"].iloc[0])) / 1000
     if best is None:
         if end is None:
             return EMPTY, None
@@ -229,6 +253,23 @@ def _knee(run: Run, knees: dict[str, pd.DataFrame], target: str) -> tuple[Cell, 
                 f"{slo_ms:g} ms SLO (p99 {_ms(p99)}); the load generator reached its own limit "
                 f"{at}, so the server's knee is above what this machine can offer.")
     return Cell(f"≥ {rate:,.0f}", link, f"the generator's limit: {why}"), sentence
+
+
+def knee_steps(
+    run: Run, series: pd.DataFrame
+) -> tuple[pd.Series | None, tuple[str, pd.Series, str] | None]:
+    """A rate series' knee: its highest step within the SLO before the series ended (None if
+    none was), and the step that ended it, (kind, point, why) with kind "past" or
+    "generator" or "limit" (None: every step was within the SLO)."""
+    best, end = None, None
+    for _, point in series[series["status"] != "skipped"].iterrows():
+        kind, why = _step(run, point)
+        if kind in ("within", "limit"):
+            best = point
+        if kind != "within":
+            end = (kind, point, why)
+            break
+    return best, end
 
 
 def _step(run: Run, point: pd.Series) -> tuple[str, str]:
@@ -274,7 +315,7 @@ def _latency_plan(run: Run) -> tuple[float | None, list[int]]:
 
 def _latency(run: Run, target: str, users: int, rate: float | None) -> tuple[Cell, str | None]:
     p = run.points
-    mine = p[(p["target"] == target) & (p["scenario"] == "echo_rate") & (p["users"] == users)
+    mine = p[(p["variant"] == target) & (p["scenario"] == "echo_rate") & (p["users"] == users)
              & (p["rate"] == rate)]  # fmt: skip
     if mine.empty:
         return EMPTY, None
@@ -298,7 +339,7 @@ def _connect_profiles(points: pd.DataFrame) -> list[str]:
 
 def _connect(run: Run, target: str, profile: str) -> tuple[Cell, str | None]:
     p = run.points
-    mine = p[(p["target"] == target) & (p["scenario"] == "connect")
+    mine = p[(p["variant"] == target) & (p["scenario"] == "connect")
              & (p["kernel_profile"] == profile)].sort_values("users")  # fmt: skip
     if mine.empty:
         return EMPTY, None
@@ -348,17 +389,25 @@ def first_broken(run: Run, point: pd.Series) -> str:
 # -- memory and broadcast --------------------------------------------------------------------
 
 
-def _largest(points: pd.DataFrame, target: str, scenario: str) -> pd.Series | None:
-    """The target's point of `scenario` with the most connections, if any; a failover drill's
-    points are not asked (their figures include the fault)."""
-    mine = points[(points["target"] == target) & (points["scenario"] == scenario)]
+def _largest(
+    points: pd.DataFrame, target: str, scenario: str, profile: str | None = None
+) -> pd.Series | None:
+    """The target's (a variant's) point of `scenario` with the most connections, if any, under
+    `profile` when given; a failover drill's points are not asked (their figures include the
+    fault)."""
+    key = "variant" if "variant" in points else "target"
+    mine = points[(points[key] == target) & (points["scenario"] == scenario)]
+    if profile is not None:
+        mine = mine[mine["kernel_profile"] == profile]
     if "faults" in mine:
         mine = mine[[not isinstance(f, list) or not f for f in mine["faults"]]]
     return None if mine.empty else mine.sort_values("users").iloc[-1]
 
 
-def _memory(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
-    point = _largest(points, target, "hold")
+def _memory(
+    points: pd.DataFrame, target: str, profile: str | None = None, named: bool = False
+) -> tuple[Cell, str | None]:
+    point = _largest(points, target, "hold", profile)
     if point is None:
         return EMPTY, None
     per_conn = _num(point["server_rss_per_conn_bytes"])
@@ -367,7 +416,8 @@ def _memory(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
         return Cell("no answer", _link(point["point_id"]), why or "no memory figure"), None
     users = int(point["users"])
     kib = per_conn / KIB
-    sentence = (f"{target} holds an idle connection in {kib:.1f} KiB of server memory "
+    under = f" under the {profile} profile" if named else ""
+    sentence = (f"{target} holds an idle connection in {kib:.1f} KiB of server memory{under} "
                 f"(measured at {users:,} connections).")  # fmt: skip
     return Cell(f"{kib:.1f} KiB", _link(point["point_id"]), f"at {users:,} connections"), sentence
 
