@@ -361,6 +361,59 @@ def kernel_chart(frame: pd.DataFrame, title: str, rate_label: str) -> Figure:
     return fig
 
 
+TOPOLOGY_HATCH = "//"  # a stacked bar's upper part: the proxy's share
+
+
+def topology_chart(
+    frame: pd.DataFrame, panels: list[tuple[str, list[tuple[str, str]]]], title: str
+) -> Figure:
+    """Per target a group of bars, one per topology variant (a colour each, the same in every
+    topology chart); one panel per (y label, [(column, part label), ...]), whose columns are
+    stacked: the first plain (the target's share), the next hatched (the proxy's).
+
+    The frame has one row per (target, variant) with the panels' columns and
+    generator_saturated; each bar's gid is "<column>:<target> · <variant>".
+    """
+    fig, axes = _figure(len(panels), PANELS_HEIGHT)
+    targets = list(dict.fromkeys(frame["target"]))
+    variants = list(dict.fromkeys(frame["variant"]))
+    palette = colors(variants)
+    width = 0.8 / max(1, len(variants))
+    for ax, (ylabel, stack) in zip(axes, panels, strict=True):
+        for i, target in enumerate(targets):
+            for j, variant in enumerate(variants):
+                row = frame[(frame["target"] == target) & (frame["variant"] == variant)]
+                if row.empty:
+                    continue
+                x, bottom = i - 0.4 + width * (j + 0.5), 0.0
+                for k, (column, _) in enumerate(stack):
+                    value = float(pd.to_numeric(row[column], errors="coerce").iloc[0])
+                    if np.isnan(value):
+                        continue
+                    ax.bar([x], [value], bottom=bottom, width=width * 0.9,
+                           color=palette[variant], hatch=TOPOLOGY_HATCH if k else None,
+                           edgecolor="white" if k else None, label=variant,
+                           gid=f"{column}:{target} · {variant}")  # fmt: skip
+                    bottom += value
+                if bool(row["generator_saturated"].iloc[0]) and bottom:
+                    ax.plot([x], [bottom], linestyle="none", marker="o", markersize=13,
+                            markerfacecolor="none", markeredgecolor=SATURATED_COLOR,
+                            markeredgewidth=2, label=SATURATED_LABEL, clip_on=False,
+                            gid=f"saturated:{stack[0][0]}")  # fmt: skip
+        if len(stack) > 1:
+            ax.bar([0], [0], color="#bbbbbb", hatch=TOPOLOGY_HATCH, edgecolor="white",
+                   label=f"hatched: {stack[1][1]}")  # fmt: skip
+        ax.set_xticks(range(len(targets)), targets)
+        ax.set_ylabel(ylabel)
+        ax.set_ylim(bottom=0)
+        ax.yaxis.set_major_formatter(THOUSANDS)
+        ax.grid(True, axis="y", alpha=0.3)
+        ax.grid(False, axis="x")
+    _figure_legend(fig, list(axes))
+    fig.suptitle(title)
+    return fig
+
+
 NINES_TICKS = {2: "50%", 10: "90%", 100: "99%", 1e3: "99.9%", 1e4: "99.99%", 1e5: "99.999%",
                1e6: "99.9999%"}  # fmt: skip
 

@@ -13,8 +13,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from reports import charts, tables
+from reports import charts, tables, topology
 from reports.findings import Findings
+from reports.findings import _ms as findings_ms
 from reports.findings import build as build_findings
 from reports.load import Run, is_drop_counter
 
@@ -72,6 +73,15 @@ class Table:
     frame: pd.DataFrame
     text_columns: tuple[int, ...] = ()  # prose cells: left-aligned, may wrap (numbers never do)
     group: str = ""  # shown in its group's box, after the group's charts (else at the end)
+    # Per row, per cell: the cell's evidence ("#point-<id>"), or None; [] for no links at all.
+    links: list[list[str | None]] = field(default_factory=list)
+    titles: list[list[str]] = field(default_factory=list)  # per cell: its tooltip, or ""
+
+    def link(self, row: int, column: int) -> str | None:
+        return self.links[row][column] if row < len(self.links) else None
+
+    def title_of(self, row: int, column: int) -> str:
+        return self.titles[row][column] if row < len(self.titles) else ""
 
 
 @dataclass
@@ -92,6 +102,7 @@ class Section:
     charts: list[Chart] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
     details: dict[str, Detail] = field(default_factory=dict)  # group -> its box
+    tables_first: bool = False  # its ungrouped tables before its charts (else after)
 
     def groups(self) -> list[tuple[str, list[Chart]]]:
         """Charts by group, in page order; a group with a Detail shows even without charts."""
@@ -151,7 +162,8 @@ def build(run: Run) -> Page:
     points = run.points
     sections = [_scenario_section(run, name) for name in tables.scenarios(points)]
     headline = _headline(run, sections)
-    sections += [s for s in (_drills_section(run), _broker_section(run)) if s is not None]
+    extra = (_topology_section(run), _drills_section(run), _broker_section(run))
+    sections += [s for s in extra if s is not None]
     if len(run.profiles) > 1:
         sections.append(_kernel_section(run))
     elif not run.kernel.empty:
@@ -308,8 +320,10 @@ def _knee_chart(frame: pd.DataFrame, slo_us: float) -> Chart:
 def connect_profiles(points: pd.DataFrame) -> pd.DataFrame:
     """Connect points by kernel profile and target, at each pair's highest connection count.
 
-    Failed points count: under a constraining profile failing is the result.
+    Failed points count: under a constraining profile failing is the result. A target
+    reached through a proxy (or with compression, or wss) is its own bar ("raw · nginx").
     """
+    points = points.assign(target=tables.variant_names(points))
     columns = ["kernel_profile", "target", "users", "point_id", "status", "upgrades_per_s",
                "failure_pct", "generator_saturated"]  # fmt: skip
     # What each point sustained (reports.load's choice, as findings reports), else Locust's.
@@ -524,6 +538,120 @@ def _drills_section(run: Run) -> Section | None:
     return section
 
 
+TOPOLOGY_CHARTS = (
+    ("knee", "echo knee: the highest offered rate within the SLO",
+     [("msgs/s within the SLO", [("knee_msgs_per_s", "knee")])],
+     "The echo knee of each variant (the findings' knee: the highest rate step within the "
+     "p99 SLO; a series that never passed it shows its last step, a lower bound).",
+     "knee_generator_saturated"),
+    ("latency", "echo latency at one offered rate",
+     [("p50 (µs)", [("p50_us", "p50")]), ("p99 (µs)", [("p99_us", "p99")])],
+     "Echo p50 and p99 of each variant at the offered rate and connection count they all "
+     "measured (the table's row says which).", "generator_saturated"),
+    ("cpu", "server CPU per echoed message",
+     [("CPU µs per message", [("target_cpu_us_per_msg", "target"),
+                              ("proxy_cpu_us_per_msg", "proxy")])],
+     "The target's mean CPU (% of a core) × 10,000 ÷ echoes per second at that rate, and the "
+     "proxy's stacked on it (hatched).", "generator_saturated"),
+    ("connect", "connects per second in a storm",
+     [("connects/s", [("connects_per_s", "connects/s")])],
+     "New WebSocket connections per second each variant sustained in its connect storm (the "
+     "largest).", "connect_generator_saturated"),
+    ("memory", "memory per held connection",
+     [("KiB per held connection", [("target_kib_per_conn", "target"),
+                                   ("proxy_kib_per_conn", "proxy")])],
+     "Growth of the target's RSS over its idle size per held connection (hold, the largest), "
+     "and the proxy's stacked on it (hatched).", "hold_generator_saturated"),
+)  # fmt: skip
+
+
+def _topology_section(run: Run) -> Section | None:
+    """Per target with several topology variants: a table of them side by side, and the same
+    figures on one chart per question (one bar per variant)."""
+    frame = topology.comparison(run)
+    if frame.empty:
+        return None
+    section = Section("topology", "Topology", tables_first=True,
+                      intro="What each hop or feature costs: per target, its variants (direct "
+                      "or through a proxy, ws or wss, permessage-deflate off or on, and kernel "
+                      "profiles when a firewall profile is among them) side by side, each cell "
+                      "linked to its point. The sentences in the findings name each variant's "
+                      "cost against its target's baseline (the first column).")  # fmt: skip
+    for target, rows in frame.groupby("target", sort=False):
+        section.tables.append(_topology_table(run, str(target), rows.reset_index(drop=True)))
+    plotted = frame.assign(target_kib_per_conn=frame["target_rss_per_conn_bytes"] / 1024,
+                           proxy_kib_per_conn=frame["proxy_rss_per_conn_bytes"] / 1024)
+    for slug, title, panels, caption, bound in TOPOLOGY_CHARTS:
+        columns = [c for _, stack in panels for c, _ in stack]
+        data = plotted[["target", "variant", *columns]].assign(
+            generator_saturated=plotted[bound].astype(bool))
+        chart = Chart(f"topology-{slug}", caption + " Red rings: the point was generator-bound "
+                      "(its self-check).", charts.topology_chart(data, panels,
+                                                                 f"topology: {title}"),
+                      {"": data})  # fmt: skip
+        if _plots_something(chart):
+            section.charts.append(chart)
+    return section
+
+
+def _kib(value: Any) -> str:
+    return "–" if value is None or pd.isna(value) else f"{float(value) / 1024:.1f} KiB"
+
+
+def _topology_table(run: Run, target: str, rows: pd.DataFrame) -> Table:
+    """One target's variants as columns, a figure per row, each cell linked to its point."""
+    link = {c: rows[c].map(lambda p: f"#point-{p}" if isinstance(p, str) and p else None)
+            for c in ("knee_point_id", "echo_point_id", "connect_point_id", "hold_point_id")}
+    base = rows.iloc[0]
+    step = (f" at {fmt(base['echo_msgs_per_s'])} msgs/s, {fmt(base['echo_users'])} conns"
+            if pd.notna(base["echo_msgs_per_s"]) else "")  # fmt: skip
+    lines: list[tuple[str, list[str], str]] = [  # label, cells, whose link
+        ("echo knee (msgs/s within SLO)", [k or "–" for k in rows["knee"]], "knee_point_id"),
+        (f"echo p50 / p99{step}", [
+            "–" if pd.isna(r["p50_us"]) else
+            f"{findings_ms(r['p50_us'])} / {findings_ms(r['p99_us'])}"
+            for _, r in rows.iterrows()], "echo_point_id"),
+        ("server CPU µs / msg: target", [fmt(v, 1) for v in rows["target_cpu_us_per_msg"]],
+         "echo_point_id"),
+        ("server CPU µs / msg: proxy", [fmt(v, 1) for v in rows["proxy_cpu_us_per_msg"]],
+         "echo_point_id"),
+        ("connects/s in a storm", [fmt(v) for v in rows["connects_per_s"]], "connect_point_id"),
+        ("memory per held conn: target", [_kib(v) for v in rows["target_rss_per_conn_bytes"]],
+         "hold_point_id"),
+        ("memory per held conn: proxy", [_kib(v) for v in rows["proxy_rss_per_conn_bytes"]],
+         "hold_point_id"),
+    ]  # fmt: skip
+    bound = ["the load generator was the limit at this echo point (its self-check)" if b
+             else "" for b in rows["generator_saturated"]]  # fmt: skip
+    body, links, titles = [], [], []
+    for label, cells, whose in lines:
+        if all(c == "–" for c in cells):
+            continue
+        body.append(("", [label, *cells]))
+        links.append([None, *(h if c != "–" else None for c, h in zip(cells, link[whose],
+                                                                        strict=True))])
+        titles.append(["", *(bound if whose == "echo_point_id" else [""] * len(cells))])
+    for name in sorted({name for found in rows["counters"] for name in found}):
+        found = [r.get(name) for r in rows["counters"]]
+        body.append(("bad" if name.endswith("Drop") else "", [f"server {name}", *(
+            "–" if f is None else f"{f[0]:+,.0f}" for f in found)]))
+        links.append([None, *(None if f is None else f"#point-{f[1]}" for f in found)])
+    frame = rows.assign(counters=rows["counters"].map(
+        lambda found: "; ".join(f"{n} {d:+,.0f} ({p})" for n, (d, p) in found.items())))
+    return Table(f"topology-{topology.slug(target)}", f"{target}: topologies side by side",
+                 "Columns are the target's variants, its baseline (direct, plain ws, "
+                 "uncompressed, the first profile without a firewall) first. The knee is "
+                 "the findings' (the highest rate step within the SLO); latency and CPU per "
+                 "message are at the one offered rate and connection count the variants "
+                 "share; CPU per message = mean CPU (% of a core) × 10,000 ÷ echoes per "
+                 "second; memory per held connection is the growth over the idle process "
+                 "per connection of the largest hold point, target and proxy apart; counters "
+                 "are the conntrack and firewall ones that moved in the server namespace "
+                 "(the largest change of the variant's points; drops in red). Each cell links "
+                 "to its point.", ["", *rows["variant"]], body, frame,
+                 links=links, titles=titles)  # fmt: skip
+
+
 def _seconds(value: Any) -> str:
     return "–" if value is None or pd.isna(value) else f"{round(float(value), 1):g} s"
 
@@ -610,8 +738,10 @@ def _kernel_section(run: Run) -> Section:
     section = Section("kernel", "Kernel profiles side by side",
                       intro=f"Profiles: {', '.join(run.profiles)}. Same workload, one line "
                       "style per profile, one colour per target.")  # fmt: skip
+    variants = tables.variant_names(run.points).set_axis(run.points["point_id"])
     for scenario in tables.scenarios(run.points):
-        frame = tables.scaling(run.points, scenario)
+        frame = _scaling(run.points, scenario)
+        frame = frame.assign(target=frame["point_id"].map(variants))  # a hop is its own line
         if frame["kernel_profile"].nunique() < 2:
             continue
         note = ""
