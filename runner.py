@@ -131,7 +131,9 @@ def _add_run(sub: Subparsers) -> None:
     run.add_argument("--scenario", required=True, help=", ".join(plan.SCENARIOS))
     run.add_argument("--users", type=int, required=True, help="concurrent Locust users")
     run.add_argument("--port", type=int, default=0, help="port of the reference target")
-    run.add_argument("--tls", action="store_true", help="serve the reference target on wss://")
+    run.add_argument("--tls", action="store_true",
+                     help="serve wss://: the reference target does TLS, or with --via the "
+                     "proxy does (and talks ws:// to the target); a throwaway CA's certificate")
     run.add_argument("--expect-workers", type=int, default=0,
                      help="distributed: be the Locust master and wait for this many "
                      "`wsbench worker` processes (on this or other machines)")  # fmt: skip
@@ -154,6 +156,9 @@ def _add_sweep(sub: Subparsers) -> None:
     sweep.add_argument("--targets", help="comma-separated target names or URLs")
     sweep.add_argument("--scenarios", help="comma-separated scenario names")
     sweep.add_argument("--users", help="comma-separated connection counts, e.g. 10,100,1000")
+    sweep.add_argument("--tls", action="store_true", default=None,
+                       help="every point on wss:// (at the target, or the proxy with --via); "
+                       "tls = [false, true] in the sweep file makes one point each")
     sweep.add_argument("--kernel-profiles", dest="kernel_profile", help=argparse.SUPPRESS)
     sweep.add_argument("--slo-p99-ms", type=float,
                        help="stop raising connections for a target x scenario once p99 passes this")
@@ -179,7 +184,8 @@ def _add_ui(sub: Subparsers) -> None:
                     "0.0.0.0 opens it to the network)")  # fmt: skip
     ui.add_argument("--web-port", type=int, default=8089)
     ui.add_argument("--port", type=int, default=0, help="port of the reference target")
-    ui.add_argument("--tls", action="store_true", help="serve the reference target on wss://")
+    ui.add_argument("--tls", action="store_true",
+                    help="serve wss:// (at the reference target, or the proxy with --via)")
     _add_point_options(ui)
     ui.set_defaults(spawn_rate=10.0, duration="10m")
     for action in ui._actions:  # the form's prefilled values, and where sessions go
@@ -346,7 +352,7 @@ def sweeps_from(args: argparse.Namespace, extras: list[str]) -> list[Sweep]:
         "slo_error_rate": args.slo_error_rate, "max_error_rate": args.max_error_rate,
         "pin_cpus": args.pin_cpus or None, "broker": args.broker, "via": args.via,
         "via_idle_timeout": args.via_idle_timeout, "compression": args.compression,
-        "faults": list(_faults(args.fault)) or None, "tag": args.tag,
+        "faults": list(_faults(args.fault)) or None, "tag": args.tag, "tls": args.tls,
     }  # fmt: skip
     overrides = {k: v for k, v in cli.items() if v is not None}
     sweeps = _without_namespaces_if_refused(plan.sweeps_from_settings(settings, overrides, extras))

@@ -252,6 +252,11 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
         _name_idle_drops(outcome, run)
     if point.topology.compression:
         _record_compression(outcome, run)
+    if point.topology.tls:  # who did the handshakes: their CPU is that part's
+        outcome.summary["tls"] = {
+            "terminated_at": point.topology.tls_at,
+            "by": point.topology.via if point.topology.tls_at == "proxy" else point.topology.target,
+        }  # fmt: skip
     record = run.counter_record
     outcome.summary["target"] = {
         **sampling.summarise(run.samples, "target"), "rss_bytes_idle": run.target_idle_rss,

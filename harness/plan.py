@@ -138,6 +138,14 @@ class Topology:
         return is_url(self.target)
 
     @property
+    def tls_at(self) -> str:
+        """Where TLS is terminated: "proxy" (--tls with --via: the proxy serves wss:// and
+        talks ws:// to the target), "target" (--tls alone), "" (ws://)."""
+        if not self.tls:
+            return ""
+        return "proxy" if self.via else "target"
+
+    @property
     def namespaced(self) -> bool:
         return self.kernel_profile != HOST_PROFILE
 
@@ -195,6 +203,8 @@ class Point:
                 parts.append(f"idle{topology.via_idle_timeout_s:g}s")
         if topology.compression:
             parts.append(topology.compression)
+        if topology.tls:
+            parts.append("wss")
         for text in topology.faults:
             fault = parse_fault(text)
             parts.append(f"{fault.action}{fault.at_s:g}s")
@@ -408,9 +418,6 @@ def _check_via(topology: Topology) -> None:
     if topology.external:
         raise PlanError(f"--via runs a proxy in front of the reference targets; put yours in "
                         f"front of {topology.target} yourself")  # fmt: skip
-    if topology.tls:
-        raise PlanError("--via with --tls: TLS through the proxy is not measurable yet "
-                        "(it would be terminated at the target, behind a TCP hop)")  # fmt: skip
     try:
         proxy.check_installed(topology.via)
     except proxy.ProxyError as exc:
@@ -719,6 +726,7 @@ class Sweep:
     vias: tuple[str, ...] = ("",)  # "" is direct
     via_idle_timeout_s: float = 0.0
     compressions: tuple[str, ...] = ("",)  # "" is none
+    tls_modes: tuple[bool, ...] = (False,)  # wss:// (at the target, or the proxy with a via)
 
     def points(self) -> list[Point]:
         """Every point, connection counts ascending within each series (rates ascending at
@@ -732,10 +740,11 @@ class Sweep:
                 max_error_rate=self.max_error_rate, rate=rate, pin_cpus=self.pin_cpus,
                 broker=self.broker, faults=self.faults, tag=self.tag, via=via,
                 via_idle_timeout_s=self.via_idle_timeout_s if via else 0.0,
-                compression=compression,
+                compression=compression, tls=tls,
             )  # fmt: skip
-            for target, scenario, profile, via, compression in itertools.product(
-                self.targets, self.scenarios, self.kernel_profiles, self.vias, self.compressions
+            for target, scenario, profile, via, compression, tls in itertools.product(
+                self.targets, self.scenarios, self.kernel_profiles, self.vias, self.compressions,
+                self.tls_modes,
             )
             for users in sorted(set(self.users))
             for rate in (sorted(set(self.rates)) or [None])
@@ -748,6 +757,7 @@ class Sweep:
         key = (topology.target, point.workload.scenario, topology.kernel_profile)
         key += (topology.via,) if topology.via else ()  # each proxied hop is a series too
         key += (topology.compression,) if topology.compression else ()  # and deflate
+        key += ("wss",) if topology.tls else ()  # and TLS
         return (*key, str(point.workload.users)) if self.rates else key
 
 
@@ -859,7 +869,20 @@ def sweep_from_settings(settings: Mapping[str, object], extra_options: Sequence[
         vias=tuple(parse_via(settings.get("via"))),
         via_idle_timeout_s=_idle_timeout(settings.get("via_idle_timeout")),
         compressions=tuple(parse_compression(settings.get("compression"))),
+        tls_modes=tuple(parse_tls(settings.get("tls"))),
     )
+
+
+def parse_tls(value: object) -> list[bool]:
+    """A sweep's tls: true, false or a list of them ([false, true]: ws:// and wss://)."""
+    if value is None:
+        return [False]
+    found = value if isinstance(value, list) else [value]
+    if not found or not all(isinstance(v, bool) for v in found):
+        raise PlanError(f"tls must be true, false or a list of them, got {value!r}")
+    if len(set(found)) != len(found):
+        raise PlanError(f"tls {value!r} gives a value more than once")
+    return list(found)
 
 
 def _idle_timeout(value: object) -> float:
@@ -944,7 +967,7 @@ def load_sweep_file(path: Path) -> dict[str, object]:
         "targets", "scenarios", "users", "kernel_profiles", "duration", "spawn_rate",
         "processes", "target_processes", "options", "slo_p99_ms", "slo_error_rate",
         "client_hosts", "host_sysctls", "max_error_rate", "rates", "pin_cpus", "broker", "faults",
-        "tag", "via", "via_idle_timeout", "compression",
+        "tag", "via", "via_idle_timeout", "compression", "tls",
     }  # fmt: skip
     unknown = sorted(set(data) - known - {"part"})
     if unknown:

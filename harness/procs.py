@@ -84,7 +84,7 @@ def target_command(
         cmd += ["--host", host]
     if broker_url is not None:
         cmd += ["--broker", broker_url]
-    if topology.tls:
+    if topology.tls_at == "target":  # at the proxy, the target serves ws:// behind it
         cmd.append("--tls")
         if ca_file is not None:
             cmd += ["--ca-file", str(ca_file)]
@@ -117,7 +117,7 @@ def start_target(
     if topology.external:
         check_reachable(topology.target)
         return Target(topology.target, None, None)
-    ca_file = log_path.with_name("ca.pem") if topology.tls else None
+    ca_file = log_path.with_name("ca.pem") if topology.tls_at == "target" else None
     cmd = [*enter, *target_command(topology, ca_file, host, broker_url)]
     proc = spawn(cmd, log_path, stdout=subprocess.PIPE, nofile=nofile_of(topology),
                  cpus=topology.cpu_split()[0])  # fmt: skip

@@ -7,7 +7,9 @@ workers (nginx processes, HAProxy threads) as the target has processes, on the t
 with --pin-cpus, and its own port. It stops with the point; the config it ran with is the
 point's proxy.conf, its log proxy.log, its version in the summary. An upgraded connection idle
 for --via-idle-timeout is closed by the proxy (nginx's proxy_read_timeout, HAProxy's
-timeout tunnel): the defaults are each one's own as Debian ships it, 60 s and 50 s.
+timeout tunnel): the defaults are each one's own as Debian ships it, 60 s and 50 s. With --tls
+the proxy terminates TLS (a throwaway CA's certificate from trustme, as the targets make theirs;
+TLS 1.2 and 1.3, each one's default ciphers and session cache) and talks ws:// to the target.
 """
 
 from __future__ import annotations
@@ -69,8 +71,8 @@ def version(kind: str) -> str:
 
 
 def render(kind: str, directory: Path, listen: str, upstream: str, workers: int,
-           idle_timeout_s: float, nofile: int) -> str:  # fmt: skip
-    """The proxy's whole config for one point."""
+           idle_timeout_s: float, nofile: int, tls: Tls | None = None) -> str:  # fmt: skip
+    """The proxy's whole config for one point (serving wss:// with `tls`)."""
     env = Environment(loader=FileSystemLoader(TEMPLATES), undefined=StrictUndefined,
                       keep_trailing_newline=True, autoescape=False)  # noqa: S701 (not HTML)
     # Each proxied WebSocket holds two sockets (client side, target side).
@@ -78,8 +80,30 @@ def render(kind: str, directory: Path, listen: str, upstream: str, workers: int,
     return env.get_template(TEMPLATE[kind]).render(
         directory=directory, listen=listen, upstream=upstream, workers=workers,
         idle_timeout_s=f"{idle_timeout_s:g}", nofile=nofile, connections=connections,
-        root=os.geteuid() == 0,
+        root=os.geteuid() == 0, tls=tls,
     )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class Tls:
+    """What a proxy terminating TLS serves: its certificate chain and key (PEM files; the
+    chain file holds the key too, as HAProxy's `crt` wants) and the CA clients must trust."""
+
+    chain: Path
+    key: Path
+    ca: Path
+
+
+def certificates(directory: Path, host: str) -> Tls:
+    """A throwaway CA (trustme, as the reference targets make theirs) and a certificate for
+    `host` in `directory`."""
+    from targets.server import TargetError, make_certificates
+
+    try:
+        ca, chain, key = make_certificates(host, directory, None)
+    except TargetError as exc:
+        raise ProxyError(str(exc)) from None
+    return Tls(chain, key, ca)
 
 
 @dataclass
@@ -91,15 +115,17 @@ class Proxy:
     log_path: Path
     version: str
     idle_timeout_s: float
+    tls: Tls | None = None  # it terminates TLS: wss:// in front, ws:// to the target
 
     @property
     def address(self) -> str:
         return f"{self.host}:{self.port}"
 
     def url(self, target_url: str) -> str:
-        """The target's URL with the proxy's address in place of the target's."""
+        """The target's URL with the proxy's address (and scheme) in place of the target's."""
         scheme, rest = target_url.split("://", 1)
         path = rest.split("/", 1)[1] if "/" in rest else ""
+        scheme = "wss" if self.tls is not None else scheme
         return f"{scheme}://{self.address}/{path}".rstrip("/")
 
     def exited(self) -> int | None:
@@ -110,20 +136,23 @@ class Proxy:
 
     def describe(self) -> dict[str, object]:
         return {"kind": self.kind, "version": self.version, "address": self.address,
-                "idle_timeout_s": self.idle_timeout_s}  # fmt: skip
+                "idle_timeout_s": self.idle_timeout_s, "tls": self.tls is not None}  # fmt: skip
 
 
 def start(
     kind: str, directory: Path, host: str, port: int, upstream: str, *, workers: int = 1,
     idle_timeout_s: float | None = None, nofile: int = 65536, enter: Sequence[str] = (),
-    cpus: frozenset[int] | None = None,
+    cpus: frozenset[int] | None = None, tls: bool = False,
 ) -> Proxy:  # fmt: skip
-    """The proxy on host:port in front of `upstream` (HOST:PORT), accepting connections;
-    ProxyError (with its log's last line) if it exits or does not listen in time."""
+    """The proxy on host:port in front of `upstream` (HOST:PORT), accepting connections (with
+    `tls`, on wss:// with a throwaway CA's certificate, ws:// to the upstream); ProxyError
+    (with its log's last line) if it exits or does not listen in time."""
     check_installed(kind)
     idle = DEFAULT_IDLE_TIMEOUT_S[kind] if idle_timeout_s is None else idle_timeout_s
+    served = certificates(directory, host) if tls else None
     config = directory / PROXY_CONF
-    config.write_text(render(kind, directory, f"{host}:{port}", upstream, workers, idle, nofile))
+    config.write_text(render(kind, directory, f"{host}:{port}", upstream, workers, idle, nofile,
+                             served))  # fmt: skip
     log_path = directory / PROXY_LOG
     binary = _binary(PROXIES[kind][0]) or kind
     if kind == "nginx":
@@ -144,7 +173,7 @@ def start(
             raise ProxyError(f"{kind} not listening on {host}:{port} after "
                              f"{READY_TIMEOUT_S:g} s: {last_line(log_path)}")  # fmt: skip
         time.sleep(POLL_S)
-    return Proxy(kind, host, port, proc, log_path, version(kind), idle)
+    return Proxy(kind, host, port, proc, log_path, version(kind), idle, served)
 
 
 def _listening(pid: int, port: int) -> bool:

@@ -194,7 +194,8 @@ def proxy(
     run: PointRun, target_: procs.Target, sampler: sampling.Sampler
 ) -> Iterator[procs.Target]:
     """What Locust connects to: the target, or with --via the proxy in front of it (where the
-    target runs, as many workers as it has processes, on its CPUs), stopped at exit."""
+    target runs, as many workers as it has processes, on its CPUs; with --tls it terminates
+    TLS), stopped at exit."""
     topology = run.point.topology
     if not topology.via:
         yield target_
@@ -205,13 +206,14 @@ def proxy(
         topology.via, run.pdir, host, port, upstream, workers=topology.target_processes,
         idle_timeout_s=topology.via_idle_timeout_s or None,
         nofile=nofile_of(topology) or fd_limit(), enter=enter, cpus=topology.cpu_split()[0],
+        tls=topology.tls_at == "proxy",
     )  # fmt: skip
     run.proxy = started
+    ca_file = started.tls.ca if started.tls is not None else target_.ca_file
     try:
         sampler.watch("proxy", started.proc.pid)
         run.proxy_idle_rss = sampler.rss_bytes("proxy")  # before any load, as the target's
-        yield procs.Target(started.url(target_.url), started.proc, started.log_path,
-                           target_.ca_file)  # fmt: skip
+        yield procs.Target(started.url(target_.url), started.proc, started.log_path, ca_file)
     finally:
         run.proxy_status = started.stop()
 

@@ -105,11 +105,10 @@ def test_a_proxy_idle_timeout_drops_idle_connections_and_pings_keep_them(
     [
         (("--via", "envoy"), "via must be one of direct, nginx, haproxy, got 'envoy'"),
         (("--via", "nginx,nginx"), "via nginx given more than once"),
-        (("--via", "nginx", "--tls"), "--via with --tls"),
         (("--via-idle-timeout", "5s"), "--via-idle-timeout is the proxy's"),
         (("--target", "ws://127.0.0.1:9/echo", "--via", "nginx"), "put yours in front of"),
     ],
-    ids=["unknown", "twice", "tls", "idle-without-via", "external"],
+    ids=["unknown", "twice", "idle-without-via", "external"],
 )
 def test_what_a_proxy_cannot_do_is_refused_in_one_line(
     wsbench: Run, args: tuple[str, ...], said: str
