@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 
 .PHONY: install test lint bench bench-targets bench-generator bench-scale bench-broker \
-	bench-failover bench-proxies bench-firewall bench-deflate ui clean
+	bench-failover bench-proxies bench-firewall bench-deflate bench-tls ui clean
 
 install: $(STAMP)
 
@@ -68,6 +68,12 @@ bench-proxies: install
 # table size is host-wide: --host-sysctls sets it for the run and restores it at exit.
 bench-firewall: install
 	$(VENV)/bin/wsbench sweep --config harness/sweeps/firewall.toml --host-sysctls
+
+# TLS at the raw target versus at nginx and HAProxy in front of it, against plain ws://:
+# handshakes per second and server CPU per handshake, echo latency, memory per held connection
+# (about 3 minutes).
+bench-tls: install
+	$(VENV)/bin/wsbench sweep --config harness/sweeps/tls.toml
 
 # permessage-deflate: memory per held connection and server CPU per echoed message for aiohttp
 # and websockets, without and with their own implementations (about 2 minutes).
