@@ -437,27 +437,24 @@ def _check_compression(topology: Topology) -> None:
 
 def parse_compression(value: object) -> list[str]:
     """'none,deflate' or a list -> ['', 'deflate'] ('' is none); PlanError for another name."""
-    found = []
-    for name in split_list(value, "compression") or ["none"]:
-        if name not in COMPRESSIONS:
-            raise PlanError(f"compression must be one of {', '.join(COMPRESSIONS)}, got {name!r}")
-        found.append("" if name == "none" else name)
-    twice = sorted({n or "none" for n in found if found.count(n) > 1})
-    if twice:
-        raise PlanError(f"compression {', '.join(twice)} given more than once")
-    return found
+    return _choices(value, "compression", COMPRESSIONS, "none")
 
 
 def parse_via(value: object) -> list[str]:
     """'direct,nginx' or a list -> ['', 'nginx'] ('' is direct); PlanError for another name."""
+    return _choices(value, "via", proxy.VIAS, "direct")
+
+
+def _choices(value: object, key: str, names: Sequence[str], default: str) -> list[str]:
+    """A list of `names` (default: [default]), each once; `default` itself given as ''."""
     found = []
-    for name in split_list(value, "via") or ["direct"]:
-        if name not in proxy.VIAS:
-            raise PlanError(f"via must be one of {', '.join(proxy.VIAS)}, got {name!r}")
-        found.append("" if name == "direct" else name)
-    twice = sorted({n or "direct" for n in found if found.count(n) > 1})
+    for name in split_list(value, key) or [default]:
+        if name not in names:
+            raise PlanError(f"{key} must be one of {', '.join(names)}, got {name!r}")
+        found.append("" if name == default else name)
+    twice = sorted({n or default for n in found if found.count(n) > 1})
     if twice:
-        raise PlanError(f"via {', '.join(twice)} given more than once")
+        raise PlanError(f"{key} {', '.join(twice)} given more than once")
     return found
 
 

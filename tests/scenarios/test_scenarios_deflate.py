@@ -8,13 +8,14 @@ import socket
 import struct
 
 import pytest
+from test_scenarios_frames import read_client_frame
 from websockets.extensions.permessage_deflate import PerMessageDeflate
 from websockets.frames import Frame, Opcode
 
 from scenarios.connection import WsConnection
 from scenarios.deflate import Deflate, DeflateParams, agreed
 from scenarios.failures import ProtocolViolation
-from scenarios.frames import FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RSV1, ServerFrames, mask
+from scenarios.frames import FIN, OP_BINARY, OP_CONT, OP_PING, OP_TEXT, RSV1, ServerFrames
 from scenarios.payloads import POOL_BYTES, Messages, pool
 
 TEXT = b"the quick brown fox jumps over the lazy dog " * 20
@@ -25,26 +26,6 @@ def server_frame(first_byte: int, payload: bytes) -> bytes:
     n = len(payload)
     head = bytes((first_byte, n)) if n < 126 else struct.pack("!BBH", first_byte, 126, n)
     return head + payload
-
-
-def read_client_frame(sock: socket.socket) -> tuple[int, bytes]:
-    """(first byte, unmasked payload) of one masked frame the client sent (under 64 KiB)."""
-    head = _exactly(sock, 2)
-    assert head[1] & 0x80, "client frames must be masked"
-    n = head[1] & 0x7F
-    if n == 126:
-        n = struct.unpack("!H", _exactly(sock, 2))[0]
-    key = _exactly(sock, 4)
-    return head[0], mask(_exactly(sock, n), key)
-
-
-def _exactly(sock: socket.socket, n: int) -> bytes:
-    data = b""
-    while len(data) < n:
-        chunk = sock.recv(n - len(data))
-        assert chunk, "connection closed early"
-        data += chunk
-    return data
 
 
 def library_server(params: DeflateParams) -> PerMessageDeflate:
