@@ -633,7 +633,7 @@ def _topology_table(run: Run, target: str, rows: pd.DataFrame) -> Table:
         titles.append(["", *(bound if whose == "echo_point_id" else [""] * len(cells))])
     for name in sorted({name for found in rows["counters"] for name in found}):
         found = [r.get(name) for r in rows["counters"]]
-        body.append(("bad" if name.endswith("Drop") else "", [f"server {name}", *(
+        body.append(("bad" if name.endswith("Drop") else "", [f"kernel (server): {name}", *(
             "–" if f is None else f"{f[0]:+,.0f}" for f in found)]))
         links.append([None, *(None if f is None else f"#point-{f[1]}" for f in found)])
     frame = rows.assign(counters=rows["counters"].map(

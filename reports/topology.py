@@ -71,9 +71,10 @@ def variants(run: Run) -> dict[str, list[Variant]]:
         plain = [p for p in profiles if not is_firewall_profile(run, p)]
         base_profile = plain[0] if plain else None
         several = mine["topology"].nunique() > 1
+        plain_name = _baseline_name(mine) if several else DIRECT
         out = []
         for (topology, profile), rows in mine.groupby(["topology", "kernel_profile"], sort=False):
-            parts = [topology or DIRECT] if several else []
+            parts = [topology or plain_name] if several else []
             parts += [profile] if len(profiles) > 1 else []
             out.append(Variant(str(target), " · ".join(parts) or DIRECT, str(topology),
                                str(profile), rows,
@@ -81,6 +82,15 @@ def variants(run: Run) -> dict[str, list[Variant]]:
         out.sort(key=lambda v: not v.baseline)
         found[str(target)] = out
     return found
+
+
+def _baseline_name(points: pd.DataFrame) -> str:
+    """What the plain variant is called among these: 'direct' when proxies vary,
+    'uncompressed' when compression does, 'ws' for TLS; joined when several do."""
+    words = [word for column, word in (("via", DIRECT), ("compression", "uncompressed"),
+                                       ("tls", "ws"))
+             if column in points and points[column].nunique(dropna=False) > 1]  # fmt: skip
+    return " · ".join(words) or DIRECT
 
 
 def compared(run: Run) -> dict[str, list[Variant]]:
@@ -188,6 +198,10 @@ def _row(run: Run, variant: Variant, step: tuple[float, float] | None) -> dict[s
     rate = _num(connect.get("achieved_per_s")) if connect is not None else None
     rate = _num(connect["msgs_per_s"]) if connect is not None and rate is None else rate
     held = _ok(hold)
+    # What the point sustained (reports.load's choice: the harness's rate over its measured
+    # time, or the steady windows'), the rate its CPU means are over.
+    echoed = _num(echo.get("achieved_per_s")) if ok else None
+    echoed = _num(echo["msgs_per_s"]) if ok and echoed is None else echoed
     return {
         "target": variant.target, "variant": variant.label, "topology": variant.topology,
         "kernel_profile": variant.profile, "baseline": variant.baseline,
@@ -199,10 +213,10 @@ def _row(run: Run, variant: Variant, step: tuple[float, float] | None) -> dict[s
         "echo_point_id": echo["point_id"] if echo is not None else None,
         "p50_us": _num(echo["p50_us"]) if ok else None,
         "p99_us": _num(echo["p99_us"]) if ok else None,
-        "target_cpu_us_per_msg": _cpu_us_per_msg(
-            echo.get("target_cpu_pct_mean"), echo["msgs_per_s"]) if ok else None,
-        "proxy_cpu_us_per_msg": _cpu_us_per_msg(
-            echo.get("proxy_cpu_pct_mean"), echo["msgs_per_s"]) if ok else None,
+        "target_cpu_us_per_msg": _cpu_us_per_msg(echo.get("target_cpu_pct_mean"), echoed)
+        if ok else None,
+        "proxy_cpu_us_per_msg": _cpu_us_per_msg(echo.get("proxy_cpu_pct_mean"), echoed)
+        if ok else None,
         "connects_per_s": rate if connect is not None and connect["status"] in (OK, "failed")
         else None,
         "connect_point_id": connect["point_id"] if connect is not None else None,
