@@ -409,9 +409,10 @@ def check_topology(point: Point) -> None:
                             "process nothing is left to serve (use restart-target)")  # fmt: skip
         if fault.action == "kill-broker" and not topology.broker:
             raise PlanError(f"fault {fault} needs --broker redis")
-        if fault.action == "restart-target" and topology.tls:
-            raise PlanError(f"fault {fault} with --tls: the target started again would have a "
-                            "new throwaway CA, which the clients do not trust")  # fmt: skip
+        if fault.action == "restart-target" and topology.tls_at == "target":
+            raise PlanError(f"fault {fault} with --tls at the target: started again it would "
+                            "have a new throwaway CA, which the clients do not trust (with "
+                            "--via the proxy keeps its certificate)")  # fmt: skip
 
 
 def _check_via(topology: Topology) -> None:
