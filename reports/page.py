@@ -553,10 +553,14 @@ TOPOLOGY_CHARTS = (
                               ("proxy_cpu_us_per_msg", "proxy")])],
      "The target's mean CPU (% of a core) × 10,000 ÷ echoes per second at that rate, and the "
      "proxy's stacked on it (hatched).", "generator_saturated"),
-    ("connect", "connects per second in a storm",
-     [("connects/s", [("connects_per_s", "connects/s")])],
+    ("connect", "connects per second in a storm, and their CPU",
+     [("connects/s", [("connects_per_s", "connects/s")]),
+      ("CPU µs per connect", [("target_cpu_us_per_connect", "target"),
+                              ("proxy_cpu_us_per_connect", "proxy")])],
      "New WebSocket connections per second each variant sustained in its connect storm (the "
-     "largest).", "connect_generator_saturated"),
+     "largest), and the server's CPU per connection made (TCP and, with wss, TLS handshakes "
+     "and the upgrade), the proxy's stacked on the target's (hatched).",
+     "connect_generator_saturated"),
     ("memory", "memory per held connection",
      [("KiB per held connection", [("target_kib_per_conn", "target"),
                                    ("proxy_kib_per_conn", "proxy")])],
@@ -616,13 +620,20 @@ def _topology_table(run: Run, target: str, rows: pd.DataFrame) -> Table:
         ("server CPU µs / msg: proxy", [fmt(v, 1) for v in rows["proxy_cpu_us_per_msg"]],
          "echo_point_id"),
         ("connects/s in a storm", [fmt(v) for v in rows["connects_per_s"]], "connect_point_id"),
+        ("server CPU µs / connect: target", [fmt(v, 1) for v in
+                                             rows["target_cpu_us_per_connect"]],
+         "connect_point_id"),
+        ("server CPU µs / connect: proxy", [fmt(v, 1) for v in
+                                            rows["proxy_cpu_us_per_connect"]],
+         "connect_point_id"),
         ("memory per held conn: target", [_kib(v) for v in rows["target_rss_per_conn_bytes"]],
          "hold_point_id"),
         ("memory per held conn: proxy", [_kib(v) for v in rows["proxy_rss_per_conn_bytes"]],
          "hold_point_id"),
     ]  # fmt: skip
-    bound = ["the load generator was the limit at this echo point (its self-check)" if b
-             else "" for b in rows["generator_saturated"]]  # fmt: skip
+    flags = {"knee_point_id": "knee_generator_saturated", "echo_point_id": "generator_saturated",
+             "connect_point_id": "connect_generator_saturated",
+             "hold_point_id": "hold_generator_saturated"}  # fmt: skip
     body, links, titles = [], [], []
     for label, cells, whose in lines:
         if all(c == "–" for c in cells):
@@ -630,7 +641,8 @@ def _topology_table(run: Run, target: str, rows: pd.DataFrame) -> Table:
         body.append(("", [label, *cells]))
         links.append([None, *(h if c != "–" else None for c, h in zip(cells, link[whose],
                                                                         strict=True))])
-        titles.append(["", *(bound if whose == "echo_point_id" else [""] * len(cells))])
+        titles.append(["", *("the load generator was the limit at this point (its self-check)"
+                             if b else "" for b in rows[flags[whose]])])  # fmt: skip
     for name in sorted({name for found in rows["counters"] for name in found}):
         found = [r.get(name) for r in rows["counters"]]
         body.append(("bad" if name.endswith("Drop") else "", [f"kernel (server): {name}", *(
@@ -644,7 +656,8 @@ def _topology_table(run: Run, target: str, rows: pd.DataFrame) -> Table:
                  "the findings' (the highest rate step within the SLO); latency and CPU per "
                  "message are at the one offered rate and connection count the variants "
                  "share; CPU per message = mean CPU (% of a core) × 10,000 ÷ echoes per "
-                 "second; memory per held connection is the growth over the idle process "
+                 "second (per connect: over the storm's connects per second); memory per "
+                 "held connection is the growth over the idle process "
                  "per connection of the largest hold point, target and proxy apart; counters "
                  "are the conntrack and firewall ones that moved in the server namespace "
                  "(the largest change of the variant's points; drops in red). Each cell links "

@@ -8,8 +8,9 @@ plain ws variant under its first profile without a firewall.
 
 Per variant: the echo knee (findings' machinery), echo p50 / p99 and the server's CPU per
 message (target and proxy apart) at one offered rate its variants share, connects/s in a
-storm, memory per held connection (target and proxy apart, each its growth over its idle size
-per connection), and under a firewall profile the conntrack and firewall counters that moved.
+storm and the server's CPU per connect (what a wss handshake costs), memory per held
+connection (target and proxy apart, each its growth over its idle size per connection), and
+under a firewall profile the conntrack and firewall counters that moved.
 Every figure keeps the point it came from (the page links each cell to it); the sentences are
 generated from the same figures, and say nothing of a variant whose baseline is missing.
 """
@@ -34,7 +35,8 @@ CONNTRACK_PREFIXES = ("Conntrack", "Firewall", "conntrack")  # kernel/counters.p
 COLUMNS = ("target", "variant", "topology", "kernel_profile", "baseline", "via", "compression",
            "tls_at", "knee", "knee_msgs_per_s", "knee_point_id", "echo_users", "echo_msgs_per_s",
            "echo_point_id", "p50_us", "p99_us", "target_cpu_us_per_msg",
-           "proxy_cpu_us_per_msg", "connects_per_s", "connect_point_id", "hold_users",
+           "proxy_cpu_us_per_msg", "connects_per_s", "target_cpu_us_per_connect",
+           "proxy_cpu_us_per_connect", "connect_point_id", "hold_users",
            "hold_point_id", "target_rss_per_conn_bytes", "proxy_rss_per_conn_bytes",
            "generator_saturated", "knee_generator_saturated", "connect_generator_saturated",
            "hold_generator_saturated", "counters")  # fmt: skip
@@ -219,6 +221,11 @@ def _row(run: Run, variant: Variant, step: tuple[float, float] | None) -> dict[s
         if ok else None,
         "connects_per_s": rate if connect is not None and connect["status"] in (OK, "failed")
         else None,
+        # A connect's CPU (the TCP and TLS handshakes and the upgrade) over the storm's rate.
+        "target_cpu_us_per_connect": _cpu_us_per_msg(connect.get("target_cpu_pct_mean"), rate)
+        if _ok(connect) else None,
+        "proxy_cpu_us_per_connect": _cpu_us_per_msg(connect.get("proxy_cpu_pct_mean"), rate)
+        if _ok(connect) else None,
         "connect_point_id": connect["point_id"] if connect is not None else None,
         "hold_users": _num(hold["users"]) if hold is not None else None,
         "hold_point_id": hold["point_id"] if hold is not None else None,
@@ -305,15 +312,11 @@ def sentence(row: pd.Series, base: pd.Series) -> str | None:
     if p99 is not None and p99_base is not None and row["echo_msgs_per_s"] is not None:
         parts.append(f"echo p99 at {row['echo_msgs_per_s']:,.0f} msgs/s {_ms(p99)} vs "
                      f"{_ms(p99_base)} {against} ({_delta_ms(p99 - p99_base)})")  # fmt: skip
-    cpu, cpu_base = _cpu_total(row), _cpu_total(base)
-    if cpu is not None and cpu_base is not None:
-        proxy = _num(row["proxy_cpu_us_per_msg"])
-        split = (f" (target {_num(row['target_cpu_us_per_msg']) or 0:.1f} + proxy {proxy:.1f})"
-                 if proxy is not None else "")  # fmt: skip
-        parts.append(f"server CPU {cpu:.1f} vs {cpu_base:.1f} µs/msg{split}")
+    parts += _cpu(row, base, "msg", "µs/msg")
     rate, rate_base = _num(row["connects_per_s"]), _num(base["connects_per_s"])
     if rate is not None and rate_base is not None:
         parts.append(f"{rate:,.0f} vs {rate_base:,.0f} connects/s")
+    parts += _cpu(row, base, "connect", "µs per connect")
     mem, mem_base = _num(row["target_rss_per_conn_bytes"]), _num(base["target_rss_per_conn_bytes"])
     if mem is not None and mem_base is not None:
         parts.append(f"{_kib(mem)} vs {_kib(mem_base)} per held connection in the target")
@@ -333,11 +336,22 @@ def sentence(row: pd.Series, base: pd.Series) -> str | None:
     return f"{subject}: " + ", ".join(parts) + tail + "."
 
 
-def _cpu_total(row: pd.Series) -> float | None:
-    target = _num(row["target_cpu_us_per_msg"])
+def _cpu(row: pd.Series, base: pd.Series, per: str, unit: str) -> list[str]:
+    """['server CPU 58.0 vs 39.1 µs/msg (target 29.0 + proxy 29.0)'], or [] without both."""
+    cpu, cpu_base = _cpu_total(row, per), _cpu_total(base, per)
+    if cpu is None or cpu_base is None:
+        return []
+    proxy = _num(row[f"proxy_cpu_us_per_{per}"])
+    split = (f" (target {_num(row[f'target_cpu_us_per_{per}']) or 0:.1f} + proxy {proxy:.1f})"
+             if proxy is not None else "")  # fmt: skip
+    return [f"server CPU {cpu:.1f} vs {cpu_base:.1f} {unit}{split}"]
+
+
+def _cpu_total(row: pd.Series, per: str) -> float | None:
+    target = _num(row[f"target_cpu_us_per_{per}"])
     if target is None:
         return None
-    return target + (_num(row["proxy_cpu_us_per_msg"]) or 0.0)
+    return target + (_num(row[f"proxy_cpu_us_per_{per}"]) or 0.0)
 
 
 def anchor(target: str) -> str:

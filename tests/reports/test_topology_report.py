@@ -68,6 +68,19 @@ echo_rate = ["--payload-content", "text"]
 """
 FIREWALL = DEFLATE.replace('"aiohttp"', '"raw"').replace('compression = ["none", "deflate"]', "")
 FIREWALL = FIREWALL.replace('[part.options]\necho_rate = ["--payload-content", "text"]\n', "")
+TLS = """
+targets = ["raw"]
+via = ["direct", "nginx"]
+tls = [false, true]
+duration = "2s"
+spawn_rate = 1000
+
+[[part]]
+name = "connect storm"
+scenarios = ["connect"]
+users = [5]
+rates = [50]
+"""
 # tuned plus the stateful firewall, with the host's own conntrack table size: no host-wide
 # sysctl is changed (the shipped firewall profiles size the table, so need --host-sysctls).
 FIREWALL_PROFILE = """description = "tuned behind the nftables firewall, the host's table size"
@@ -240,6 +253,38 @@ def test_deflate_is_its_own_variant_against_the_uncompressed_one(deflate: Path) 
     assert len(line) == 1, result.sentences
     assert (f"echo p99 at {rate} msgs/s {findings._ms(p99['-deflate'])} vs "
             f"{findings._ms(p99[''])} uncompressed") in line[0]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def wss(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    _require("nginx")
+    out = tmp_path_factory.mktemp("topology") / "tls"
+    _sweep(out, TLS)
+    return out
+
+
+def test_wss_is_labelled_with_where_tls_ended(wss: Path) -> None:
+    """ws and wss, at the target and at nginx, are four variants named by where TLS ended;
+    the CPU per connect of each side is the stored points', and each wss line says where."""
+    result = findings.build(load_run(wss))
+    assert [row[0].text for row in result.rows] == [
+        "raw", "raw · wss@target", "raw · nginx", "raw · nginx · wss@proxy"]  # fmt: skip
+    rows = _table(write_report(wss).read_text(), "table-topology-raw")
+    assert [text for text, _ in rows[0]] == ["", "direct · ws", "wss@target", "nginx",
+                                             "nginx · wss@proxy"]  # fmt: skip
+    ids = ["", "-wss", "-via-nginx", "-via-nginx-wss"]
+    stored = [_point(wss, f"raw-connect-u5-r50{i}-host") for i in ids]
+    assert [r["summary"].get("tls", {}).get("terminated_at") for r in stored] == \
+        [None, "target", None, "proxy"]  # fmt: skip
+    assert [c for c, _ in _row(rows, "server CPU µs / connect: target")] == \
+        [_cpu_us(r, "target") for r in stored]  # fmt: skip
+    assert [c for c, _ in _row(rows, "server CPU µs / connect: proxy")] == \
+        ["–", "–", *(_cpu_us(r, "proxy") for r in stored[2:])]  # fmt: skip
+    starts = ("raw over wss (TLS ended at the target): ",
+              "nginx in front of raw over wss (TLS ended at the proxy): ")
+    for start in starts:
+        line = [s for s in result.sentences if s.startswith(start)]
+        assert len(line) == 1 and "µs per connect" in line[0], result.sentences
 
 
 @pytest.fixture(scope="module")
