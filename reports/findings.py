@@ -57,11 +57,11 @@ def build(run: Run) -> Findings:
     points = run.points
     targets = list(dict.fromkeys(points.loc[points["target"].notna(), "variant"]))
     columns: list[tuple[str, Callable[[str], tuple[Cell, str | None]]]] = []
-    knees = _knee_series(run)
+    knees = knee_series(run)
     profiles = list(dict.fromkeys(profile for _, profile in knees))
     for profile in profiles:
         named = "knee (msgs/s within SLO)" + (f" · {profile}" if len(profiles) > 1 else "")
-        columns.append((named, lambda t, p=profile: _knee(run, knees, t, p, len(profiles) > 1)))
+        columns.append((named, lambda t, p=profile: knee(run, knees, t, p, len(profiles) > 1)))
     latency_rate, latency_users = _latency_plan(run)
     for users in latency_users:
         columns.append((f"echo p50 / p99 at {users:,} conns",
@@ -134,7 +134,8 @@ def _has(points: pd.DataFrame, scenario: str) -> bool:
     return bool((points["scenario"] == scenario).any())
 
 
-def _num(value: Any) -> float | None:
+def num(value: Any) -> float | None:
+    """A cell as a float; None for missing, NaN and what is not a number."""
     if value is None or (isinstance(value, float) and math.isnan(value)):
         return None
     try:
@@ -143,7 +144,8 @@ def _num(value: Any) -> float | None:
         return None
 
 
-def _ms(us: float | None) -> str:
+def ms(us: float | None) -> str:
+    """µs as the findings write them: '850 µs', '2.7 ms', '–' for missing."""
     if us is None:
         return "–"
     return f"{us / 1000:.1f} ms" if us >= 1000 else f"{us:.0f} µs"
@@ -173,7 +175,7 @@ def _slo_p99_us(run: Run, point_id: str) -> float:
     for part in parts:
         if "points" in part and point_id not in part["points"]:
             continue
-        if _num(part.get("p99_ms")) is not None:
+        if num(part.get("p99_ms")) is not None:
             return float(part["p99_ms"]) * 1000
     return DEFAULT_SLO_P99_MS * 1000
 
@@ -192,7 +194,7 @@ def _sends_kept(run: Run, point: pd.Series) -> float | None:
 Knees = dict[tuple[str, str], pd.DataFrame]  # (variant, kernel profile) -> its rate steps
 
 
-def _knee_series(run: Run) -> Knees:
+def knee_series(run: Run) -> Knees:
     """Per target and topology (the `variant` of with_variants) and kernel profile, its
     rate-stepped echo_rate points at the most-stepped connection count."""
     p = with_variants(run).points
@@ -206,7 +208,7 @@ def _knee_series(run: Run) -> Knees:
     return found
 
 
-def _knee(
+def knee(
     run: Run, knees: Knees, target: str, profile: str, named: bool = False
 ) -> tuple[Cell, str | None]:
     """The highest offered rate within the SLO, and what ended the series.
@@ -236,21 +238,21 @@ def _knee(
         sentence = (f"{target} did not hold even {point['rate']:,.0f} msgs/s at {users:,} "
                     f"connections: {why}.")  # fmt: skip
         return Cell(f"< {point['rate']:,.0f}", _link(point["point_id"]), why), sentence
-    rate, p99 = best["rate"], _num(best["p99_us"])
+    rate, p99 = best["rate"], num(best["p99_us"])
     link = _link(best["point_id"])
     if end is None:
         sentence = (f"{target} held every step up to {rate:,.0f} msgs/s at {users:,} connections "
-                    f"(p99 {_ms(p99)}, SLO {slo_ms:g} ms): its knee is above what this run "
+                    f"(p99 {ms(p99)}, SLO {slo_ms:g} ms): its knee is above what this run "
                     "offered.")  # fmt: skip
-        return Cell(f"≥ {rate:,.0f}", link, f"p99 {_ms(p99)}"), sentence
+        return Cell(f"≥ {rate:,.0f}", link, f"p99 {ms(p99)}"), sentence
     kind, point, why = end
     if kind == "past":
         sentence = (f"{target}'s knee at {users:,} connections is {rate:,.0f} msgs/s (p99 "
-                    f"{_ms(p99)}); at {point['rate']:,.0f} msgs/s {why}.")  # fmt: skip
+                    f"{ms(p99)}); at {point['rate']:,.0f} msgs/s {why}.")  # fmt: skip
         return Cell(f"{rate:,.0f}", link, f"next step: {why}"), sentence
     at = "there" if point is best else f"at {point['rate']:,.0f} msgs/s"
     sentence = (f"{target} held {rate:,.0f} msgs/s at {users:,} connections within the "
-                f"{slo_ms:g} ms SLO (p99 {_ms(p99)}); the load generator reached its own limit "
+                f"{slo_ms:g} ms SLO (p99 {ms(p99)}); the load generator reached its own limit "
                 f"{at}, so the server's knee is above what this machine can offer.")
     return Cell(f"≥ {rate:,.0f}", link, f"the generator's limit: {why}"), sentence
 
@@ -279,13 +281,13 @@ def _step(run: Run, point: pd.Series) -> tuple[str, str]:
         return "past", f"the point {point['status']} ({point.get('reason') or '?'})"
     bound = _bound(point)
     slo_us = _slo_p99_us(run, str(point["point_id"]))
-    p99 = _num(point["p99_us"])
+    p99 = num(point["p99_us"])
     if p99 is not None and p99 > slo_us:
-        over = f"p99 was {_ms(p99)}, over the {slo_us / 1000:g} ms SLO"
+        over = f"p99 was {ms(p99)}, over the {slo_us / 1000:g} ms SLO"
         if bound:
             return "generator", f"{over}, with the load generator the limit (its self-check)"
         return "past", over
-    failed = _num(point.get("main_error_rate")) or 0.0
+    failed = num(point.get("main_error_rate")) or 0.0
     if failed > 0:
         return "past", f"{failed:.1%} of the echoes failed"
     kept = _sends_kept(run, point)
@@ -323,10 +325,10 @@ def _latency(run: Run, target: str, users: int, rate: float | None) -> tuple[Cel
     why = _not_ok(point)
     if why:
         return Cell("no answer", _link(point["point_id"]), why), None
-    p50, p99 = _num(point["p50_us"]), _num(point["p99_us"])
-    sentence = (f"{target} at {users:,} connections and {rate:,.0f} msgs/s: p50 {_ms(p50)}, "
-                f"p99 {_ms(p99)}.")  # fmt: skip
-    return Cell(f"{_ms(p50)} / {_ms(p99)}", _link(point["point_id"])), sentence
+    p50, p99 = num(point["p50_us"]), num(point["p99_us"])
+    sentence = (f"{target} at {users:,} connections and {rate:,.0f} msgs/s: p50 {ms(p50)}, "
+                f"p99 {ms(p99)}.")  # fmt: skip
+    return Cell(f"{ms(p50)} / {ms(p99)}", _link(point["point_id"])), sentence
 
 
 # -- connect storms per kernel profile -------------------------------------------------------
@@ -346,10 +348,10 @@ def _connect(run: Run, target: str, profile: str) -> tuple[Cell, str | None]:
     point = mine.iloc[-1]
     if point["status"] not in (OK, "failed") or (point["status"] != OK and not point["requests"]):
         return Cell("no answer", _link(point["point_id"]), _not_ok(point)), None
-    rate = _num(point.get("achieved_per_s"))  # reports.load's choice of rate
-    rate = _num(point["msgs_per_s"]) if rate is None else rate
-    offered = _num(point.get("rate"))
-    failed = _num(point.get("main_error_rate")) or 0.0
+    rate = num(point.get("achieved_per_s"))  # reports.load's choice of rate
+    rate = num(point["msgs_per_s"]) if rate is None else rate
+    offered = num(point.get("rate"))
+    failed = num(point.get("main_error_rate")) or 0.0
     broke = first_broken(run, point)
     text = _count(rate) + (f" of {offered:,.0f}" if offered else "")
     if failed:
@@ -389,7 +391,7 @@ def first_broken(run: Run, point: pd.Series) -> str:
 # -- memory and broadcast --------------------------------------------------------------------
 
 
-def _largest(
+def largest(
     points: pd.DataFrame, target: str, scenario: str, profile: str | None = None
 ) -> pd.Series | None:
     """The target's (a variant's) point of `scenario` with the most connections, if any, under
@@ -407,10 +409,10 @@ def _largest(
 def _memory(
     points: pd.DataFrame, target: str, profile: str | None = None, named: bool = False
 ) -> tuple[Cell, str | None]:
-    point = _largest(points, target, "hold", profile)
+    point = largest(points, target, "hold", profile)
     if point is None:
         return EMPTY, None
-    per_conn = _num(point["server_rss_per_conn_bytes"])
+    per_conn = num(point["server_rss_per_conn_bytes"])
     why = _not_ok(point) if point["status"] != OK else ""
     if why or per_conn is None:
         return Cell("no answer", _link(point["point_id"]), why or "no memory figure"), None
@@ -423,23 +425,23 @@ def _memory(
 
 
 def _broadcast(points: pd.DataFrame, target: str) -> tuple[Cell, str | None]:
-    point = _largest(points, target, "broadcast")
+    point = largest(points, target, "broadcast")
     if point is None:
         return EMPTY, None
     why = _not_ok(point)
     if why:
         return Cell("no answer", _link(point["point_id"]), why), None
-    p99 = _num(point["p99_us"])
-    expected = _num(point.get("broadcast_expected"))
-    received = _num(point.get("broadcast_received"))
+    p99 = num(point["p99_us"])
+    expected = num(point.get("broadcast_expected"))
+    received = num(point.get("broadcast_received"))
     counted = bool(expected) and received is not None
     delivered = f"{received / expected:.2%}" if counted else "delivery not counted"
     subscribers = tables.subscribers(point["users"], point["options"])
     arrived = (f"{delivered} of the expected deliveries arrived (counted per member)" if counted
                else "this run did not count its deliveries")  # fmt: skip
     sentence = (f"{target} fans a message out to {subscribers:,} subscribers with p99 "
-                f"{_ms(p99)}; {arrived}.")  # fmt: skip
-    return Cell(f"{_ms(p99)} · {delivered}", _link(point["point_id"])), sentence
+                f"{ms(p99)}; {arrived}.")  # fmt: skip
+    return Cell(f"{ms(p99)} · {delivered}", _link(point["point_id"])), sentence
 
 
 # -- failover drills and brokers -------------------------------------------------------------
@@ -462,29 +464,29 @@ def drill_sentence(point: pd.Series, drill: pd.Series) -> str:
     """One fault of a drill in words: what it dropped, how the users came back, what failed
     and why, the latency spike; for broadcast what was lost; for kill-broker whether the
     targets noticed."""
-    users = _num(drill["connections_before"]) or _num(drill["users"]) or 0.0
-    dropped = _num(drill["dropped"]) or 0.0
+    users = num(drill["connections_before"]) or num(drill["users"]) or 0.0
+    dropped = num(drill["dropped"]) or 0.0
     if dropped:
-        back = _num(drill["recovered_after_s"])
-        opened = _num(drill["open_at_end"])
+        back = num(drill["recovered_after_s"])
+        opened = num(drill["open_at_end"])
         came = (f"all back within {_seconds(back)}" if back is not None else
-                f"not all back by the end ({_count(opened)} of {_count(_num(drill['users']))} "
+                f"not all back by the end ({_count(opened)} of {_count(num(drill['users']))} "
                 "connected)")  # fmt: skip
         parts = [f"{_count(dropped)} of {_count(users)} connections dropped, reconnects peaked "
-                 f"at {_count(_num(drill['reconnect_peak_per_s']))}/s, {came}"]  # fmt: skip
+                 f"at {_count(num(drill['reconnect_peak_per_s']))}/s, {came}"]  # fmt: skip
     else:
         parts = [f"no connection of {_count(users)} dropped"]
-    failed = _num(drill["failed_reconnects"]) or 0.0
+    failed = num(drill["failed_reconnects"]) or 0.0
     if failed:
         parts.append(f"{_count(failed)} reconnects failed{_reasons(drill['failed_reasons'])}")
     elif dropped:
         parts.append("no reconnect failed")
-    before, peak = _num(drill["p99_before_us"]), _num(drill["p99_peak_us"])
+    before, peak = num(drill["p99_before_us"]), num(drill["p99_peak_us"])
     if before is not None and peak is not None:
-        parts.append(f"{drill['latency_name']} p99 {_ms(before)} → {_ms(peak)}")
-    if _num(drill["lost"]) is not None:
-        parts.append(f"{_count(_num(drill['published_during']))} published during the outage, "
-                     f"{_count(_num(drill['lost']))} lost by subscribers")  # fmt: skip
+        parts.append(f"{drill['latency_name']} p99 {ms(before)} → {ms(peak)}")
+    if num(drill["lost"]) is not None:
+        parts.append(f"{_count(num(drill['published_during']))} published during the outage, "
+                     f"{_count(num(drill['lost']))} lost by subscribers")  # fmt: skip
     seen = drill["broker_lost_seen"]
     if seen is not None and not pd.isna(seen):  # kill-broker only
         parts.append("the targets noticed the broker was gone" if bool(seen) else
@@ -526,17 +528,17 @@ def brokers(run: Run) -> list[tuple[str, str]]:
             continue
         base = alone.sort_values("target_processes", kind="stable").iloc[0]
         n, m = int(with_broker["target_processes"]), int(base["target_processes"])
-        p99, p99_base = _num(with_broker["p99_us"]), _num(base["p99_us"])
-        cpu, cpu_base = _num(with_broker["cpu_us_per_msg"]), _num(base["cpu_us_per_msg"])
+        p99, p99_base = num(with_broker["p99_us"]), num(base["p99_us"])
+        cpu, cpu_base = num(with_broker["cpu_us_per_msg"]), num(base["cpu_us_per_msg"])
         sentence = (f"{with_broker['target']} broadcast to {int(with_broker['subscribers']):,} "
                     f"subscribers, {n} process{'es' if n != 1 else ''} + {with_broker['broker']} "
                     f"against {m} process{'es' if m != 1 else ''} without a broker: p99 "
-                    f"{_ms(p99)} vs {_ms(p99_base)}{_ratio(p99, p99_base)}, server CPU per "
+                    f"{ms(p99)} vs {ms(p99_base)}{_ratio(p99, p99_base)}, server CPU per "
                     f"delivered message {_per_msg(cpu)} vs {_per_msg(cpu_base)}"
                     f"{_ratio(cpu, cpu_base)}")  # fmt: skip
         if not (with_broker["exact"] and base["exact"]):
-            sentence += (f"; delivered {_num(with_broker['delivered_pct']) or 0:.2f} % vs "
-                         f"{_num(base['delivered_pct']) or 0:.2f} %")  # fmt: skip
+            sentence += (f"; delivered {num(with_broker['delivered_pct']) or 0:.2f} % vs "
+                         f"{num(base['delivered_pct']) or 0:.2f} %")  # fmt: skip
         if bound.get(with_broker["point_id"]) or bound.get(base["point_id"]):
             sentence += "; the load generator was the limit at one of them (its self-check)"
         found.append((sentence + ".", f"#point-{with_broker['point_id']}"))

@@ -15,8 +15,8 @@ from matplotlib.figure import Figure
 
 from reports import charts, tables, topology
 from reports.findings import Findings
-from reports.findings import _ms as findings_ms
 from reports.findings import build as build_findings
+from reports.findings import ms as findings_ms
 from reports.load import Run, is_drop_counter
 
 # What the main request name's rate counts, per scenario (the y label of throughput charts).

@@ -112,7 +112,7 @@ def compared(run: Run) -> dict[str, list[Variant]]:
 
 
 def _num(value: Any) -> float | None:
-    return findings._num(value)
+    return findings.num(value)
 
 
 def _ok(point: pd.Series | None) -> bool:
@@ -123,7 +123,7 @@ def _knee(run: Run, variant: Variant) -> tuple[float | None, str | None]:
     """The knee's rate and its point (None each when the series has no step within the SLO)."""
     key = (f"{variant.target}" + (f" · {variant.topology}" if variant.topology else ""),
            variant.profile)  # fmt: skip
-    series = findings._knee_series(run).get(key)
+    series = findings.knee_series(run).get(key)
     if series is None:
         return None, None
     best, _ = findings.knee_steps(run, series)
@@ -138,7 +138,7 @@ def _point_of(cell: Cell) -> str | None:
 def knee_cell(run: Run, variant: Variant) -> Cell:
     """The findings table's knee cell of this variant ("≥ 200", "< 400", "no answer")."""
     key = variant.target + (f" · {variant.topology}" if variant.topology else "")
-    cell, _ = findings._knee(run, findings._knee_series(run), key, variant.profile)
+    cell, _ = findings.knee(run, findings.knee_series(run), key, variant.profile)
     return cell
 
 
@@ -176,7 +176,7 @@ def _cpu_us_per_msg(cpu_pct: Any, msgs_per_s: Any) -> float | None:
 
 
 def _largest(variant: Variant, scenario: str) -> pd.Series | None:
-    return findings._largest(variant.points, variant.points["variant"].iloc[0], scenario)
+    return findings.largest(variant.points, variant.points["variant"].iloc[0], scenario)
 
 
 def comparison(run: Run) -> pd.DataFrame:
@@ -269,7 +269,7 @@ def counters(run: Run, variant: Variant) -> dict[str, tuple[float, str]]:
 
 
 def _ms(us: float | None) -> str:
-    return findings._ms(us)
+    return findings.ms(us)
 
 
 def _delta_ms(us: float) -> str:

@@ -183,7 +183,7 @@ def test_a_proxied_run_compares_direct_and_nginx_side_by_side(
     latency = _row(rows, f"echo p50 / p99 at {rate} msgs/s, 10 conns")
     for (text, href), variant in zip(latency, ids, strict=True):
         stored = echo[variant]["summary"]["latency_us"]["echo corrected"]
-        assert text == f"{findings._ms(stored['p50_us'])} / {findings._ms(stored['p99_us'])}"
+        assert text == f"{findings.ms(stored['p50_us'])} / {findings.ms(stored['p99_us'])}"
         assert href == f"#point-raw-echo_rate-u10-r{rate}{ids[variant]}-host"
     cpu = _row(rows, "server CPU µs / msg: target")
     assert [c for c, _ in cpu] == [_cpu_us(echo[v], "target") for v in ids]
@@ -218,8 +218,8 @@ def test_the_findings_name_the_hop_and_never_merge_it_with_the_direct_points(
     rate = _shared_rate(_table(proxies_page, "table-topology-raw"))
     p99 = {v: _point(run_dir, f"raw-echo_rate-u10-r{rate}{s}-host")["summary"]["latency_us"]
            ["echo corrected"]["p99_us"] for v, s in (("direct", ""), ("nginx", "-via-nginx"))}
-    assert (f"echo p99 at {rate} msgs/s {findings._ms(p99['nginx'])} vs "
-            f"{findings._ms(p99['direct'])} direct") in hop[0]  # fmt: skip
+    assert (f"echo p99 at {rate} msgs/s {findings.ms(p99['nginx'])} vs "
+            f"{findings.ms(p99['direct'])} direct") in hop[0]  # fmt: skip
     proxy = _point(run_dir, "raw-hold-u50-via-nginx-host")["summary"]["proxy"]
     grown = (proxy["rss_bytes_max"] - proxy["rss_bytes_idle"]) / 50
     assert f"+{_kib(grown)} per held connection in the proxy" in hop[0]
@@ -251,8 +251,8 @@ def test_deflate_is_its_own_variant_against_the_uncompressed_one(deflate: Path) 
            ["latency_us"]["echo corrected"]["p99_us"] for s in ("", "-deflate")}
     line = [s for s in result.sentences if s.startswith("aiohttp with permessage-deflate: ")]
     assert len(line) == 1, result.sentences
-    assert (f"echo p99 at {rate} msgs/s {findings._ms(p99['-deflate'])} vs "
-            f"{findings._ms(p99[''])} uncompressed") in line[0]  # fmt: skip
+    assert (f"echo p99 at {rate} msgs/s {findings.ms(p99['-deflate'])} vs "
+            f"{findings.ms(p99[''])} uncompressed") in line[0]  # fmt: skip
 
 
 @pytest.fixture(scope="module")
