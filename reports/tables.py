@@ -24,23 +24,24 @@ SCALING_COLUMNS = (
 )  # fmt: skip
 
 
-def topology_names(points: pd.DataFrame) -> pd.Series:
+def topology_name(point: pd.Series) -> str:
     """What sits between client and target, in words: "" for a direct, uncompressed, plain ws
     point; else its proxy, its compression and wss with where TLS ended, joined by " · "
     ("nginx", "deflate", "wss@proxy", "haproxy · wss@proxy")."""
+    parts = [str(point[c]) for c in ("via", "compression")
+             if c in point and isinstance(point[c], str) and point[c]]  # fmt: skip
+    tls = point.get("tls")
+    if tls is not None and not pd.isna(tls) and bool(tls):
+        at = point.get("tls_at")
+        parts.append(f"wss@{at}" if isinstance(at, str) and at else "wss")
+    return " · ".join(parts)
 
-    def name(point: pd.Series) -> str:
-        parts = [str(point[c]) for c in ("via", "compression")
-                 if c in point and isinstance(point[c], str) and point[c]]  # fmt: skip
-        tls = point.get("tls")
-        if tls is not None and not pd.isna(tls) and bool(tls):
-            at = point.get("tls_at")
-            parts.append(f"wss@{at}" if isinstance(at, str) and at else "wss")
-        return " · ".join(parts)
 
+def topology_names(points: pd.DataFrame) -> pd.Series:
+    """topology_name of every point."""
     if points.empty:
         return pd.Series("", index=points.index, dtype=str)
-    return points.apply(name, axis=1).astype(str)
+    return points.apply(topology_name, axis=1).astype(str)
 
 
 def variant_names(points: pd.DataFrame) -> pd.Series:
@@ -419,7 +420,7 @@ def broker_comparison(points: pd.DataFrame) -> pd.DataFrame:
     clean = sum(delivery[c].reindex(mine["point_id"]).fillna(1).to_numpy()
                 for c in ("lost", "duplicated", "out_of_order", "in_flight")) == 0
     frame = pd.DataFrame({
-        "point_id": mine["point_id"], "target": mine["target"],
+        "point_id": mine["point_id"], "target": variant_names(mine),  # a hop apart
         "target_processes": mine["target_processes"],
         "broker": [broker_label(b, v) for b, v in zip(mine["broker"], mine["broker_version"],
                                                       strict=True)],
@@ -447,11 +448,14 @@ def broker_comparison(points: pd.DataFrame) -> pd.DataFrame:
 
 def setup_label(point: pd.Series) -> str:
     """What stood behind the address: 'raw, 4 processes + redis' (a broker only when used), and
-    the point's tag when it has one ('raw, 4 processes (nojitter)')."""
+    the point's tag when it has one ('raw, 4 processes (nojitter)'); a hop before the target
+    as in series names ('raw · nginx, 1 process')."""
     processes = point.get("target_processes")
     count = int(processes) if processes is not None and not pd.isna(processes) else 1
     broker = point.get("broker")
     with_broker = "" if broker is None or pd.isna(broker) else f" + {broker}"
     tag = point.get("tag")
     tagged = "" if tag is None or pd.isna(tag) else f" ({tag})"
-    return f"{point['target']}, {count} process{'es' if count != 1 else ''}{with_broker}{tagged}"
+    hop = topology_name(point)
+    target = f"{point['target']} · {hop}" if hop else point["target"]
+    return f"{target}, {count} process{'es' if count != 1 else ''}{with_broker}{tagged}"
