@@ -53,6 +53,11 @@ class Variant:
     points: pd.DataFrame
     baseline: bool = False
 
+    @property
+    def name(self) -> str:
+        """Its findings row: the target and its topology ("raw · nginx")."""
+        return self.target + (f" · {self.topology}" if self.topology else "")
+
 
 def is_firewall_profile(run: Run, profile: str) -> bool:
     """A profile with a firewall: named so, or its points read the firewall's counters."""
@@ -119,27 +124,18 @@ def _ok(point: pd.Series | None) -> bool:
     return point is not None and point["status"] == OK
 
 
-def _knee(run: Run, variant: Variant) -> tuple[float | None, str | None]:
-    """The knee's rate and its point (None each when the series has no step within the SLO)."""
-    key = (f"{variant.target}" + (f" · {variant.topology}" if variant.topology else ""),
-           variant.profile)  # fmt: skip
-    series = findings.knee_series(run).get(key)
-    if series is None:
-        return None, None
-    best, _ = findings.knee_steps(run, series)
-    return (None, None) if best is None else (_num(best["rate"]), str(best["point_id"]))
+def _knee(run: Run, knees: findings.Knees, variant: Variant) -> tuple[float | None, Cell]:
+    """The knee's rate (None when no step was within the SLO) and the findings table's cell
+    of this variant ("≥ 200", "< 400", "no answer"), which links to the knee's point."""
+    series = knees.get((variant.name, variant.profile))
+    cell, _ = findings.knee(run, knees, variant.name, variant.profile)
+    best = findings.knee_steps(run, series)[0] if series is not None else None
+    return (_num(best["rate"]) if best is not None else None), cell
 
 
 def _point_of(cell: Cell) -> str | None:
     """The point a findings cell links to ("#point-ID" -> "ID")."""
     return cell.href.removeprefix("#point-") if cell.href else None
-
-
-def knee_cell(run: Run, variant: Variant) -> Cell:
-    """The findings table's knee cell of this variant ("≥ 200", "< 400", "no answer")."""
-    key = variant.target + (f" · {variant.topology}" if variant.topology else "")
-    cell, _ = findings.knee(run, findings.knee_series(run), key, variant.profile)
-    return cell
 
 
 def _shared_step(group: list[Variant]) -> tuple[float, float] | None:
@@ -176,22 +172,23 @@ def _cpu_us_per_msg(cpu_pct: Any, msgs_per_s: Any) -> float | None:
 
 
 def _largest(variant: Variant, scenario: str) -> pd.Series | None:
-    return findings.largest(variant.points, variant.points["variant"].iloc[0], scenario)
+    return findings.largest(variant.points, variant.name, scenario)
 
 
 def comparison(run: Run) -> pd.DataFrame:
     """One row per compared target and variant (COLUMNS), the baseline first per target."""
-    rows = []
+    rows, knees = [], findings.knee_series(run)
     for group in compared(run).values():
         step = _shared_step(group)
         for variant in group:
-            rows.append(_row(run, variant, step))
+            rows.append(_row(run, knees, variant, step))
     return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
-def _row(run: Run, variant: Variant, step: tuple[float, float] | None) -> dict[str, Any]:
-    knee, knee_point = _knee(run, variant)
-    cell = knee_cell(run, variant)
+def _row(
+    run: Run, knees: findings.Knees, variant: Variant, step: tuple[float, float] | None
+) -> dict[str, Any]:
+    knee, cell = _knee(run, knees, variant)
     echo = _echo_point(variant, step)
     ok = _ok(echo)
     connect = _largest(variant, "connect")
@@ -210,7 +207,7 @@ def _row(run: Run, variant: Variant, step: tuple[float, float] | None) -> dict[s
         "via": first.get("via"), "compression": first.get("compression"),
         "tls_at": first.get("tls_at"),
         "knee": cell.text if cell != findings.EMPTY else None,  # "≥ 200": as findings says
-        "knee_msgs_per_s": knee, "knee_point_id": knee_point or _point_of(cell),
+        "knee_msgs_per_s": knee, "knee_point_id": _point_of(cell),
         "echo_users": step[0] if step else None, "echo_msgs_per_s": step[1] if step else None,
         "echo_point_id": echo["point_id"] if echo is not None else None,
         "p50_us": _num(echo["p50_us"]) if ok else None,
@@ -234,7 +231,7 @@ def _row(run: Run, variant: Variant, step: tuple[float, float] | None) -> dict[s
         else None,
         "generator_saturated": bool(echo["generator_saturated"]) if echo is not None else False,
         # Whether the generator bounded the point each figure came from (its self-check).
-        "knee_generator_saturated": _bound(variant.points, knee_point or _point_of(cell)),
+        "knee_generator_saturated": _bound(variant.points, _point_of(cell)),
         "connect_generator_saturated": _bound(variant.points, connect),
         "hold_generator_saturated": _bound(variant.points, hold),
         "counters": counters(run, variant),  # {name: (delta, point_id)}
