@@ -162,7 +162,7 @@ def build(run: Run) -> Page:
     points = run.points
     sections = [_scenario_section(run, name) for name in tables.scenarios(points)]
     headline = _headline(run, sections)
-    extra = (_topology_section(run), _drills_section(run), _broker_section(run))
+    extra = (topology_section(run), _drills_section(run), _broker_section(run))
     sections += [s for s in extra if s is not None]
     if len(run.profiles) > 1:
         sections.append(_kernel_section(run))
@@ -569,7 +569,7 @@ TOPOLOGY_CHARTS = (
 )  # fmt: skip
 
 
-def _topology_section(run: Run) -> Section | None:
+def topology_section(run: Run) -> Section | None:
     """Per target with several topology variants: a table of them side by side, and the same
     figures on one chart per question (one bar per variant)."""
     frame = topology.comparison(run)
@@ -635,7 +635,12 @@ def _topology_table(run: Run, target: str, rows: pd.DataFrame) -> Table:
              "connect_point_id": "connect_generator_saturated",
              "hold_point_id": "hold_generator_saturated"}  # fmt: skip
     body, links, titles = [], [], []
+    statuses = {"knee_point_id": None, "echo_point_id": "echo_status",
+                "connect_point_id": "connect_status", "hold_point_id": "hold_status"}
     for label, cells, whose in lines:
+        if statuses[whose]:  # a point with no figure says why: its status, linked to it
+            cells = [c if c != "–" or not isinstance(s, str) or s == tables.OK else s
+                     for c, s in zip(cells, rows[statuses[whose]], strict=True)]  # fmt: skip
         if all(c == "–" for c in cells):
             continue
         body.append(("", [label, *cells]))

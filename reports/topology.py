@@ -39,7 +39,8 @@ COLUMNS = ("target", "variant", "topology", "kernel_profile", "baseline", "via",
            "proxy_cpu_us_per_connect", "connect_point_id", "hold_users",
            "hold_point_id", "target_rss_per_conn_bytes", "proxy_rss_per_conn_bytes",
            "generator_saturated", "knee_generator_saturated", "connect_generator_saturated",
-           "hold_generator_saturated", "counters")  # fmt: skip
+           "hold_generator_saturated", "echo_status", "connect_status", "hold_status",
+           "failed", "counters")  # fmt: skip
 
 
 @dataclass(frozen=True)
@@ -234,6 +235,12 @@ def _row(
         "knee_generator_saturated": _bound(variant.points, _point_of(cell)),
         "connect_generator_saturated": _bound(variant.points, connect),
         "hold_generator_saturated": _bound(variant.points, hold),
+        "echo_status": echo["status"] if echo is not None else None,
+        "connect_status": connect["status"] if connect is not None else None,
+        "hold_status": hold["status"] if hold is not None else None,
+        # What its points that did not measure what they set out to said: [(scenario, why)].
+        "failed": [(str(p["scenario"]), str(p.get("reason") or p["status"]))
+                   for p in (echo, connect, hold) if p is not None and p["status"] == "failed"],
         "counters": counters(run, variant),  # {name: (delta, point_id)}
     }  # fmt: skip
 
@@ -321,6 +328,7 @@ def sentence(row: pd.Series, base: pd.Series) -> str | None:
     if proxy_mem is not None and mem_base is not None:
         parts.append(f"{'+' if proxy_mem >= 0 else ''}{_kib(proxy_mem)} per held connection "
                      "in the proxy")  # fmt: skip
+    parts += [f"its {scenario} point failed ({why})" for scenario, why in row["failed"]]
     moved = row["counters"]
     if moved:
         parts.append("the server's " + ", ".join(f"{name} {delta:+,.0f}" for name, (delta, _)

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from reports import findings, tables
+from reports import findings, page, tables
 from reports.load import (
     COUNTER_COLUMNS,
     FAILURE_COLUMNS,
@@ -88,3 +88,35 @@ def test_each_variant_and_profile_has_its_own_knee() -> None:
     profile = [s for s in found.sentences if s.startswith("raw under the tuned profile: ")]
     assert profile == ["raw under the tuned profile: echo knee ≥ 400 vs 200 msgs/s under host, "
                        "echo p99 at 200 msgs/s 900 µs vs 900 µs under host (+0 µs)."]  # fmt: skip
+
+
+def _hold(profile: str, status: str, per_conn: float | None, reason: str = "") -> dict:
+    return {**_step("raw", profile, 0, 900), "point_id": f"raw-hold-u2000-{profile}",
+            "scenario": "hold", "users": 2000, "rate": None, "status": status, "reason": reason,
+            "server_rss_per_conn_bytes": per_conn}  # fmt: skip
+
+
+def test_a_full_conntrack_table_is_named_against_the_tuned_profile() -> None:
+    """Under a firewall profile whose hold failed: its cell says failed (linked to the point),
+    and its line names the failure and the conntrack counter that moved, against tuned."""
+    why = "1,024 of 2,000 connections held; the kernel: conntrack's table was full"
+    rows = [_hold("tuned", "ok", 2048.0), _hold("firewall-full", "failed", None, why)]
+    run = _run(rows)
+    kernel = pd.DataFrame([("raw-hold-u2000-firewall-full", "server", "ConntrackDrop", 5000.0),
+                           ("raw-hold-u2000-firewall-full", "server", "TCPSynRetrans", 90.0)],
+                          columns=list(KERNEL_COLUMNS))  # fmt: skip
+    run = Run(**{**run.__dict__, "kernel": kernel})
+    found = findings.build(run)
+    line = [s for s in found.sentences if s.startswith("raw under the firewall-full profile: ")]
+    assert line == [f"raw under the firewall-full profile: its hold point failed ({why}), the "
+                    "server's ConntrackDrop +5,000."], found.sentences  # fmt: skip
+    table = page.topology_section(run).tables[0]
+    assert table.header == ["", "tuned", "firewall-full"]
+    cells = {r[1][0]: (r[1][1:], links[1:]) for r, links in zip(table.rows, table.links,
+                                                                  strict=True)}  # fmt: skip
+    held = "#point-raw-hold-u2000-"
+    assert cells["memory per held conn: target"] == (["2.0 KiB", "failed"],
+                                                     [f"{held}tuned", f"{held}firewall-full"])
+    assert cells["kernel (server): ConntrackDrop"] == (["–", "+5,000"],
+                                                       [None, f"{held}firewall-full"])
+    assert "kernel (server): TCPSynRetrans" not in cells  # not a conntrack or firewall counter
