@@ -197,7 +197,7 @@ def slug(name: str) -> str:
 TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "status", "reason",
                 "warnings", "main_name", "generator_verdict", "kernel_explain",
                 "kernel_stalls", "broker", "broker_version", "faults", "tag", "via",
-                "compression", "tls_at", "proxy", "proxy_version")  # fmt: skip
+                "compression", "tls_at", "proxy", "proxy_version", "proxy_idle_drops")  # fmt: skip
 LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
 FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
 # connections_dropped and connect_failures: counts in the window, on every row of it (0 in
@@ -722,6 +722,9 @@ def _hop(row: dict[str, Any], summary: dict[str, Any]) -> dict[str, Any]:
         and idle is not None and users else None,
         "tls": bool(row.get("tls") or tls),
         "tls_at": at,
+        # The proxy's idle timeout (s), and what it dropped in words when it explains drops.
+        "proxy_idle_timeout_s": number(proxy.get("idle_timeout_s")),
+        "proxy_idle_drops": proxy.get("idle_drops") or None,
     }
 
 

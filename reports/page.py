@@ -162,7 +162,8 @@ def build(run: Run) -> Page:
     points = run.points
     sections = [_scenario_section(run, name) for name in tables.scenarios(points)]
     headline = _headline(run, sections)
-    extra = (topology_section(run), _drills_section(run), _broker_section(run))
+    extra = (topology_section(run), _idle_section(run), _drills_section(run),
+             _broker_section(run))
     sections += [s for s in extra if s is not None]
     if len(run.profiles) > 1:
         sections.append(_kernel_section(run))
@@ -535,6 +536,38 @@ def _drills_section(run: Run) -> Section | None:
             {"": timeline, "faults": faults}, group=pid,
         ))  # fmt: skip
         section.tables.append(_drill_table(run, pid))
+    return section
+
+
+def _idle_section(run: Run) -> Section | None:
+    """Per point whose proxy dropped idle connections: the drops on its timeline, with the
+    proxy's idle timeout marked, and the harness's sentence naming the timeout and the fix."""
+    dropped = tables.idle_drop_points(run)
+    if not dropped:
+        return None
+    section = Section("idle-timeouts", "Proxy idle timeouts",
+                      intro="Points whose reverse proxy closed connections that carried "
+                      "nothing for its idle timeout (nginx proxy_read_timeout, HAProxy timeout "
+                      "tunnel): open connections, drops and reconnects per 1 s window, the "
+                      "timeout marked where idle connections reach it.")  # fmt: skip
+    points = run.points.set_index("point_id", drop=False)
+    for pid in dropped:
+        p = points.loc[pid]
+        timeline, marks = tables.drill_timeline(run, pid), tables.idle_timeout_marks(run, pid)
+        name = tables.drill_latency_name(run, pid) or "main measurement"
+        section.details[pid] = Detail(
+            f"idle-{pid}", f"{pid} · {tables.setup_label(p)} · {fmt(float(p['users']))} users "
+            f"· {p['status']}", f"{p['proxy_idle_drops']}.", open=True)  # fmt: skip
+        section.charts.append(Chart(
+            f"idle-{pid}",
+            f"{pid}: open connections as each window closed; upgrades (connects/s), "
+            "connections dropped and failed connects per second; the proxy's idle timeout "
+            "(dashed) after the first connections opened, and once more for each reopened "
+            "one. Drops at the marks are the timeout's; client pings more often than it "
+            "(--ping-interval-s) keep every connection.",
+            charts.drill_chart(timeline, marks, f"{pid}: idle timeout", name),
+            {"": timeline, "marks": marks}, group=pid,
+        ))  # fmt: skip
     return section
 
 

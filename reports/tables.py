@@ -314,6 +314,36 @@ def drill_points(run: Run) -> list[str]:
     return [p for p in run.points["point_id"] if p in with_drill]
 
 
+def idle_drop_points(run: Run) -> list[str]:
+    """The points whose proxy's idle timeout dropped connections (the harness said so), in
+    run order."""
+    if "proxy_idle_drops" not in run.points:
+        return []
+    dropped = run.points["proxy_idle_drops"].map(lambda said: isinstance(said, str) and bool(said))
+    return list(run.points.loc[dropped, "point_id"])
+
+
+def idle_timeout_marks(run: Run, point_id: str) -> pd.DataFrame:
+    """Where a proxy's idle timeout falls on a point's timeline (drill_timeline's clock), in
+    drill_faults' shape: one timeout after the window most connections opened in (before any
+    drop), and every timeout after that (the dropped reopen at once and idle again), up to
+    the last window."""
+    point = run.points.loc[run.points["point_id"] == point_id]
+    timeline = drill_timeline(run, point_id)
+    timeout = float(point["proxy_idle_timeout_s"].iloc[0]) if not point.empty else float("nan")
+    if timeline.empty or not timeout > 0:
+        return pd.DataFrame(columns=["fault", "t_s"])
+    dropped = timeline.index[timeline["drops_per_s"].fillna(0) > 0]
+    ramp = timeline.loc[: dropped[0] - 1] if len(dropped) and dropped[0] > 0 else timeline
+    opened = float(ramp.loc[ramp["connects_per_s"].idxmax(), "t_s"])
+    kind = str(point["proxy"].iloc[0] or "proxy")
+    end = float(timeline["t_s"].max())
+    marks = [opened + k * timeout for k in range(1, int((end - opened) // timeout) + 1)]
+    return pd.DataFrame({"fault": [f"{kind} idle timeout {timeout:g} s" if k == 0 else
+                                   f"{kind} idle timeout ×{k + 1}" for k in range(len(marks))],
+                         "t_s": marks})  # fmt: skip
+
+
 def drill_latency_name(run: Run, point_id: str) -> str | None:
     """The request name whose p99 a drill watched (its record's), else the point's main name."""
     names = run.drills.loc[run.drills["point_id"] == point_id, "latency_name"].dropna()

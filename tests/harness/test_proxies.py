@@ -6,6 +6,7 @@ installs them up front); elsewhere the tests that run them are skipped, saying s
 
 from __future__ import annotations
 
+import csv
 import json
 import os
 import re
@@ -39,6 +40,11 @@ def require_proxies() -> None:
 
 def _points(out: Path) -> dict[str, dict]:
     return {p.name: json.loads((p / "point.json").read_text()) for p in (out / "points").iterdir()}
+
+
+def _csv(path: Path) -> list[dict[str, str]]:
+    with path.open(newline="") as f:
+        return list(csv.DictReader(f))
 
 
 def _proxies_running() -> list[str]:
@@ -93,11 +99,25 @@ def test_a_proxy_idle_timeout_drops_idle_connections_and_pings_keep_them(
         assert result["summary"]["main"]["failures"] >= 5, result["summary"]["main"]
         assert f"{kind} closes a WebSocket idle for 2 s ({setting})" in result["reason"]
         assert "--ping-interval-s" in result["reason"]
+        # The report shows the drops on the point's timeline, at the timeout's marks.
+        report = tmp_path / "idle" / "report"
+        if not report.exists():
+            assert wsbench("report", tmp_path / "idle").returncode == 0
+        name = f"idle-raw-hold-u5-via-{kind}-idle2s-host"
+        timeline = _csv(report / f"{name}.csv")
+        marks = [float(row["t_s"]) for row in _csv(report / f"{name}-marks.csv")]
+        drops = [float(row["t_s"]) for row in timeline if float(row["drops_per_s"]) > 0]
+        assert drops and marks, (drops, marks)
+        assert abs(drops[0] - marks[0]) <= 1.0, (drops, marks)  # within a 1 s window
+    page = (tmp_path / "idle" / "report" / "report.html").read_text()
+    assert "Proxy idle timeouts" in page and "proxy_read_timeout" in page
     pinged = wsbench(*common, "--ping-interval-s", "0.5", "--out", tmp_path / "pinged",
                      timeout_s=120)  # fmt: skip
     assert pinged.returncode == 0, pinged.stdout + pinged.stderr
     for result in _points(tmp_path / "pinged").values():
         assert result["status"] == "ok" and result["summary"]["main"]["failures"] == 0, result
+    assert wsbench("report", tmp_path / "pinged").returncode == 0
+    assert "Proxy idle timeouts" not in (tmp_path / "pinged" / "report" / "report.html").read_text()
 
 
 @pytest.mark.parametrize(
