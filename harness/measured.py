@@ -113,9 +113,10 @@ def main_counts(measurement: Measurement, counts: Counts) -> tuple[int, int, lis
     counted = opening + names
     # Still opening at the end: not held. Those still in the first phase are attempts its
     # requests do not count yet; the later ones are among them already.
-    first = measurement.unanswered_at_end.get(counted[0], 0) if still_opening(measurement) else 0
+    pending = still_opening(measurement)
+    first = measurement.unanswered_at_end.get(counted[0], 0) if pending else 0
     attempts = counts.requests(counted[:1]) + first
-    failures = counts.failed(counted) + still_opening(measurement)
+    failures = counts.failed(counted) + pending
     return max(attempts, failures), failures, counted
 
 

@@ -113,9 +113,8 @@ def named_causes(record: Mapping[str, Any] | None) -> str:
     causes = _moved(sides, CAUSES)
     if not causes:
         return ""
-    said = "; ".join(f"{side} {c} +{d:,}: {CAUSES[c]}" for side, c, d in causes)
     evidence = _moved(sides, (EVIDENCE,))
-    return said + (f" ({_list(evidence)})" if evidence else "")
+    return _causes(causes) + (f" ({_list(evidence)})" if evidence else "")
 
 
 def syn_schedule(linear_timeouts: int = 0) -> tuple[float, ...]:
@@ -246,7 +245,7 @@ def _because(
     at_timeout: bool,
 ) -> str:  # fmt: skip
     if causes:  # between timeouts they moved in the point, not necessarily with this tail
-        said = "; ".join(f"{side} {c} +{d:,}: {CAUSES[c]}" for side, c, d in causes)
+        said = _causes(causes)
         return said if at_timeout else f"moved in this point: {said}"
     if not sides:
         return "kernel counters were not recorded for this point, so no cause can be named"
@@ -283,6 +282,11 @@ def _delta(values: Mapping[str, int], name: str) -> int:
 
 def _recorded(sides: Mapping[str, Mapping[str, int]], names: tuple[str, ...]) -> bool:
     return any(name in values for values in sides.values() for name in names)
+
+
+def _causes(moved: list[tuple[str, str, int]]) -> str:
+    """'server ConntrackDrop +420: conntrack's table was full ...; ...' for CAUSES that moved."""
+    return "; ".join(f"{side} {name} +{delta:,}: {CAUSES[name]}" for side, name, delta in moved)
 
 
 def _list(moved: list[tuple[str, str, int]]) -> str:

@@ -518,25 +518,34 @@ def _drills_section(run: Run) -> Section | None:
     points = run.points.set_index("point_id", drop=False)
     for pid in drilled:
         p = points.loc[pid]
-        timeline, faults = tables.drill_timeline(run, pid), tables.drill_faults(run, pid)
-        name = tables.drill_latency_name(run, pid) or "main measurement"
+        faults = tables.drill_faults(run, pid)
         what = ", ".join(faults["fault"])
         reason = f": {p['reason']}" if p["status"] != tables.OK and p["reason"] else ""
-        section.details[pid] = Detail(
-            f"drill-{pid}", f"{pid} · {tables.setup_label(p)} · {fmt(float(p['users']))} users "
-            f"· {what} · {p['status']}", f"Status {p['status']}{reason}." if reason else "",
-            open=True)  # fmt: skip
-        section.charts.append(Chart(
-            f"drill-{pid}",
-            f"{pid} around {what} (dashed line): open connections as each window closed; "
-            "successful upgrades (connects/s), connections dropped and failed connects per "
-            f"second; “{name}” p99 per window. A good failover drops only the killed part's "
-            "connections, reconnects them at once and brings p99 back to where it was.",
-            charts.drill_chart(timeline, faults, f"{pid}: {what}", name),
-            {"": timeline, "faults": faults}, group=pid,
-        ))  # fmt: skip
+        _timeline(section, run, p, "drill", ("faults", faults), what,
+                  f"Status {p['status']}{reason}." if reason else "",
+                  f"{pid} around {what} (dashed line): open connections as each window closed; "
+                  "successful upgrades (connects/s), connections dropped and failed connects "
+                  "per second; “{name}” p99 per window. A good failover drops only the killed "
+                  "part's connections, reconnects them at once and brings p99 back to where it "
+                  "was.")  # fmt: skip
         section.tables.append(_drill_table(run, pid))
     return section
+
+
+def _timeline(section: Section, run: Run, p: pd.Series, kind: str, marks: tuple[str, pd.DataFrame],
+              what: str, said: str, caption: str) -> None:  # fmt: skip
+    """A point's detail box and its timeline chart (charts.drill_chart: connections, rates,
+    p99 per window, the (CSV name, frame) `marks` as dashed lines) in `section`, under ids
+    `kind`-POINT; `what` is in the titles, "{name}" in `caption` is the request drawn."""
+    pid = p["point_id"]
+    timeline = tables.drill_timeline(run, pid)
+    name = tables.drill_latency_name(run, pid) or "main measurement"
+    section.details[pid] = Detail(
+        f"{kind}-{pid}", f"{pid} · {tables.setup_label(p)} · {fmt(float(p['users']))} users "
+        f"· {what} · {p['status']}", said, open=True)  # fmt: skip
+    chart = charts.drill_chart(timeline, marks[1], f"{pid}: {what}", name)
+    section.charts.append(Chart(f"{kind}-{pid}", caption.replace("{name}", name), chart,
+                                {"": timeline, marks[0]: marks[1]}, group=pid))  # fmt: skip
 
 
 def _idle_section(run: Run) -> Section | None:
@@ -553,21 +562,14 @@ def _idle_section(run: Run) -> Section | None:
     points = run.points.set_index("point_id", drop=False)
     for pid in dropped:
         p = points.loc[pid]
-        timeline, marks = tables.drill_timeline(run, pid), tables.idle_timeout_marks(run, pid)
-        name = tables.drill_latency_name(run, pid) or "main measurement"
-        section.details[pid] = Detail(
-            f"idle-{pid}", f"{pid} · {tables.setup_label(p)} · {fmt(float(p['users']))} users "
-            f"· {p['status']}", f"{p['proxy_idle_drops']}.", open=True)  # fmt: skip
-        section.charts.append(Chart(
-            f"idle-{pid}",
-            f"{pid}: open connections as each window closed; upgrades (connects/s), "
-            "connections dropped and failed connects per second; the proxy's idle timeout "
-            "(dashed) after the first connections opened, and once more for each reopened "
-            "one. Drops at the marks are the timeout's; client pings more often than it "
-            "(--ping-interval-s) keep every connection.",
-            charts.drill_chart(timeline, marks, f"{pid}: idle timeout", name),
-            {"": timeline, "marks": marks}, group=pid,
-        ))  # fmt: skip
+        _timeline(section, run, p, "idle", ("marks", tables.idle_timeout_marks(run, pid)),
+                  "idle timeout",
+                  f"{p['proxy_idle_drops']}.",
+                  f"{pid}: open connections as each window closed; upgrades (connects/s), "
+                  "connections dropped and failed connects per second; the proxy's idle "
+                  "timeout (dashed) after the first connections opened, and once more for each "
+                  "reopened one. Drops at the marks are the timeout's; client pings more often "
+                  "than it (--ping-interval-s) keep every connection.")  # fmt: skip
     return section
 
 

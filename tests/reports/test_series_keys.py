@@ -3,21 +3,11 @@ profile are never one series, in the names, the findings rows or the knee column
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
+from test_findings import _run as findings_run
 
 from reports import findings, page, tables
-from reports.load import (
-    COUNTER_COLUMNS,
-    FAILURE_COLUMNS,
-    KERNEL_COLUMNS,
-    LATENCY_COLUMNS,
-    RESOURCE_COLUMNS,
-    USER_COLUMNS,
-    WINDOW_COLUMNS,
-    Run,
-)
+from reports.load import KERNEL_COLUMNS, Run
 
 SLO_US = 10_000.0
 
@@ -37,16 +27,7 @@ def _step(target: str, profile: str, rate: float, p99_us: float, **topology) -> 
 
 
 def _run(rows: list[dict]) -> Run:
-    def empty(columns: tuple[str, ...]) -> pd.DataFrame:
-        return pd.DataFrame(columns=list(columns))
-
-    return Run(
-        path=Path("run"), meta={"slo": {"p99_ms": SLO_US / 1000}}, points=pd.DataFrame(rows),
-        latency=empty(LATENCY_COLUMNS), failures=empty(FAILURE_COLUMNS),
-        windows=empty(WINDOW_COLUMNS), users=empty(USER_COLUMNS),
-        resources=empty(RESOURCE_COLUMNS), counters=empty(COUNTER_COLUMNS),
-        kernel=empty(KERNEL_COLUMNS), encoded={},
-    )  # fmt: skip
+    return findings_run(rows, slo={"p99_ms": SLO_US / 1000})
 
 
 def test_a_series_name_says_what_sits_before_the_target() -> None:
