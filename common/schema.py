@@ -29,6 +29,7 @@ import csv
 import json
 import os
 import socket
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -248,6 +249,37 @@ def read_csv(path: Path) -> list[dict[str, str]]:
         return []
     with path.open(newline="") as f:
         return list(csv.DictReader(f))
+
+
+def steady_per_s(
+    rows: list[dict[str, str]], names: Sequence[str], steady_from_s: float | None
+) -> float | None:
+    """Successes per second of `names` (summed) over the history's whole windows from
+    `steady_from_s` on, a --skip-ramp point's rate; None without a steady start.
+
+    The last window of the names, cut short by the stop, is left out; rows after it (the
+    self-check's, written while Locust stops) count nothing of them.
+    """
+    if steady_from_s is None or not names:
+        return None
+    windows: dict[float, list[float]] = {}  # start: [count, seconds]
+    for r in rows:
+        start, seconds, count = (_float(r.get(k)) for k in
+                                 ("window_start_unix_s", "window_s", "count"))  # fmt: skip
+        if r.get("name") not in names or start is None or start < steady_from_s:
+            continue
+        window = windows.setdefault(start, [0.0, seconds or 0.0])
+        window[0] += count or 0.0
+    whole = [windows[start] for start in sorted(windows)[:-1]]
+    seconds = sum(s for _, s in whole)
+    return sum(c for c, _ in whole) / seconds if seconds else None
+
+
+def _float(text: str | None) -> float | None:
+    try:
+        return float(text) if text not in (None, "", "N/A") else None
+    except ValueError:
+        return None
 
 
 def check_schema(document: dict[str, Any], path: Path) -> None:

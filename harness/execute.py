@@ -21,6 +21,7 @@ from common.procs import last_line
 from common.schema import (
     FAULTS_JSON,
     FINAL_STATS_JSON,
+    HISTORY_CSV,
     KERNEL_JSON,
     LATENCY_CSV,
     LOCUST_LOG,
@@ -28,6 +29,8 @@ from common.schema import (
     PointResult,
     PointStatus,
     Summary,
+    read_csv,
+    steady_per_s,
     utc_now,
     write_json,
 )
@@ -90,10 +93,16 @@ def read_summary(
     measurement's), the µs latency per name and the generator's verdict.
 
     Throughput is the main measurement's successes over the measured time (the point's run
-    time), not requests over the span from the first request to the last.
+    time), not requests over the span from the first request to the last; for a --skip-ramp
+    point, over its steady windows (the ones its totals count).
     """
     counts, document, measurement = _read_measured(point_dir, scenario, host)
     main = measured.main_figures(measurement, counts, measured_s)
+    # --skip-ramp: the totals count from the steady start, so their rate is the steady windows'
+    steady = steady_per_s(read_csv(point_dir / HISTORY_CSV), measurement.main,
+                          document.get("steady_from_unix_s"))  # fmt: skip
+    if steady is not None:
+        main["successes_per_s"] = steady
     summary: Summary = {
         "requests": counts.requests() if counts else None,
         "failures": counts.failed() if counts else None,

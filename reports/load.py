@@ -263,8 +263,9 @@ def _load_point(
     row = _params_row(point_id, params, status, result.get("reason") or _status_reason(status))
     row["warnings"] = list(result.get("warnings") or [])
     row.update(_traffic(row["scenario"], stats, latency, percentiles))
-    steady = _steady_per_s(schema.read_csv(pdir / HISTORY_CSV), row["main_name"],
-                           number(document.get("steady_from_unix_s")))  # fmt: skip
+    steady = schema.steady_per_s(schema.read_csv(pdir / HISTORY_CSV),
+                                 [row["main_name"]] if row["main_name"] else [],
+                                 number(document.get("steady_from_unix_s")))  # fmt: skip
     if steady is not None:  # --skip-ramp: the rate of the windows its figures come from
         row["msgs_per_s"] = steady
     row["steady"] = steady is not None
@@ -405,25 +406,6 @@ def _failures(point_id: str, rows: list[dict[str, str]]) -> pd.DataFrame:
     frame = pd.DataFrame(out, columns=list(FAILURE_COLUMNS))
     frame["close_code"] = frame["close_code"].astype("Int64")
     return frame
-
-
-def _steady_per_s(
-    rows: list[dict[str, str]], name: str | None, steady_from_s: float | None
-) -> float | None:
-    """Successes per second of `name` over the whole windows from `steady_from_s` on (the
-    last window, cut short by the stop, left out); None without a steady start."""
-    if steady_from_s is None or not name:
-        return None
-    starts = sorted({number(r.get("window_start_unix_s")) or 0.0 for r in rows})
-    last = starts[-1] if starts else None
-    count = seconds = 0.0
-    for r in rows:
-        start = number(r.get("window_start_unix_s"))
-        if r.get("name") != name or start is None or start < steady_from_s or start == last:
-            continue
-        count += number(r.get("count")) or 0.0
-        seconds += number(r.get("window_s")) or 0.0
-    return count / seconds if seconds else None
 
 
 def _start_unix_s(pdir: Path) -> float | None:

@@ -153,15 +153,18 @@ def test_a_run_that_answers_nothing_says_so() -> None:
 
 def test_a_skip_ramp_points_rate_is_its_steady_windows() -> None:
     """The ramp's windows and the last one, cut short by the stop, are left out."""
-    from reports.load import _steady_per_s
+    from common.schema import steady_per_s
 
     def row(start: float, name: str, count: int) -> dict[str, str]:
         return {"window_start_unix_s": str(start), "window_s": "1.0", "name": name,
                 "count": str(count)}  # fmt: skip
 
+    # The self-check writes rows without a name while Locust stops: not the name's last window.
     rows = [row(10.0, "echo corrected", 300), row(11.0, "echo corrected", 1000),
             row(11.0, "echo uncorrected", 1000), row(12.0, "echo corrected", 1004),
-            row(13.0, "echo corrected", 120)]  # fmt: skip
-    assert _steady_per_s(rows, "echo corrected", 11.0) == 1002.0
-    assert _steady_per_s(rows, "echo corrected", None) is None
-    assert _steady_per_s(rows, "echo corrected", 13.0) is None  # nothing whole after it
+            row(12.0, "echo uncorrected", 1000), row(13.0, "echo corrected", 120),
+            row(14.0, "", 0), row(15.0, "", 0)]  # fmt: skip
+    assert steady_per_s(rows, ["echo corrected"], 11.0) == 1002.0
+    assert steady_per_s(rows, ["echo corrected", "echo uncorrected"], 11.0) == 2002.0
+    assert steady_per_s(rows, ["echo corrected"], None) is None
+    assert steady_per_s(rows, ["echo corrected"], 13.0) is None  # nothing whole after it
