@@ -6,13 +6,17 @@
 `--publishers` users publish (Locust fixed_count); every other user subscribes. Each user joins
 a random room of `--rooms`. A publisher is also a member of its room and receives its own
 messages, as the protocol says. Every message carries publisher id, sequence number and
-its intended CLOCK_MONOTONIC send time (BROADCAST_HEADER): publishers send on the engine's
-timer, and a late send counts as latency (corrected, as echo_rate's), the lateness also as the
-generator's send lag. Every member records "broadcast" (publish to receive, µs); publishers
-count "broadcast published". Publisher and subscriber share a clock, so this works with a
-remote server too. Target: the wsbench targets (the room relay is their protocol), with
---processes 1 or one room per process. --host with a path is the endpoint as given (the room
-query is then yours to put in it).
+a CLOCK_MONOTONIC send time (BROADCAST_HEADER); publishers send on the engine's timer.
+Every member records "broadcast" (publish to receive, µs); publishers count "broadcast
+published". Over plain TCP both ends are the kernel's: the send time is when the publisher
+hands the frame to its socket, the receive time when a member's copy reached its socket
+(SO_TIMESTAMPNS, engine.ArrivalChannel), so that neither the publisher's lateness nor the
+generator's pace through a fan-out's thousand copies is in the figure (both are measured:
+send lag, read lag). Over TLS the send time is the intended one, a late send counting as
+latency (corrected, as echo_rate's), and a copy is timed when read. Publisher and subscriber
+share a clock, so this works with a remote server too. Target: the wsbench targets (the room
+relay is their protocol), with --processes 1 or one room per process. --host with a path is
+the endpoint as given (the room query is then yours to put in it).
 
 Exact delivery. The protocol's server relays every frame unchanged, in order, over one TCP
 stream per member, and never reads the payload; P's frames reach it in P's order, over P's one
@@ -59,7 +63,7 @@ from locust.runners import WorkerRunner
 from common.units import ns_to_us
 from scenarios.connection import endpoint_url
 from scenarios.delivery import PUBLISHED_BY, Membership
-from scenarios.engine import Channel
+from scenarios.engine import ArrivalChannel, Channel
 from scenarios.failures import SequenceGap, WsError
 from scenarios.frames import FIN, OP_BINARY
 from scenarios.latency import PUBLISHED
@@ -143,6 +147,9 @@ class _Member(WebSocketUser):
     abstract = True
     main_measurement = (BROADCAST,)
     measurement_label = "deliveries"
+    # A thousand members' copies of one message come at once: read one by one, the last ones
+    # would be timed by the generator's pace through them.
+    timed_at_arrival = True
 
     @classmethod
     def url_for(cls, host: str, environment) -> str:
@@ -238,9 +245,11 @@ class _Publishing(_Listening, FixedRate):
         self.publisher = user
         self.scheduled = False
         self.end_entry: list | None = None
+        self.at_arrival = False
 
     def attached(self, channel: Channel) -> None:
         super().attached(channel)
+        self.at_arrival = isinstance(channel, ArrivalChannel)
         user = self.publisher
         if user.ended:
             return  # a reconnection after the marker: a member only
@@ -272,8 +281,12 @@ class _Publishing(_Listening, FixedRate):
     def _due(self, intended_ns: int, now_ns: int) -> None:
         self._lag(SEND_LAG, ns_to_us(now_ns - intended_ns))
         user = self.publisher
-        # The header's send time is the intended one: a late send shows as latency.
-        message = encode_broadcast(user.publisher_id, user.seq, user.size, intended_ns)
+        # The header's send time: timed at arrival (ArrivalChannel), the time it is handed to
+        # the socket, so that a latency runs from the kernel's having the message to the
+        # member's kernel having its copy, and the generator's lateness is in neither end.
+        # Otherwise the intended time: a late send shows as latency (and in the self-check).
+        sent_ns = time.monotonic_ns() if self.at_arrival else intended_ns
+        message = encode_broadcast(user.publisher_id, user.seq, user.size, sent_ns)
         # Compressed with permessage-deflate (one publisher per room: not the hot path,
         # which is the members' reads).
         self.channel.send(self.channel.message_frame(FIN | OP_BINARY, message))

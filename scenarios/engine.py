@@ -28,7 +28,9 @@ import ctypes
 import heapq
 import itertools
 import os
+import socket
 import ssl
+import struct
 import sys
 import time
 from collections import deque
@@ -43,7 +45,7 @@ from scenarios.connection import RECV_BYTES, WsConnection
 from scenarios.deadlines import watchdog
 from scenarios.failures import ConnectionLost, ProtocolViolation, WsError, WsTimeout, classify
 from scenarios.frames import FIN, OP_CLOSE, ServerFrames, client_frame, close_payload, split_frames
-from scenarios.selfcheck import WAKE_LAG
+from scenarios.selfcheck import READ_LAG, WAKE_LAG
 from targets.rfc6455.codes import CloseCode
 
 # Schedules run on time.monotonic_ns (the timerfd's clock) while handshakes and closed-loop
@@ -61,6 +63,12 @@ _EV_READ, _EV_WRITE = 1, 2
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
+# Receive timestamps (socket(7)): SO_TIMESTAMPNS asks for them, each recvmsg() brings the time
+# as a struct timespec in an SCM_TIMESTAMPNS message.
+_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
+_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
+_TIMESPEC = struct.Struct("@qq")
+_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class Handler(Protocol):
@@ -314,12 +322,7 @@ class Channel(ServerFrames):
         if not data:
             self._fail(ConnectionLost("connection lost without close frame"))
             return
-        # recv() allocates the whole size asked for: small for the usual small message,
-        # larger while reads come back full (big messages), the watcher calling again.
-        if len(data) >= size:
-            self._read_bytes = min(size * 4, READ_MAX_BYTES)
-        elif size > READ_MIN_BYTES and len(data) < size // 16:
-            self._read_bytes = size // 2
+        self._read_bytes = _next_read_size(len(data), size)
         self._consume(data, time.monotonic_ns())
 
     def _consume(self, data: bytes, now_ns: int) -> None:
@@ -445,6 +448,61 @@ class Channel(ServerFrames):
         self.conn.abort()  # watchers first: libev must not watch a closed descriptor
 
 
+class ArrivalChannel(Channel):
+    """A channel whose messages are timed when they reached the socket: the kernel's receive
+    time of each read (SO_TIMESTAMPNS; of its last segment, when it holds several), not the
+    time the hub got to it. A scenario whose messages come in bursts (a fan-out: a thousand
+    members' copies at once) times the server's delivery this way rather than the generator's
+    pace through the burst; how long the generator took to read each one is its "read lag".
+    Plain TCP only (a TLS record is timed by the hub, as in Channel).
+    """
+
+    __slots__ = ("_recvmsg", "_read_lag")
+
+    def __init__(
+        self, conn: WsConnection, handler: Handler, lag: Callable[[str, int], None]
+    ) -> None:
+        super().__init__(conn, handler)
+        raw = getattr(conn.sock, "_sock", conn.sock)
+        raw.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
+        self._recvmsg, self._read_lag = raw.recvmsg, lag
+
+    def _on_readable(self) -> None:
+        size = self._read_bytes
+        try:
+            data, ancillary, _, _ = self._recvmsg(size, _STAMP_SPACE)
+        except _WOULD_BLOCK:
+            return
+        except Exception as exc:
+            self._fail(classify(exc, "recv"))
+            return
+        now_ns = time.monotonic_ns()
+        if not data:
+            self._fail(ConnectionLost("connection lost without close frame"))
+            return
+        arrived_ns = now_ns
+        for _, kind, stamp in ancillary:
+            if kind == _SCM_TIMESTAMPNS:  # CLOCK_REALTIME: to the monotonic clock of now_ns
+                seconds, ns = _TIMESPEC.unpack(stamp)
+                arrived_ns = seconds * 1_000_000_000 + ns - (time.time_ns() - now_ns)
+                if arrived_ns > now_ns:  # the clock was stepped between the two readings
+                    arrived_ns = now_ns
+                self._read_lag(READ_LAG, ns_to_us(now_ns - arrived_ns))
+        self._read_bytes = _next_read_size(len(data), size)
+        self._consume(data, arrived_ns)
+
+
+def _next_read_size(got: int, size: int) -> int:
+    """The next recv() size: recv() allocates the whole size asked for, so small for the usual
+    small message, larger while reads come back full (big messages, the watcher calling
+    again), smaller again when they shrink."""
+    if got >= size:
+        return min(size * 4, READ_MAX_BYTES)
+    if size > READ_MIN_BYTES and got < size // 16:
+        return size // 2
+    return size
+
+
 class Engine:
     """The engine of one process (and gevent hub): its Timer and the recorder it reports to."""
 
@@ -467,9 +525,21 @@ class Engine:
         """Until when a schedule's sends were due: now, or when the run began stopping."""
         return self.stopped_ns or time.monotonic_ns()
 
-    def attach(self, conn: WsConnection, handler: Handler) -> Channel:
-        """Hand an open connection to the engine; call `start()` on the result to read."""
+    def attach(self, conn: WsConnection, handler: Handler, at_arrival: bool = False) -> Channel:
+        """Hand an open connection to the engine; call `start()` on the result to read.
+
+        `at_arrival`: time its messages at their arrival in the kernel (ArrivalChannel) when
+        the connection is plain TCP and the run records lags.
+        """
+        lag = self.timer._lag
+        if at_arrival and lag is not None and timed_at_arrival(conn):
+            return ArrivalChannel(conn, handler, lag)
         return Channel(conn, handler)
+
+
+def timed_at_arrival(conn: WsConnection) -> bool:
+    """Whether a connection's reads can be timed by the kernel (plain TCP, not TLS)."""
+    return getattr(conn.sock, "_sslobj", None) is None
 
 
 _engines: dict[tuple[int, object], Engine] = {}

@@ -49,7 +49,16 @@ from scenarios.latency import (
     histograms_of,
     summarise,
 )
-from scenarios.selfcheck import SEND_LAG, WAKE_LAG, SelfCheck, headline, sends
+from scenarios.selfcheck import (
+    READ_LAG,
+    SEND_LAG,
+    TIMED_AT_ARRIVAL,
+    TIMED_AT_READ,
+    WAKE_LAG,
+    SelfCheck,
+    headline,
+    sends,
+)
 
 TOTALS_SUFFIX = "_latency_us.csv"
 HISTORY_SUFFIX = "_latency_us_history.csv"
@@ -114,8 +123,7 @@ class RunResult:
         windows = merger.windows()
         saturation = judge(run_cpu_pct, (g.cpu_max_pct for _, _, g in windows))
         lag_totals = merger.lag_totals
-        main = list(measurement.get("main") or ())  # type: ignore[call-overload]
-        check = _selfcheck(merger, main, totals, saturation, lag_totals)
+        check = _selfcheck(merger, measurement, totals, saturation, lag_totals)
         return cls(
             totals=totals,
             window_rows=[
@@ -148,22 +156,25 @@ def live_selfcheck(merger: Merger, measurement: Mapping[str, object]) -> SelfChe
     totals = {name: summarise(h) for name, h in histograms_of(main_counts).items()}
     peaks = merger.window_cpu_peaks()
     busiest = sum(peaks) / len(peaks) if peaks else 0.0
-    return _selfcheck(merger, main, totals, judge({"run": busiest}, peaks), merger.lag_totals)
+    return _selfcheck(merger, measurement, totals, judge({"run": busiest}, peaks),
+                      merger.lag_totals)  # fmt: skip
 
 
 def _selfcheck(
     merger: Merger,
-    main: list[str],
+    measurement: Mapping[str, object],
     totals: Mapping[str, Mapping[str, int]],
     saturation: Saturation,
     lag_totals: Mapping[str, HdrHistogram],
 ) -> SelfCheck:
-    name, p99_us = headline(main, totals)
+    name, p99_us = headline(list(measurement.get("main") or ()), totals)  # type: ignore[call-overload]
     lags = {n: summarise(h) for n, h in lag_totals.items()}
     due, made = sends(merger.counters)
     return SelfCheck(
         wake_lag=lags.get(WAKE_LAG, {}),
         send_lag=lags.get(SEND_LAG, {}),
+        read_lag=lags.get(READ_LAG, {}),
+        at_arrival=measurement.get("timed_at") == TIMED_AT_ARRIVAL,
         latency_name=name,
         latency_p99_us=p99_us,
         sends_due=due,
@@ -184,7 +195,11 @@ def describe_measurement(
         cls = classes[0]
         found["main"] = list(cls.main_measurement)
         found["label"] = cls.measurement_label
-        found["url"] = cls.url_for(environment.host or "", environment)
+        found["url"] = url = cls.url_for(environment.host or "", environment)
+        # What a message's latency ends at: its arrival in the kernel (plain TCP only) or
+        # the generator's reading it (engine.ArrivalChannel).
+        arrival = getattr(cls, "timed_at_arrival", False) and url.startswith("ws://")
+        found["timed_at"] = TIMED_AT_ARRIVAL if arrival else TIMED_AT_READ
     skip = len(UNANSWERED_PREFIX)
     found["unanswered_at_end"] = {
         k[skip:]: v for k, v in counters.items() if k.startswith(UNANSWERED_PREFIX)

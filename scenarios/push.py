@@ -63,6 +63,7 @@ class PushUser(WebSocketUser):
 
     main_measurement = (PUSH,)
     measurement_label = "messages"
+    timed_at_arrival = True  # the server sends on its own clock, to every user at once
 
     @classmethod
     def url_for(cls, host: str, environment) -> str:

@@ -10,17 +10,24 @@ the generator's own delay is measured directly, in every Locust process, all run
                intended time (echo_rate, broadcast publishers). A send held back by the server
                (no free --max-in-flight slot) is the server's delay, not counted here.
 
-Verdict: generator-bound when the larger delay's p99 is more than BOUND_FRACTION of the p99 of
-the latency the point reports (its main measurement), and above NOISE_FLOOR_US (1 ms); or when fewer
+    read lag   for a measurement timed at arrival (broadcast, push over plain TCP: a message's
+               latency ends when it reached the socket, SO_TIMESTAMPNS): how long after that
+               the generator read it. Measured exactly, per read; not in the figure.
+
+Verdict: generator-bound when the delay's p99 is more than BOUND_FRACTION of the p99 of the
+latency the point reports (its main measurement), and above NOISE_FLOOR_US (1 ms); or when fewer
 than MIN_SENDS_MADE of the scheduled sends were made; or when a process averaged
-SATURATED_PCT of a core (scenarios/cpu.py). Such a point is flagged, not hidden: its
-figures are about the generator.
+SATURATED_PCT of a core (scenarios/cpu.py). The delay is the larger of wake and send lag. A
+measurement timed at arrival (broadcast over plain TCP: from the publisher's handing a message
+to its socket to a member's copy reaching its socket) has no generator delay in it, so only
+the sends and the CPU rules apply. Such a point is flagged, not hidden: its figures are about
+the generator.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from scenarios.cpu import Saturation
 
@@ -32,6 +39,10 @@ BOUND_FRACTION = 0.25
 NOISE_FLOOR_US = 1000
 MIN_SENDS_MADE = 0.95
 WAKE_LAG = "wake lag"
+READ_LAG = "read lag"
+# What a measurement's latency ends at (the "timed_at" of a run's measurement).
+TIMED_AT_ARRIVAL = "arrival"
+TIMED_AT_READ = "read"
 SEND_LAG = "send lag"
 SENDS_DUE = "sends due"
 SENDS_MADE = "sends made"
@@ -48,6 +59,8 @@ class SelfCheck:
     sends_due: int
     sends_made: int
     saturation: Saturation
+    read_lag: Mapping[str, int] = field(default_factory=dict)  # empty: not timed at arrival
+    at_arrival: bool = False  # the main measurement is timed at arrival (no generator delay in it)
 
     @property
     def delay_p99_us(self) -> int:
@@ -60,7 +73,9 @@ class SelfCheck:
     def reasons(self) -> list[str]:
         """Why the generator is the bottleneck (empty: it is not)."""
         found = []
-        if self.delay_p99_us > self.delay_limit_us:
+        # Timed at arrival, from the kernel's having the message to the kernel's having its
+        # copy: the generator's delay is in neither end of the figure.
+        if not self.at_arrival and self.delay_p99_us > self.delay_limit_us:
             against = (
                 f"{self.delay_p99_us / self.latency_p99_us:.0%} of {self.latency_name} p99 "
                 f"{self.latency_p99_us:,} µs"
@@ -92,7 +107,11 @@ class SelfCheck:
                 + ": these figures measure the load generator, not the server"
             )  # fmt: skip
         parts = [f"delay p99 {self.delay_p99_us:,} µs"]
-        if self.latency_p99_us:
+        if self.at_arrival:
+            read = self.read_lag.get("p99_us")
+            later = f", read p99 {read:,} µs later" if read is not None else ""
+            parts.append(f"not in {self.latency_name or 'the figures'}: timed at arrival{later}")
+        elif self.latency_p99_us:
             parts.append(f"against {self.latency_name} p99 {self.latency_p99_us:,} µs")
         if self.sends_due:
             parts.append(f"{self.sends_made / self.sends_due:.1%} of scheduled sends made")
@@ -106,6 +125,8 @@ class SelfCheck:
             "reasons": self.reasons(),
             "wake_lag_us": dict(self.wake_lag),
             "send_lag_us": dict(self.send_lag),
+            "read_lag_us": dict(self.read_lag),
+            "timed_at": TIMED_AT_ARRIVAL if self.at_arrival else TIMED_AT_READ,
             "delay_p99_us": self.delay_p99_us,
             "delay_limit_us": round(self.delay_limit_us),
             "latency_name": self.latency_name,

@@ -86,6 +86,9 @@ class WebSocketUser(User):
         request_type: the Type column of Locust's tables for this user's rows.
         main_measurement: the request names whose successes are what the scenario measures.
         measurement_label: what those successes are, plural ("echo round trips").
+        timed_at_arrival: messages the server sends on its own (a fan-out, a push) are
+            timed when they reached the socket, not when the generator read them (plain
+            TCP; see engine.ArrivalChannel).
     """
 
     abstract = True
@@ -96,6 +99,7 @@ class WebSocketUser(User):
     measurement_label: ClassVar[str] = "echo round trips"
     # False where connections come and go (connect): --skip-ramp then waits for no count.
     holds_connection: ClassVar[bool] = True
+    timed_at_arrival: ClassVar[bool] = False
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)
@@ -201,7 +205,7 @@ class WebSocketUser(User):
         (the handler's `on_stop`, if it has one, then sees what was still in flight). After a
         failure the connection is forgotten and the next connect() backs off first.
         """
-        channel = self.engine.attach(ws, handler)
+        channel = self.engine.attach(ws, handler, self.timed_at_arrival)
         try:
             handler.attached(channel)
             channel.start()

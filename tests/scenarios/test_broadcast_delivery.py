@@ -51,6 +51,12 @@ def test_raw_target_every_message_counted_from_each_join(start_target, run_locus
     assert c["broadcast expected"] == stats["messages_out"] - USERS, (c, stats)
     assert c["broadcast expected"] < published * USERS  # the ramp: later members expect less
     assert c["broadcast sends due"] == c["broadcast sends made"] == published
+    # Over ws:// every copy is timed at its arrival, and how late the generator read it is
+    # measured beside it (one read lag per read).
+    assert run.histograms["measurement"]["timed_at"] == "arrival"
+    generator = run.histograms["generator"]
+    assert generator["timed_at"] == "arrival"
+    assert 0 < generator["read_lag_us"]["count"] <= c["broadcast received"] + published + USERS
 
 
 @dataclass
