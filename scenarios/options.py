@@ -145,8 +145,9 @@ def _connection_arguments(parser: argparse.ArgumentParser, **_: object) -> None:
              help="Length of the windows of the latency history (PREFIX_latency_us_history.csv)")
     add_once(parser, "--skip-ramp", action="store_true", default=False,
              help="Leave the ramp out of the run's totals and the generator self-check: count "
-             "from one window after every user's connection was open (after the spawning, "
-             "where connections come and go); the history keeps every window")
+             "from two windows after the one in which every user's connection was open (after "
+             "the spawning, where connections come and go), one for the ramp's backlog to "
+             "clear; the history keeps every window")
     add_once(parser, "--no-histograms", action="store_true", default=False,
              include_in_web_ui=False,
              help="Benchmarking only: skip the µs histograms (python -m benchmarks.generator "

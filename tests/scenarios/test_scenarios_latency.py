@@ -5,7 +5,7 @@ from __future__ import annotations
 import random
 
 from scenarios.cpu import judge
-from scenarios.latency import HIGHEST_US, Merger, Recorder, encode_all, summarise
+from scenarios.latency import HIGHEST_US, SETTLE_WINDOWS, Merger, Recorder, encode_all, summarise
 
 
 def _ship(recorder: Recorder, merger: Merger, source: str, start_s: float) -> None:
@@ -64,29 +64,31 @@ def test_a_process_at_ninety_percent_flags_the_run():
     assert "SATURATED" in judge({"w1": 90.0}, [90.0]).describe()
 
 
-def test_skip_ramp_counts_the_totals_from_the_window_after_every_connection_was_open():
-    """Windows of the ramp stay in the history but not in the totals, nor in the lag totals;
-    for scenarios whose connections come and go, the window after the spawning is the start."""
+def test_skip_ramp_counts_the_totals_from_a_settled_window_after_every_connection_was_open():
+    """Windows of the ramp, and SETTLE_WINDOWS after it for its backlog to clear, stay in the
+    history but not in the totals, nor in the lag totals; for scenarios whose connections come
+    and go, the ramp ends with the spawning."""
+    assert SETTLE_WINDOWS == 1
     merger = Merger()
     ramp = {"echo": {5_000: 10}}
     steady = {"echo": {100: 50}}
-    for start_s, counts, open_now in ((10.0, ramp, 400), (11.0, ramp, 1000), (12.0, steady, 1000),
-                                      (13.0, steady, 1000)):  # fmt: skip
+    for start_s, counts, open_now in ((10.0, ramp, 400), (11.0, ramp, 1000), (12.0, ramp, 1000),
+                                      (13.0, steady, 1000), (14.0, steady, 1000)):  # fmt: skip
         merger.add_counts("w1", start_s, counts, {}, 10.0, open_now,
                           lags={"wake lag": {9_000 if counts is ramp else 200: 5}})  # fmt: skip
     merger.finish_windows()
-    assert merger.totals["echo"].get_total_count() == 120  # before: everything
+    assert merger.totals["echo"].get_total_count() == 130  # before: everything
     merger.mark_steady(after_s=10.0, connections=1000, window_s=1.0)
-    assert merger.steady_from_s == 12.0
+    assert merger.steady_from_s == 13.0
     assert merger.totals["echo"].get_total_count() == 100
     assert merger.totals["echo"].get_max_value() < 1_000
     assert merger.lag_totals["wake lag"].get_max_value() < 1_000
-    assert len(merger.windows()) == 4  # the history keeps the ramp
+    assert len(merger.windows()) == 5  # the history keeps the ramp
     churn = Merger()
     churn.add_counts("w1", 20.0, ramp, {}, 10.0, 3)
     churn.finish_windows()
     churn.mark_steady(after_s=20.0, connections=None, window_s=1.0)
-    assert churn.steady_from_s == 21.0
+    assert churn.steady_from_s == 22.0
     never = Merger()
     never.add_counts("w1", 30.0, steady, {}, 10.0, 999)
     never.finish_windows()

@@ -57,7 +57,7 @@ def test_schedule_timer_is_never_early_and_far_finer_than_gevent_sleep():
 
 
 def test_skip_ramp_leaves_the_ramp_out_of_the_totals(echo_url, run_locust):
-    """--skip-ramp: the totals start one window after every connection was open, and the
+    """--skip-ramp: the totals start once every connection was open and a window settled, and the
     file says from when; without it they hold every window."""
     run = run_locust("echo_rate", echo_url, "--rate", "50", "--skip-ramp", users=20,
                      duration="4s")  # fmt: skip
