@@ -34,7 +34,7 @@ from common.schema import (
     utc_now,
     write_json,
 )
-from harness import compression, faults, measured, procs, proxy, sampling, topology
+from harness import compression, faults, measured, pauses, procs, proxy, sampling, topology
 from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, parse_fault, sized
 from harness.store import RunStore
 from kernel import counters, netns, stalls
@@ -270,6 +270,7 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
     outcome.summary["target"] = {
         **sampling.summarise(run.samples, "target"), "rss_bytes_idle": run.target_idle_rss,
     }
+    _name_gc_pauses(outcome, run)
     outcome.summary["locust"] = sampling.summarise(run.samples, "locust")
     outcome.summary["target_exit_status"] = run.target_status
     totals = measured.histograms_document(run.pdir).get("totals") or {}
@@ -353,6 +354,23 @@ def _conclude_drill(outcome: Outcome, run: topology.PointRun) -> None:
         if reason is not None:
             outcome.status, outcome.reason = PointStatus.FAILED, reason
             return
+
+
+def _name_gc_pauses(outcome: Outcome, run: topology.PointRun) -> None:
+    """The target's stops for garbage collection in the measured windows: in its summary, and
+    a warning when the longest made the point's p99."""
+    main = (outcome.summary.get("main") or {}).get("names") or []
+    latency = outcome.summary.get("latency_us") or {}
+    p99_us = next((latency[n]["p99_us"] for n in main if (latency.get(n) or {}).get("p99_us")),
+                  None)  # fmt: skip
+    found = pauses.summarise(pauses.read(run.pdir),
+                             pauses.measured_period(measured.histograms_document(run.pdir)),
+                             p99_us)  # fmt: skip
+    if found is None:
+        return
+    outcome.summary["target"]["gc_pauses"] = found
+    if found["made_p99"]:
+        run.warnings.append(found["sentence"])
 
 
 def _broker_lost_seen(run: topology.PointRun) -> bool:

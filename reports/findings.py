@@ -328,7 +328,15 @@ def _latency(run: Run, target: str, users: int, rate: float | None) -> tuple[Cel
     p50, p99 = num(point["p50_us"]), num(point["p99_us"])
     sentence = (f"{target} at {users:,} connections and {rate:,.0f} msgs/s: p50 {ms(p50)}, "
                 f"p99 {ms(p99)}.")  # fmt: skip
-    return Cell(f"{ms(p50)} / {ms(p99)}", _link(point["point_id"])), sentence
+    text, title = f"{ms(p50)} / {ms(p99)}", ""
+    pause_ms = num(point.get("gc_pause_longest_ms"))
+    made = point.get("gc_pause_made_p99")
+    if pause_ms is not None and pd.api.types.is_bool(made) and made:
+        # The tail is the server's own stop: said in the cell, explained in the sentence.
+        text += f" · GC pause {ms(pause_ms * 1e3)}"
+        title = str(point.get("gc_pauses") or "")
+        sentence = sentence[:-1] + f"; {title}."
+    return Cell(text, _link(point["point_id"]), title), sentence
 
 
 # -- connect storms per kernel profile -------------------------------------------------------

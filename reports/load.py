@@ -156,11 +156,11 @@ def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     points = pd.DataFrame(rows, columns=_point_columns(rows, percentiles))
     # Converted as one frame and joined once: assigning column by column leaves a block per
     # column, and pandas then warns (PerformanceWarning) on every merge of the points.
-    numeric = points.columns.difference([*TEXT_COLUMNS, "generator_saturated", "steady", "tls"])
+    numeric = points.columns.difference([*TEXT_COLUMNS, *FLAG_COLUMNS])
     converted = points[numeric].apply(pd.to_numeric, errors="coerce")
     points = pd.concat([points.drop(columns=numeric), converted], axis=1)[points.columns]
-    points["generator_saturated"] = points["generator_saturated"].fillna(False).astype(bool)
-    points["tls"] = points["tls"].fillna(False).astype(bool)
+    for flag in ("generator_saturated", "tls", "gc_pause_made_p99"):
+        points[flag] = points[flag].fillna(False).astype(bool) if flag in points else False
     points.insert(0, "run_id", run_id)
     return Run(
         path=run_dir,
@@ -197,7 +197,9 @@ def slug(name: str) -> str:
 TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "status", "reason",
                 "warnings", "main_name", "generator_verdict", "kernel_explain",
                 "kernel_stalls", "broker", "broker_version", "faults", "tag", "via",
-                "compression", "tls_at", "proxy", "proxy_version", "proxy_idle_drops")  # fmt: skip
+                "compression", "tls_at", "proxy", "proxy_version", "proxy_idle_drops",
+                "gc_pauses")  # fmt: skip
+FLAG_COLUMNS = ("generator_saturated", "steady", "tls", "gc_pause_made_p99")  # true or false
 LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
 FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
 # connections_dropped and connect_failures: counts in the window, on every row of it (0 in
@@ -279,6 +281,7 @@ def _load_point(
     row.update(_generator(document, schema.read_csv(pdir / LATENCY_CSV)))
     _fill_from_summary(row, result.get("summary") or {})
     row.update(_broker(row["broker"], result.get("summary") or {}))
+    row.update(_gc_pauses(result.get("summary") or {}))
     row.update(_hop(row, result.get("summary") or {}))
     # The harness's rate: the main measurement's successes over the measured time (Locust's
     # own span starts a window late, as its statistics are logged a window at a time).
@@ -667,6 +670,15 @@ def _fill_from_summary(row: dict[str, Any], summary: dict[str, Any]) -> None:
     rss_max, idle, users = row["server_rss_bytes_max"], row["server_rss_bytes_idle"], row["users"]
     if row.get("server_rss_per_conn_bytes") is None and rss_max is not None and users:
         row["server_rss_per_conn_bytes"] = (rss_max - (idle or 0)) / users
+
+
+def _gc_pauses(summary: dict[str, Any]) -> dict[str, Any]:
+    """The target's longest stop for garbage collection in the measured windows, and the
+    harness's sentence about its pauses (summary target.gc_pauses; None each without one)."""
+    found = (summary.get("target") or {}).get("gc_pauses") or {}
+    return {"gc_pause_longest_ms": number(found.get("longest_ms")),
+            "gc_pause_made_p99": bool(found.get("made_p99")),
+            "gc_pauses": found.get("sentence") or None}  # fmt: skip
 
 
 def _broker(kind: str | None, summary: dict[str, Any]) -> dict[str, Any]:

@@ -24,6 +24,7 @@ between processes on one host.
 
 from __future__ import annotations
 
+import re
 import struct
 import time
 from collections.abc import Mapping
@@ -240,3 +241,39 @@ class Stats:
 # How a target's stderr line about its broker begins ("... URL lost: why" when it loses it):
 # what the harness looks for to tell a kill-broker drill the targets noticed.
 BROKER_LOST_PREFIX = "targets: broker "
+
+
+# How a target's stderr line about a stop of its own for garbage collection begins
+# (targets/pauses.py), and the rest of it: what the harness reads to put a latency tail down
+# to the server's own pause.
+GC_PAUSE_PREFIX = "targets: gc paused "
+_GC_PAUSE = re.compile(
+    r"(?P<wall_ms>[\d.]+) ms \(cpu (?P<cpu_ms>[\d.]+) ms\), generation (?P<generation>\d), "
+    r"at (?P<at_unix_s>[\d.]+), pid (?P<pid>\d+)$"
+)
+
+
+@dataclass(frozen=True)
+class GcPause:
+    """One garbage collection that kept a target process from serving."""
+
+    wall_ms: float  # how long the process was stopped (what every client saw)
+    cpu_ms: float  # of which the collector's own work (less: the process was also preempted)
+    generation: int
+    at_unix_s: float  # when it began
+    pid: int
+
+    def line(self) -> str:
+        return (f"{GC_PAUSE_PREFIX}{self.wall_ms:.1f} ms (cpu {self.cpu_ms:.1f} ms), generation "
+                f"{self.generation}, at {self.at_unix_s:.3f}, pid {self.pid}")  # fmt: skip
+
+    @classmethod
+    def parse(cls, line: str) -> GcPause | None:
+        """The pause a target's stderr line reports; None for any other line."""
+        if not line.startswith(GC_PAUSE_PREFIX):
+            return None
+        found = _GC_PAUSE.match(line[len(GC_PAUSE_PREFIX):].rstrip())
+        if found is None:
+            return None
+        return cls(float(found["wall_ms"]), float(found["cpu_ms"]), int(found["generation"]),
+                   float(found["at_unix_s"]), int(found["pid"]))  # fmt: skip

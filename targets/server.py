@@ -41,7 +41,7 @@ from typing import Any
 
 from common import procs as child
 from common.errors import WsbenchError
-from targets import COMPRESSIONS, DEFLATE_TARGETS, TARGETS
+from targets import COMPRESSIONS, DEFLATE_TARGETS, TARGETS, pauses
 from targets.hub import Rooms
 from targets.metrics import Snapshots, exposition, forget
 from targets.protocol import (
@@ -249,6 +249,8 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
     sock = listen(args.host, args.port, reuse_port=args.worker)
     port = sock.getsockname()[1]
     url = url_of(args.host, port, ssl_context is not None)
+
+    pauses.install()  # the long garbage collections, on stderr: the harness explains with them
 
     async def main() -> None:
         ctx = ServeContext(sock=sock, ssl_context=ssl_context, limits=limits,

@@ -138,6 +138,27 @@ def test_latency_connect_memory_and_broadcast_columns() -> None:
     assert text.startswith("findings:") and "310 of 500" in text
 
 
+def test_a_latency_tail_the_targets_gc_pause_made_is_named_in_its_cell() -> None:
+    pause = ("Python's garbage collector stopped the target once in the measured windows, for "
+             "306 ms (generation 2, ...)")  # fmt: skip
+    rows = [
+        _point("websockets", "echo_rate", 1000, 2500.0, p99_us=600.0, gc_pause_longest_ms=12.0,
+               gc_pause_made_p99=False, gc_pauses="a short one"),
+        _point("websockets", "echo_rate", 10000, 2500.0, p50_us=194.0, p99_us=271_900.0,
+               gc_pause_longest_ms=305.6, gc_pause_made_p99=True, gc_pauses=pause),
+    ]  # fmt: skip
+    found = findings.build(_run(rows))
+    cells = _cells(found)["websockets"]
+    # A 12 ms pause under a 600 µs p99 held up fewer than 1 % of the messages: not the p99's.
+    at_1k = cells["echo p50 / p99 at 1,000 conns"]
+    assert at_1k.text == "100 µs / 600 µs"
+    at_10k = cells["echo p50 / p99 at 10,000 conns"]
+    assert at_10k.text == "194 µs / 271.9 ms · GC pause 305.6 ms"
+    assert at_10k.title == pause
+    assert any(s.startswith("websockets at 10,000 connections and 2,500 msgs/s: p50 194 µs, "
+                            f"p99 271.9 ms; {pause}.") for s in found.sentences)  # fmt: skip
+
+
 def test_a_run_that_answers_nothing_says_so() -> None:
     found = findings.build(load_run(FIXTURES / "sweep-small"))
     # The fixture has echo, connect and broadcast points, without rates: no knee, no latency
