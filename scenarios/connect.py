@@ -86,20 +86,29 @@ class ConnectUser(WebSocketUser):
             self.made = 0
         super().on_stop()
 
-    def _arrive(self) -> int:
-        """Wait for this user's next intended connect; its intended time (ns)."""
+    def _arrive(self) -> int | None:
+        """Wait for this user's next intended connect; its intended time (ns), or None when
+        the run began stopping meanwhile (no more arrivals: the user ends its task at once)."""
         intended = self.next_ns
         wait_ns = intended - time.monotonic_ns()
         if wait_ns > 0:  # on time: how late the wake-up is, is the generator's
-            engine().timer.sleep_until(intended)  # gevent.sleep wakes about 0.5 ms late
+            # gevent.sleep wakes about 0.5 ms late
+            if not engine().timer.sleep_until(intended):
+                return None
             self.measurement.recorder.lag(SEND_LAG, ns_to_us(time.monotonic_ns() - intended))
+        elif engine().timer.closed:
+            return None
         self.next_ns = intended + self.interval_ns
         self.made += 1
         return intended
 
     @task
     def churn(self) -> None:
-        intended = self._arrive() if self.interval_ns else None
+        intended = None
+        if self.interval_ns:
+            intended = self._arrive()
+            if intended is None:
+                return
         ws = self.connect()
         if ws is None:
             return

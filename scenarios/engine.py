@@ -126,6 +126,7 @@ class Timer:
         self._watcher.start(self._on_expiry)
         self._lag = lag
         self._canary: list | None = None
+        self._sleepers: set[Event] = set()  # greenlets in sleep_until: clear() wakes them
         self.closed = False  # the run is stopping: nothing new is scheduled (see clear)
 
     def at(self, due_ns: int, fn: Callable[[int, int], None], lane: int = 0) -> list:
@@ -215,8 +216,12 @@ class Timer:
 
     def clear(self) -> None:
         """Drop every pending callback and take no new ones until `reopen` (the run is
-        stopping: no more scheduled sends, whoever asks)."""
+        stopping: no more scheduled sends, whoever asks). Greenlets in `sleep_until` return at
+        once: asleep until a dropped entry, they would wait for Locust's --stop-timeout."""
         self.closed = True
+        for sleeper in self._sleepers:
+            sleeper.set()
+        self._sleepers.clear()
         for entry in self._heap:
             entry[2] = None
         for queue in self._lanes.values():
@@ -230,16 +235,22 @@ class Timer:
     def reopen(self) -> None:
         self.closed = False
 
-    def sleep_until(self, at_ns: int) -> None:
-        """Block the calling greenlet until `at_ns` (for code that still runs in a greenlet)."""
-        if at_ns <= time.monotonic_ns() or self.closed:
-            return
+    def sleep_until(self, at_ns: int) -> bool:
+        """Block the calling greenlet until `at_ns` (for code that still runs in a greenlet);
+        False when it returns early, or at once, because the run is stopping (`clear`)."""
+        if self.closed:
+            return False
+        if at_ns <= time.monotonic_ns():
+            return True
         done = Event()
         entry = self.at(at_ns, lambda _due, _now: done.set())
+        self._sleepers.add(done)
         try:
             done.wait()
         finally:
+            self._sleepers.discard(done)
             self.cancel(entry)
+        return not self.closed
 
     # The canary: how late the hub runs a timer callback, all run long.
 

@@ -29,6 +29,20 @@ def test_arrivals_keep_their_schedule(echo_url, run_locust):
     assert corrected["p50_us"] >= upgrade["p50_us"]  # from the intended start: never less
 
 
+def test_users_waiting_for_their_next_arrival_stop_at_once(echo_url, run_locust):
+    """A stop ends the users asleep until their next connect at once, rather than after
+    --stop-timeout (they slept on a timer entry the stop had dropped: every storm point took
+    5 s longer than its run time), and an arrival the stop cut short is not made."""
+    began = time.monotonic()
+    run = run_locust("connect", echo_url, "--arrival-rate", "2", "--stop-timeout", "5",
+                     users=4, duration="2s")  # fmt: skip
+    elapsed = time.monotonic() - began
+    assert run.returncode == 0, run.describe()
+    assert elapsed < 2 + 3, elapsed  # Locust's start and stop, not the 5 s stop timeout
+    counters = run.histograms["counters"]
+    assert counters["connects due"] == counters["connects made"] > 0, counters
+
+
 def test_a_slow_server_shows_in_corrected_latency(run_locust, tmp_path):
     """A server that takes 300 ms per upgrade, 2 users at 10 connects/s each: arrivals are
     due every 100 ms, so the corrected latency grows well past the upgrade's own 300 ms,
