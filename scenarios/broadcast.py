@@ -150,6 +150,7 @@ class _Member(WebSocketUser):
     # A thousand members' copies of one message come at once: read one by one, the last ones
     # would be timed by the generator's pace through them.
     timed_at_arrival = True
+    timed_from_intended = False  # over plain TCP a publish is stamped when handed to the socket
 
     @classmethod
     def url_for(cls, host: str, environment) -> str:

@@ -54,6 +54,8 @@ from scenarios.selfcheck import (
     SEND_LAG,
     TIMED_AT_ARRIVAL,
     TIMED_AT_READ,
+    TIMED_FROM_INTENDED,
+    TIMED_FROM_SENT,
     WAKE_LAG,
     SelfCheck,
     headline,
@@ -175,6 +177,7 @@ def _selfcheck(
         send_lag=lags.get(SEND_LAG, {}),
         read_lag=lags.get(READ_LAG, {}),
         at_arrival=measurement.get("timed_at") == TIMED_AT_ARRIVAL,
+        from_intended=measurement.get("timed_from", TIMED_FROM_INTENDED) == TIMED_FROM_INTENDED,
         latency_name=name,
         latency_p99_us=p99_us,
         sends_due=due,
@@ -200,6 +203,8 @@ def describe_measurement(
         # the generator's reading it (engine.ArrivalChannel).
         arrival = getattr(cls, "timed_at_arrival", False) and url.startswith("ws://")
         found["timed_at"] = TIMED_AT_ARRIVAL if arrival else TIMED_AT_READ
+        intended = not arrival or getattr(cls, "timed_from_intended", True)
+        found["timed_from"] = TIMED_FROM_INTENDED if intended else TIMED_FROM_SENT
     skip = len(UNANSWERED_PREFIX)
     found["unanswered_at_end"] = {
         k[skip:]: v for k, v in counters.items() if k.startswith(UNANSWERED_PREFIX)

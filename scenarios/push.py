@@ -64,6 +64,7 @@ class PushUser(WebSocketUser):
     main_measurement = (PUSH,)
     measurement_label = "messages"
     timed_at_arrival = True  # the server sends on its own clock, to every user at once
+    timed_from_intended = False  # from the server's own send time
 
     @classmethod
     def url_for(cls, host: str, environment) -> str:

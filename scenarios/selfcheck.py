@@ -10,18 +10,20 @@ the generator's own delay is measured directly, in every Locust process, all run
                intended time (echo_rate, broadcast publishers). A send held back by the server
                (no free --max-in-flight slot) is the server's delay, not counted here.
 
-    read lag   for a measurement timed at arrival (broadcast, push over plain TCP: a message's
-               latency ends when it reached the socket, SO_TIMESTAMPNS): how long after that
-               the generator read it. Measured exactly, per read; not in the figure.
+    read lag   for a measurement timed at arrival (echo_rate, broadcast, push over plain TCP:
+               a message's latency ends when it reached the socket, SO_TIMESTAMPNS): how long
+               after that the generator read it. Measured exactly, per read; not in the figure.
 
 Verdict: generator-bound when the delay's p99 is more than BOUND_FRACTION of the p99 of the
 latency the point reports (its main measurement), and above NOISE_FLOOR_US (1 ms); or when fewer
 than MIN_SENDS_MADE of the scheduled sends were made; or when a process averaged
 SATURATED_PCT of a core (scenarios/cpu.py). The delay is the larger of wake and send lag. A
-measurement timed at arrival (broadcast over plain TCP: from the publisher's handing a message
-to its socket to a member's copy reaching its socket) has no generator delay in it, so only
-the sends and the CPU rules apply. Such a point is flagged, not hidden: its figures are about
-the generator.
+measurement timed at arrival (echo_rate, broadcast and push over plain TCP) has no read delay
+in it: its delay is the send lag alone when it starts at an intended send (echo_rate), and
+none when it starts at a send time stamped as the message left (broadcast: from the
+publisher's handing a message to its socket to a member's copy reaching its socket) or at the
+server (push), so that only the sends and the CPU rules apply. Such a point is flagged, not
+hidden: its figures are about the generator.
 """
 
 from __future__ import annotations
@@ -43,6 +45,10 @@ READ_LAG = "read lag"
 # What a measurement's latency ends at (the "timed_at" of a run's measurement).
 TIMED_AT_ARRIVAL = "arrival"
 TIMED_AT_READ = "read"
+# Where it starts (its "timed_from"): a send time the generator intended, or one stamped as the
+# message left (a broadcast publish over plain TCP) or by the server (push).
+TIMED_FROM_INTENDED = "intended"
+TIMED_FROM_SENT = "sent"
 SEND_LAG = "send lag"
 SENDS_DUE = "sends due"
 SENDS_MADE = "sends made"
@@ -60,11 +66,21 @@ class SelfCheck:
     sends_made: int
     saturation: Saturation
     read_lag: Mapping[str, int] = field(default_factory=dict)  # empty: not timed at arrival
-    at_arrival: bool = False  # the main measurement is timed at arrival (no generator delay in it)
+    at_arrival: bool = False  # the main measurement ends at arrival: no read delay in it
+    from_intended: bool = True  # it starts at an intended send: the send lag is in it
 
     @property
     def delay_p99_us(self) -> int:
         return max(self.wake_lag.get("p99_us", 0), self.send_lag.get("p99_us", 0))
+
+    @property
+    def delay_in_figure_p99_us(self) -> int | None:
+        """The generator's delay that is in the main measurement: the hub's (wake lag, as
+        replies wait to be read) and the scheduled sends' (send lag); timed at arrival, the
+        send lag alone (measured per send); from a stamped send to arrival, none."""
+        if not self.at_arrival:
+            return self.delay_p99_us
+        return self.send_lag.get("p99_us", 0) if self.from_intended else None
 
     @property
     def delay_limit_us(self) -> float:
@@ -73,16 +89,16 @@ class SelfCheck:
     def reasons(self) -> list[str]:
         """Why the generator is the bottleneck (empty: it is not)."""
         found = []
-        # Timed at arrival, from the kernel's having the message to the kernel's having its
-        # copy: the generator's delay is in neither end of the figure.
-        if not self.at_arrival and self.delay_p99_us > self.delay_limit_us:
+        delay = self.delay_in_figure_p99_us
+        if delay is not None and delay > self.delay_limit_us:
             against = (
-                f"{self.delay_p99_us / self.latency_p99_us:.0%} of {self.latency_name} p99 "
+                f"{delay / self.latency_p99_us:.0%} of {self.latency_name} p99 "
                 f"{self.latency_p99_us:,} µs"
                 if self.latency_p99_us
                 else f"over {NOISE_FLOOR_US} µs"
             )
-            found.append(f"generator delay p99 {self.delay_p99_us:,} µs is {against}")
+            which = "send lag" if self.at_arrival else "delay"
+            found.append(f"generator {which} p99 {delay:,} µs is {against}")
         if self.sends_due and self.sends_made < MIN_SENDS_MADE * self.sends_due:
             found.append(
                 f"only {self.sends_made / self.sends_due:.0%} of the scheduled sends were made "
@@ -110,7 +126,14 @@ class SelfCheck:
         if self.at_arrival:
             read = self.read_lag.get("p99_us")
             later = f", read p99 {read:,} µs later" if read is not None else ""
-            parts.append(f"not in {self.latency_name or 'the figures'}: timed at arrival{later}")
+            name = self.latency_name or "the figures"
+            if self.from_intended:
+                parts[0] = f"send lag p99 {self.send_lag.get('p99_us', 0):,} µs"
+                parts.append(f"against {name} p99 {self.latency_p99_us:,} µs (timed at arrival"
+                             f"{later}; wake lag p99 {self.wake_lag.get('p99_us', 0):,} µs, "
+                             "not in it)")  # fmt: skip
+            else:
+                parts.append(f"not in {name}: timed at arrival{later}")
         elif self.latency_p99_us:
             parts.append(f"against {self.latency_name} p99 {self.latency_p99_us:,} µs")
         if self.sends_due:
@@ -127,6 +150,8 @@ class SelfCheck:
             "send_lag_us": dict(self.send_lag),
             "read_lag_us": dict(self.read_lag),
             "timed_at": TIMED_AT_ARRIVAL if self.at_arrival else TIMED_AT_READ,
+            "timed_from": TIMED_FROM_INTENDED if self.from_intended else TIMED_FROM_SENT,
+            "delay_in_figure_p99_us": self.delay_in_figure_p99_us,
             "delay_p99_us": self.delay_p99_us,
             "delay_limit_us": round(self.delay_limit_us),
             "latency_name": self.latency_name,

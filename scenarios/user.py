@@ -86,9 +86,11 @@ class WebSocketUser(User):
         request_type: the Type column of Locust's tables for this user's rows.
         main_measurement: the request names whose successes are what the scenario measures.
         measurement_label: what those successes are, plural ("echo round trips").
-        timed_at_arrival: messages the server sends on its own (a fan-out, a push) are
-            timed when they reached the socket, not when the generator read them (plain
-            TCP; see engine.ArrivalChannel).
+        timed_at_arrival: messages are timed when they reached the socket, not when the
+            generator read them (plain TCP; see engine.ArrivalChannel).
+        timed_from_intended: the latency starts at an intended send time of the generator's
+            (so its lateness to send is in the figure), not at a time stamped when the
+            message left (broadcast over plain TCP) or at the server (push).
     """
 
     abstract = True
@@ -100,6 +102,7 @@ class WebSocketUser(User):
     # False where connections come and go (connect): --skip-ramp then waits for no count.
     holds_connection: ClassVar[bool] = True
     timed_at_arrival: ClassVar[bool] = False
+    timed_from_intended: ClassVar[bool] = True
 
     def __init__(self, environment: Environment) -> None:
         super().__init__(environment)

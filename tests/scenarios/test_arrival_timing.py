@@ -87,12 +87,14 @@ def test_a_message_timed_when_read_carries_the_generators_delay(pair) -> None:
 
 
 def _check(at_arrival: bool, wake_p99_us: int, sends: tuple[int, int] = (50, 50),
-           cpu_pct: float = 20.0) -> SelfCheck:  # fmt: skip
+           cpu_pct: float = 20.0, from_intended: bool = False,
+           send_p99_us: int = 200) -> SelfCheck:  # fmt: skip
     return SelfCheck(
         wake_lag={"count": 400, "p99_us": wake_p99_us},
-        send_lag={"count": 50, "p99_us": 200},
+        send_lag={"count": 50, "p99_us": send_p99_us},
         read_lag={"count": 30_000, "p99_us": 11_000} if at_arrival else {},
         at_arrival=at_arrival,
+        from_intended=from_intended,
         latency_name="broadcast",
         latency_p99_us=7_500,
         sends_due=sends[0],
@@ -103,13 +105,26 @@ def _check(at_arrival: bool, wake_p99_us: int, sends: tuple[int, int] = (50, 50)
 
 def test_a_busy_hub_does_not_bind_a_measurement_timed_at_arrival() -> None:
     # A wake lag p99 of 4 ms against a 7.5 ms p99: timed when read, that is the generator's
-    # share of the figure; timed at arrival, it is in neither end of it.
+    # share of the figure; timed at arrival, from a send stamped as it left, it is in neither
+    # end of it.
     assert _check(at_arrival=False, wake_p99_us=4_000).bound
     arrival = _check(at_arrival=True, wake_p99_us=4_000)
-    assert not arrival.bound
+    assert not arrival.bound and arrival.delay_in_figure_p99_us is None
     assert "not in broadcast: timed at arrival, read p99 11,000 µs later" in arrival.verdict()
     assert arrival.as_dict()["timed_at"] == "arrival"
     assert arrival.as_dict()["read_lag_us"]["p99_us"] == 11_000
+
+
+def test_timed_at_arrival_from_an_intended_send_the_send_lag_is_the_delay() -> None:
+    # echo_rate: the round trip starts at the intended send, so a late send is in it (and
+    # binds), while the hub's lateness to read is not.
+    reading_late = _check(True, wake_p99_us=4_000, from_intended=True)
+    assert not reading_late.bound and reading_late.delay_in_figure_p99_us == 200
+    assert reading_late.verdict().startswith(
+        "generator ok: send lag p99 200 µs, against broadcast p99 7,500 µs (timed at arrival, "
+        "read p99 11,000 µs later; wake lag p99 4,000 µs, not in it)")
+    sending_late = _check(True, wake_p99_us=300, from_intended=True, send_p99_us=3_000)
+    assert "generator send lag p99 3,000 µs is 40% of broadcast p99" in sending_late.verdict()
 
 
 def test_timed_at_arrival_the_sends_and_cpu_rules_still_bind() -> None:

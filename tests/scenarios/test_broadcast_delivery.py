@@ -54,6 +54,7 @@ def test_raw_target_every_message_counted_from_each_join(start_target, run_locus
     # Over ws:// every copy is timed at its arrival, and how late the generator read it is
     # measured beside it (one read lag per read).
     assert run.histograms["measurement"]["timed_at"] == "arrival"
+    assert run.histograms["measurement"]["timed_from"] == "sent"
     generator = run.histograms["generator"]
     assert generator["timed_at"] == "arrival"
     assert 0 < generator["read_lag_us"]["count"] <= c["broadcast received"] + published + USERS
