@@ -24,6 +24,8 @@ REPORT_MS = 10.0  # shorter stops are not what a latency tail in milliseconds is
 
 def install(stream: TextIO | None = None) -> None:
     """Time this process's collections from now on; report the long ones on `stream` (stderr)."""
+    if any(getattr(cb, "wsbench_pauses", False) for cb in gc.callbacks):
+        return  # already timing (a second ready)
     out = stream or sys.stderr
     began: list[float] = [0.0, 0.0, 0.0]  # perf_counter, thread_time, time.time at "start"
     pid = os.getpid()
@@ -39,4 +41,5 @@ def install(stream: TextIO | None = None) -> None:
         pause = GcPause(wall_ms, cpu_ms, int(info.get("generation", 0)), began[2], pid)
         print(pause.line(), file=out, flush=True)
 
+    on_collect.wsbench_pauses = True  # type: ignore[attr-defined]
     gc.callbacks.append(on_collect)

@@ -250,8 +250,6 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
     port = sock.getsockname()[1]
     url = url_of(args.host, port, ssl_context is not None)
 
-    pauses.install()  # the long garbage collections, on stderr: the harness explains with them
-
     async def main() -> None:
         ctx = ServeContext(sock=sock, ssl_context=ssl_context, limits=limits,
                            deflate=args.compression == "deflate")  # fmt: skip
@@ -264,6 +262,9 @@ def run_worker(args: argparse.Namespace, limits: Limits, ssl_context: ssl.SSLCon
             loop.add_signal_handler(sig, ctx.stop.set)
 
         def ready() -> None:
+            # From now on the long garbage collections go to stderr, where the harness finds
+            # them (not before: a target that cannot start says so in one line).
+            pauses.install()
             print(f"ready {url}", flush=True)
 
         ctx.ready = ready

@@ -163,7 +163,7 @@ def _kib(value: float) -> str:
 
 def _cpu_us(result: dict, role: str) -> str:
     summary = result["summary"]
-    return f"{summary[role]['cpu_pct_mean'] * 10_000 / summary['requests_per_s']:.1f}"
+    return f"{summary[role]['cpu_pct_mean'] * 10_000 / summary['requests_per_s']:,.1f}"
 
 
 def test_a_proxied_run_compares_direct_and_nginx_side_by_side(
