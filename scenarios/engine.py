@@ -495,12 +495,32 @@ class ArrivalChannel(Channel):
         for _, kind, stamp in ancillary:
             if kind == _SCM_TIMESTAMPNS:  # CLOCK_REALTIME: to the monotonic clock of now_ns
                 seconds, ns = _TIMESPEC.unpack(stamp)
-                arrived_ns = seconds * 1_000_000_000 + ns - (time.time_ns() - now_ns)
-                if arrived_ns > now_ns:  # the clock was stepped between the two readings
-                    arrived_ns = now_ns
+                arrived_ns = seconds * 1_000_000_000 + ns - _realtime_offset(now_ns)
+                if arrived_ns > now_ns:  # the realtime clock was stepped: measure it again
+                    _clock[1] = 0
+                    arrived_ns = min(now_ns, seconds * 1_000_000_000 + ns
+                                     - _realtime_offset(now_ns))  # fmt: skip
                 self._read_lag(READ_LAG, ns_to_us(now_ns - arrived_ns))
         self._read_bytes = _next_read_size(len(data), size)
         self._consume(data, arrived_ns)
+
+
+# CLOCK_REALTIME minus CLOCK_MONOTONIC, and when it was measured (monotonic ns). The two run
+# at the same rate (NTP slews both), so the difference moves only when the realtime clock is
+# stepped: measured once a second, not per read, and within a few hundred ns.
+_clock = [0, 0]
+OFFSET_REFRESH_NS = 1_000_000_000
+
+
+def _realtime_offset(now_ns: int) -> int:
+    if now_ns - _clock[1] > OFFSET_REFRESH_NS:
+        best = None
+        for _ in range(5):  # the monotonic reading between two realtime ones, the closest pair
+            before, mono, after = time.time_ns(), time.monotonic_ns(), time.time_ns()
+            if best is None or after - before < best[0]:
+                best = (after - before, (before + after) // 2 - mono)
+        _clock[0], _clock[1] = best[1], now_ns
+    return _clock[0]
 
 
 def _next_read_size(got: int, size: int) -> int:

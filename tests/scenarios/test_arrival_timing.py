@@ -71,8 +71,9 @@ def _time_one_message(
 def test_a_message_timed_at_arrival_leaves_the_generators_delay_out(pair) -> None:
     channel_class, sent_ns, timed_ns, lags = _time_one_message(*pair, at_arrival=True)
     assert channel_class is ArrivalChannel
-    # Timed when it reached the socket, long before the busy hub read it ...
-    assert 0 <= timed_ns - sent_ns < BUSY_S * 1e9 / 5
+    # Timed when it reached the socket, long before the busy hub read it (the kernel's
+    # realtime stamp on the monotonic clock: within a few µs) ...
+    assert -100_000 <= timed_ns - sent_ns < BUSY_S * 1e9 / 5
     # ... and how long it waited for the generator is its read lag.
     (name, read_lag_us), = lags
     assert name == READ_LAG
