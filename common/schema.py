@@ -264,7 +264,7 @@ def steady_per_s(
         return None
     windows: dict[float, list[float]] = {}  # start: [count, seconds]
     for r in rows:
-        start, seconds, count = (_float(r.get(k)) for k in
+        start, seconds, count = (number(r.get(k)) for k in
                                  ("window_start_unix_s", "window_s", "count"))  # fmt: skip
         if r.get("name") not in names or start is None or start < steady_from_s:
             continue
@@ -275,7 +275,8 @@ def steady_per_s(
     return sum(c for c, _ in whole) / seconds if seconds else None
 
 
-def _float(text: str | None) -> float | None:
+def number(text: str | None) -> float | None:
+    """A CSV cell as a float; None for blanks, 'N/A' and junk."""
     try:
         return float(text) if text not in (None, "", "N/A") else None
     except ValueError:

@@ -29,6 +29,7 @@ from common.schema import (
     PointResult,
     PointStatus,
     Summary,
+    number,
     read_csv,
     steady_per_s,
     utc_now,
@@ -65,13 +66,6 @@ class Outcome:
             "warnings": self.warnings,
             "notes": self.notes,
         }
-
-
-def _number(text: str | None) -> float | None:
-    try:
-        return float(text) if text not in (None, "", "N/A") else None
-    except ValueError:
-        return None
 
 
 # Run-wide columns repeated on every row of the latency CSV: kept once, not per name.
@@ -119,10 +113,10 @@ def read_summary(
         with latency_csv.open(newline="") as f:
             for row in csv.DictReader(f):
                 names[row["name"]] = {
-                    k: _number(v) for k, v in row.items() if k not in NOT_PER_NAME
+                    k: number(v) for k, v in row.items() if k not in NOT_PER_NAME
                 }
                 saturated = saturated or row.get("generator_saturated") in ("1", "True", "true")
-                generator_cpu = _number(row.get("generator_cpu_pct"))
+                generator_cpu = number(row.get("generator_cpu_pct"))
     summary["latency_us"] = names
     summary["generator_cpu_pct"] = generator_cpu
     summary["generator_saturated"] = saturated
@@ -358,14 +352,10 @@ def _conclude_drill(outcome: Outcome, run: topology.PointRun) -> None:
 
 def _name_gc_pauses(outcome: Outcome, run: topology.PointRun) -> None:
     """The target's stops for garbage collection in the measured windows: in its summary, and
-    a warning when the longest made the point's p99."""
-    main = (outcome.summary.get("main") or {}).get("names") or []
-    latency = outcome.summary.get("latency_us") or {}
-    p99_us = next((latency[n]["p99_us"] for n in main if (latency.get(n) or {}).get("p99_us")),
-                  None)  # fmt: skip
-    found = pauses.summarise(pauses.read(run.pdir),
-                             pauses.measured_period(measured.histograms_document(run.pdir)),
-                             p99_us)  # fmt: skip
+    a warning when the longest made the point's p99 (the self-check's headline p99)."""
+    document = measured.histograms_document(run.pdir)
+    found = pauses.summarise(pauses.read(run.pdir), pauses.measured_period(document),
+                             (document.get("generator") or {}).get("latency_p99_us"))  # fmt: skip
     if found is None:
         return
     outcome.summary["target"]["gc_pauses"] = found

@@ -159,7 +159,7 @@ def load_run(run_dir: Path, percentiles: tuple[float, ...] = DEFAULT_PERCENTILES
     numeric = points.columns.difference([*TEXT_COLUMNS, *FLAG_COLUMNS])
     converted = points[numeric].apply(pd.to_numeric, errors="coerce")
     points = pd.concat([points.drop(columns=numeric), converted], axis=1)[points.columns]
-    for flag in ("generator_saturated", "tls", "gc_pause_made_p99"):
+    for flag in BOOL_COLUMNS:
         points[flag] = points[flag].fillna(False).astype(bool) if flag in points else False
     points.insert(0, "run_id", run_id)
     return Run(
@@ -199,7 +199,9 @@ TEXT_COLUMNS = ("point_id", "target", "scenario", "kernel_profile", "options", "
                 "kernel_stalls", "broker", "broker_version", "faults", "tag", "via",
                 "compression", "tls_at", "proxy", "proxy_version", "proxy_idle_drops",
                 "gc_pauses")  # fmt: skip
-FLAG_COLUMNS = ("generator_saturated", "steady", "tls", "gc_pause_made_p99")  # true or false
+# True or false; "steady" is left as found (None for a point not loaded).
+BOOL_COLUMNS = ("generator_saturated", "tls", "gc_pause_made_p99")
+FLAG_COLUMNS = (*BOOL_COLUMNS, "steady")
 LATENCY_COLUMNS = ("point_id", "name", "count", "source")  # + percentile columns
 FAILURE_COLUMNS = ("point_id", "name", "kind", "close_code", "error", "occurrences")
 # connections_dropped and connect_failures: counts in the window, on every row of it (0 in

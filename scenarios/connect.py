@@ -90,14 +90,11 @@ class ConnectUser(WebSocketUser):
         """Wait for this user's next intended connect; its intended time (ns), or None when
         the run began stopping meanwhile (no more arrivals: the user ends its task at once)."""
         intended = self.next_ns
-        wait_ns = intended - time.monotonic_ns()
-        if wait_ns > 0:  # on time: how late the wake-up is, is the generator's
-            # gevent.sleep wakes about 0.5 ms late
-            if not engine().timer.sleep_until(intended):
-                return None
-            self.measurement.recorder.lag(SEND_LAG, ns_to_us(time.monotonic_ns() - intended))
-        elif engine().timer.closed:
+        on_time = intended > time.monotonic_ns()
+        if not engine().timer.sleep_until(intended):  # gevent.sleep wakes about 0.5 ms late
             return None
+        if on_time:  # how late the wake-up was, is the generator's
+            self.measurement.recorder.lag(SEND_LAG, ns_to_us(time.monotonic_ns() - intended))
         self.next_ns = intended + self.interval_ns
         self.made += 1
         return intended

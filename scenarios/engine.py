@@ -496,10 +496,8 @@ class ArrivalChannel(Channel):
             if kind == _SCM_TIMESTAMPNS:  # CLOCK_REALTIME: to the monotonic clock of now_ns
                 seconds, ns = _TIMESPEC.unpack(stamp)
                 arrived_ns = seconds * 1_000_000_000 + ns - _realtime_offset(now_ns)
-                if arrived_ns > now_ns:  # the realtime clock was stepped: measure it again
-                    _clock[1] = 0
-                    arrived_ns = min(now_ns, seconds * 1_000_000_000 + ns
-                                     - _realtime_offset(now_ns))  # fmt: skip
+                if arrived_ns > now_ns:  # the realtime clock was stepped: measure it next read
+                    _clock[1], arrived_ns = 0, now_ns
                 self._read_lag(READ_LAG, ns_to_us(now_ns - arrived_ns))
         self._read_bytes = _next_read_size(len(data), size)
         self._consume(data, arrived_ns)
@@ -563,14 +561,10 @@ class Engine:
         the connection is plain TCP and the run records lags.
         """
         lag = self.timer._lag
-        if at_arrival and lag is not None and timed_at_arrival(conn):
+        # A TLS record is read by its SSL object, which has no receive timestamps.
+        if at_arrival and lag is not None and getattr(conn.sock, "_sslobj", None) is None:
             return ArrivalChannel(conn, handler, lag)
         return Channel(conn, handler)
-
-
-def timed_at_arrival(conn: WsConnection) -> bool:
-    """Whether a connection's reads can be timed by the kernel (plain TCP, not TLS)."""
-    return getattr(conn.sock, "_sslobj", None) is None
 
 
 _engines: dict[tuple[int, object], Engine] = {}

@@ -122,20 +122,20 @@ class SelfCheck:
                 "GENERATOR-BOUND: " + "; ".join(reasons)
                 + ": these figures measure the load generator, not the server"
             )  # fmt: skip
-        parts = [f"delay p99 {self.delay_p99_us:,} µs"]
-        if self.at_arrival:
-            read = self.read_lag.get("p99_us")
-            later = f", read p99 {read:,} µs later" if read is not None else ""
-            name = self.latency_name or "the figures"
-            if self.from_intended:
-                parts[0] = f"send lag p99 {self.send_lag.get('p99_us', 0):,} µs"
-                parts.append(f"against {name} p99 {self.latency_p99_us:,} µs (timed at arrival"
-                             f"{later}; wake lag p99 {self.wake_lag.get('p99_us', 0):,} µs, "
-                             "not in it)")  # fmt: skip
-            else:
-                parts.append(f"not in {name}: timed at arrival{later}")
-        elif self.latency_p99_us:
-            parts.append(f"against {self.latency_name} p99 {self.latency_p99_us:,} µs")
+        read = self.read_lag.get("p99_us")
+        later = f", read p99 {read:,} µs later" if read is not None else ""
+        name = self.latency_name or "the figures"
+        if self.at_arrival and self.from_intended:
+            parts = [f"send lag p99 {self.send_lag.get('p99_us', 0):,} µs",
+                     f"against {name} p99 {self.latency_p99_us:,} µs (timed at arrival{later}; "
+                     f"wake lag p99 {self.wake_lag.get('p99_us', 0):,} µs, not in it)"]
+        elif self.at_arrival:
+            parts = [f"delay p99 {self.delay_p99_us:,} µs",
+                     f"not in {name}: timed at arrival{later}"]
+        else:
+            parts = [f"delay p99 {self.delay_p99_us:,} µs"]
+            if self.latency_p99_us:
+                parts.append(f"against {self.latency_name} p99 {self.latency_p99_us:,} µs")
         if self.sends_due:
             parts.append(f"{self.sends_made / self.sends_due:.1%} of scheduled sends made")
         parts.append(f"busiest process {self.saturation.busiest_run_pct:.0f}% of a core")
