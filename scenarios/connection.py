@@ -35,6 +35,7 @@ import websocket
 from gevent import GreenletExit
 
 from common.units import ns_to_us
+from scenarios import arrival
 from scenarios.deadlines import watchdog
 from scenarios.deflate import OFFER, Deflate, agreed
 from scenarios.failures import (
@@ -57,6 +58,7 @@ from scenarios.frames import (
     close_payload,
     split_frames,
 )
+from scenarios.selfcheck import READ_LAG
 from targets.rfc6455.codes import CloseCode
 
 TCP_CONNECT = "tcp connect"
@@ -132,12 +134,20 @@ class _HandshakeReader:
     It reads the HTTP response one byte per recv() call; this serves those bytes from one
     larger read. Bytes past the response (a /push server may send at once) are kept in
     `leftover` for the frame reader.
+
+    With `stamped` (plain TCP) each read brings the kernel's receive time (scenarios/arrival.py):
+    `arrived_ns` is the last read's (the response's end), `read_late_ns` how long after it the
+    read was made.
     """
 
-    def __init__(self, sock: socket.socket) -> None:
+    def __init__(self, sock: socket.socket, stamped: bool = False) -> None:
         self.sock = sock
         self._buf = b""
         self._pos = 0
+        self.arrived_ns = self.read_late_ns = 0
+        if stamped:
+            arrival.enable(sock)
+            self.recv = self._recv_stamped  # type: ignore[method-assign]
 
     @property
     def leftover(self) -> bytes:
@@ -146,6 +156,18 @@ class _HandshakeReader:
     def recv(self, bufsize: int) -> bytes:
         if self._pos >= len(self._buf):
             self._buf, self._pos = self.sock.recv(RECV_BYTES), 0
+        out = self._buf[self._pos : self._pos + bufsize]
+        self._pos += len(out)
+        return out
+
+    def _recv_stamped(self, bufsize: int) -> bytes:
+        if self._pos >= len(self._buf):
+            self._buf, ancillary, _, _ = self.sock.recvmsg(RECV_BYTES, arrival.SPACE)
+            self._pos = 0
+            now_ns = time.monotonic_ns()
+            arrived = arrival.arrived_ns(ancillary, now_ns)
+            self.arrived_ns = now_ns if arrived is None else arrived
+            self.read_late_ns = now_ns - self.arrived_ns
         out = self._buf[self._pos : self._pos + bufsize]
         self._pos += len(out)
         return out
@@ -161,12 +183,18 @@ class _HandshakeReader:
 
 
 def _phase(
-    report: Report, name: str, step: Callable[[], T], unanswered: Callable[[str], None] | None
+    report: Report,
+    name: str,
+    step: Callable[[], T],
+    unanswered: Callable[[str], None] | None,
+    ended: Callable[[], int] | None = None,
 ) -> T:
     """Run one opening phase, report its duration or its failure (then raise the WsError).
 
     A phase cut short by the end of the run (the greenlet killed while waiting) is neither:
-    `unanswered(name)` counts it, so a server that never answers is seen as such.
+    `unanswered(name)` counts it, so a server that never answers is seen as such. `ended`:
+    when a successful phase ended (monotonic ns; 0: when `step` returned), such as its
+    answer's arrival in the kernel.
     """
     t0 = time.perf_counter_ns()
     try:
@@ -179,7 +207,8 @@ def _phase(
         if unanswered is not None:
             unanswered(name)
         raise
-    report(name, ns_to_us(time.perf_counter_ns() - t0), 0, None)
+    end_ns = (ended() if ended is not None else 0) or time.perf_counter_ns()
+    report(name, ns_to_us(end_ns - t0), 0, None)
     return result
 
 
@@ -188,8 +217,14 @@ def open_connection(
     settings: ConnectSettings,
     report: Report,
     unanswered: Callable[[str], None] | None = None,
+    lag: Callable[[str, int], None] | None = None,
 ) -> WsConnection:
-    """Connect to `url` (ws:// or wss://), reporting each phase; WsError if one fails."""
+    """Connect to `url` (ws:// or wss://), reporting each phase; WsError if one fails.
+
+    With `lag` a plain-TCP upgrade is timed from its request's send to its response's arrival
+    in the kernel, and how much later the generator read it goes to `lag(READ_LAG, µs)`: a
+    busy generator's delay is then out of "ws upgrade" (a TLS record has no receive time).
+    """
     parts = urlsplit(url)
     secure = parts.scheme == "wss"
     host = parts.hostname or "localhost"
@@ -207,7 +242,7 @@ def open_connection(
                 lambda: context.wrap_socket(plain, server_hostname=host),
                 unanswered,
             )
-        reader = _HandshakeReader(sock)
+        reader = _HandshakeReader(sock, stamped=lag is not None and not secure)
         ws = websocket.WebSocket(enable_multithread=False, skip_utf8_validation=True)
         headers = list(settings.headers)
         if settings.deflate:
@@ -218,10 +253,12 @@ def open_connection(
         if settings.origin:
             options["origin"] = settings.origin
         deflate = _phase(report, WS_UPGRADE, lambda: _upgrade(ws, url, options, settings.deflate),
-                         unanswered)  # fmt: skip
+                         unanswered, lambda: reader.arrived_ns)  # fmt: skip
     except BaseException:
         sock.close()
         raise
+    if reader.arrived_ns and lag is not None:
+        lag(READ_LAG, ns_to_us(reader.read_late_ns))
     sock.settimeout(None)  # from now on the watchdog bounds waits (see module docstring)
     connection = WsConnection(sock, reader.leftover, ws.getsubprotocol(), settings.timeout_s)
     connection.deflate = deflate

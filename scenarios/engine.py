@@ -28,9 +28,7 @@ import ctypes
 import heapq
 import itertools
 import os
-import socket
 import ssl
-import struct
 import sys
 import time
 from collections import deque
@@ -41,6 +39,7 @@ from gevent.event import Event
 from gevent.hub import get_hub
 
 from common.units import ns_to_us
+from scenarios import arrival
 from scenarios.connection import RECV_BYTES, WsConnection
 from scenarios.deadlines import watchdog
 from scenarios.failures import ConnectionLost, ProtocolViolation, WsError, WsTimeout, classify
@@ -63,12 +62,6 @@ _EV_READ, _EV_WRITE = 1, 2
 _CLOCK_MONOTONIC = 1
 _TFD_TIMER_ABSTIME = 1
 _WOULD_BLOCK = (BlockingIOError, ssl.SSLWantReadError, ssl.SSLWantWriteError)
-# Receive timestamps (socket(7)): SO_TIMESTAMPNS asks for them, each recvmsg() brings the time
-# as a struct timespec in an SCM_TIMESTAMPNS message.
-_SO_TIMESTAMPNS = getattr(socket, "SO_TIMESTAMPNS", 35)
-_SCM_TIMESTAMPNS = _SO_TIMESTAMPNS
-_TIMESPEC = struct.Struct("@qq")
-_STAMP_SPACE = socket.CMSG_SPACE(_TIMESPEC.size)
 
 
 class Handler(Protocol):
@@ -474,14 +467,14 @@ class ArrivalChannel(Channel):
         self, conn: WsConnection, handler: Handler, lag: Callable[[str, int], None]
     ) -> None:
         super().__init__(conn, handler)
-        raw = getattr(conn.sock, "_sock", conn.sock)
-        raw.setsockopt(socket.SOL_SOCKET, _SO_TIMESTAMPNS, 1)
-        self._recvmsg, self._read_lag = raw.recvmsg, lag
+        arrival.enable(conn.sock)
+        self._recvmsg = getattr(conn.sock, "_sock", conn.sock).recvmsg
+        self._read_lag = lag
 
     def _on_readable(self) -> None:
         size = self._read_bytes
         try:
-            data, ancillary, _, _ = self._recvmsg(size, _STAMP_SPACE)
+            data, ancillary, _, _ = self._recvmsg(size, arrival.SPACE)
         except _WOULD_BLOCK:
             return
         except Exception as exc:
@@ -491,34 +484,13 @@ class ArrivalChannel(Channel):
         if not data:
             self._fail(ConnectionLost("connection lost without close frame"))
             return
-        arrived_ns = now_ns
-        for _, kind, stamp in ancillary:
-            if kind == _SCM_TIMESTAMPNS:  # CLOCK_REALTIME: to the monotonic clock of now_ns
-                seconds, ns = _TIMESPEC.unpack(stamp)
-                arrived_ns = seconds * 1_000_000_000 + ns - _realtime_offset(now_ns)
-                if arrived_ns > now_ns:  # the realtime clock was stepped: measure it next read
-                    _clock[1], arrived_ns = 0, now_ns
-                self._read_lag(READ_LAG, ns_to_us(now_ns - arrived_ns))
+        arrived_ns = arrival.arrived_ns(ancillary, now_ns)
+        if arrived_ns is None:
+            arrived_ns = now_ns
+        else:
+            self._read_lag(READ_LAG, ns_to_us(now_ns - arrived_ns))
         self._read_bytes = _next_read_size(len(data), size)
         self._consume(data, arrived_ns)
-
-
-# CLOCK_REALTIME minus CLOCK_MONOTONIC, and when it was measured (monotonic ns). The two run
-# at the same rate (NTP slews both), so the difference moves only when the realtime clock is
-# stepped: measured once a second, not per read, and within a few hundred ns.
-_clock = [0, 0]
-OFFSET_REFRESH_NS = 1_000_000_000
-
-
-def _realtime_offset(now_ns: int) -> int:
-    if now_ns - _clock[1] > OFFSET_REFRESH_NS:
-        best = None
-        for _ in range(5):  # the monotonic reading between two realtime ones, the closest pair
-            before, mono, after = time.time_ns(), time.monotonic_ns(), time.time_ns()
-            if best is None or after - before < best[0]:
-                best = (after - before, (before + after) // 2 - mono)
-        _clock[0], _clock[1] = best[1], now_ns
-    return _clock[0]
 
 
 def _next_read_size(got: int, size: int) -> int:

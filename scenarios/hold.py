@@ -45,6 +45,9 @@ class HoldUser(WebSocketUser):
     path = "/echo"
     main_measurement = (WS_UPGRADE, HOLD)
     measurement_label = "connections held"
+    # Upgrades (and pongs) timed when they reached the socket (see connect.py).
+    timed_at_arrival = True
+    timed_from_intended = False
 
     def on_start(self) -> None:
         self.ping_interval_s = float(option(self.environment, "ping_interval_s", 0.0))

@@ -87,7 +87,8 @@ class WebSocketUser(User):
         main_measurement: the request names whose successes are what the scenario measures.
         measurement_label: what those successes are, plural ("echo round trips").
         timed_at_arrival: messages are timed when they reached the socket, not when the
-            generator read them (plain TCP; see engine.ArrivalChannel).
+            generator read them (plain TCP; see engine.ArrivalChannel), and so is the
+            upgrade (its 101 response; connection.open_connection).
         timed_from_intended: the latency starts at an intended send time of the generator's
             (so its lateness to send is in the figure), not at a time stamped when the
             message left (broadcast over plain TCP) or at the server (push).
@@ -165,7 +166,9 @@ class WebSocketUser(User):
             gevent.sleep(self._backoff_s * random.uniform(1.0 - jitter, 1.0))
         settings = options.connect_settings(self.environment)
         try:
-            ws = open_connection(self.url, settings, self._report_phase, self.unanswered)
+            # Timed at arrival, the upgrade is too: from its request's send to its response.
+            lag = self.measurement.recorder.lag if self.timed_at_arrival else None
+            ws = open_connection(self.url, settings, self._report_phase, self.unanswered, lag)
         except WsError as exc:
             self.measurement.recorder.count(CONNECT_FAILED)
             if isinstance(exc, NotNegotiated):

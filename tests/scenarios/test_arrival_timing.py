@@ -1,19 +1,24 @@
-"""Messages timed at their arrival in the kernel (engine.ArrivalChannel), and the self-check of
-a measurement timed so: the generator's own delay is measured (read lag) and left out."""
+"""Messages and upgrades timed at their arrival in the kernel (engine.ArrivalChannel,
+connection.open_connection), and the self-check of a measurement timed so: the generator's own
+delay is measured (read lag) and left out."""
 
 from __future__ import annotations
 
+import re
 import socket
+import threading
 import time
 from collections.abc import Iterator
 
 import gevent
 import pytest
 
-from scenarios.connection import WsConnection
+from scenarios import connection
+from scenarios.connection import WS_UPGRADE, ConnectSettings, WsConnection, open_connection
 from scenarios.cpu import judge
 from scenarios.engine import ArrivalChannel, Channel, Engine
 from scenarios.selfcheck import READ_LAG, SelfCheck
+from targets.rfc6455.handshake import accept_response
 
 BUSY_S = 0.05  # how long the hub is kept from reading: a generator busy with a fan-out's burst
 
@@ -84,6 +89,63 @@ def test_a_message_timed_when_read_carries_the_generators_delay(pair) -> None:
     channel_class, sent_ns, timed_ns, lags = _time_one_message(*pair, at_arrival=False)
     assert channel_class is Channel
     assert timed_ns - sent_ns >= BUSY_S * 1e9 * 0.9
+    assert lags == []
+
+
+def _upgrade_while_busy(monkeypatch: pytest.MonkeyPatch, at_arrival: bool) -> tuple[int, list]:
+    """(the upgrade's reported µs, lags recorded) for an upgrade whose 101 response the
+    server sends at once while the generator is busy for BUSY_S after sending the request."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        def answer() -> None:
+            server, _ = listener.accept()
+            with server:
+                request = b""
+                while b"\r\n\r\n" not in request:
+                    request += server.recv(4096)
+                key = re.search(rb"Sec-WebSocket-Key: *(\S+)", request, re.I).group(1)
+                server.sendall(accept_response(key.decode()))
+                server.recv(4096)  # until the client closes
+
+        thread = threading.Thread(target=answer, daemon=True)
+        thread.start()
+        send = connection._HandshakeReader.send
+
+        def busy_after_send(self, data: bytes) -> int:
+            sent = send(self, data)
+            time.sleep(BUSY_S)  # the response arrives meanwhile, and waits to be read
+            return sent
+
+        monkeypatch.setattr(connection._HandshakeReader, "send", busy_after_send)
+        reports, lags = {}, []
+        url = f"ws://127.0.0.1:{listener.getsockname()[1]}/echo"
+
+        def report(name: str, us: int, _length: int, error: object) -> None:
+            reports.setdefault(name, (us, error))
+
+        def lag(name: str, us: int) -> None:
+            lags.append((name, us))
+
+        ws = open_connection(url, ConnectSettings(timeout_s=5), report,
+                             lag=lag if at_arrival else None)
+        ws.abort()
+        thread.join(5)
+    us, error = reports[WS_UPGRADE]
+    assert error is None
+    return us, lags
+
+
+def test_an_upgrade_timed_at_arrival_leaves_the_generators_delay_out(monkeypatch) -> None:
+    upgrade_us, lags = _upgrade_while_busy(monkeypatch, at_arrival=True)
+    # From the request's send to the response's arrival: the server's answer, not the wait.
+    assert 0 < upgrade_us < BUSY_S * 1e6 / 5
+    (name, read_lag_us), = lags
+    assert name == READ_LAG
+    assert BUSY_S * 1e6 * 0.8 <= read_lag_us < BUSY_S * 1e6 * 10
+
+
+def test_an_upgrade_timed_when_read_carries_the_generators_delay(monkeypatch) -> None:
+    upgrade_us, lags = _upgrade_while_busy(monkeypatch, at_arrival=False)
+    assert upgrade_us >= BUSY_S * 1e6 * 0.9
     assert lags == []
 
 
