@@ -184,6 +184,12 @@ class Timer:
             self._in_pass = False
             self._rearm()
 
+    def run_if_due(self, now_ns: int) -> None:
+        """Run the pass now if its earliest entry was due by `now_ns` (from a read callback:
+        the sends due need not wait for the hub to get to the timer's descriptor)."""
+        if self._armed_ns and self._armed_ns <= now_ns and not self._in_pass:
+            self._on_expiry()
+
     def _rearm(self) -> None:
         heap = self._heap
         while heap and heap[0][2] is None:
@@ -459,17 +465,24 @@ class ArrivalChannel(Channel):
     members' copies at once) times the server's delivery this way rather than the generator's
     pace through the burst; how long the generator took to read each one is its "read lag".
     Plain TCP only (a TLS record is timed by the hub, as in Channel).
+
+    Sends due come first: a read that finds the timer past due runs its pass before the hub
+    reads on, so a burst of a thousand arrivals does not hold back the scheduled sends (whose
+    lateness is in a figure timed from an intended send) while it is read. Only here: where a
+    message is timed when read, the canary must still see how long the hub was busy reading.
     """
 
-    __slots__ = ("_recvmsg", "_read_lag")
+    __slots__ = ("_recvmsg", "_read_lag", "_timer")
 
     def __init__(
-        self, conn: WsConnection, handler: Handler, lag: Callable[[str, int], None]
-    ) -> None:
+        self, conn: WsConnection, handler: Handler, lag: Callable[[str, int], None],
+        timer: Timer,
+    ) -> None:  # fmt: skip
         super().__init__(conn, handler)
         arrival.enable(conn.sock)
         self._recvmsg = getattr(conn.sock, "_sock", conn.sock).recvmsg
         self._read_lag = lag
+        self._timer = timer
 
     def _on_readable(self) -> None:
         size = self._read_bytes
@@ -491,6 +504,7 @@ class ArrivalChannel(Channel):
             self._read_lag(READ_LAG, ns_to_us(now_ns - arrived_ns))
         self._read_bytes = _next_read_size(len(data), size)
         self._consume(data, arrived_ns)
+        self._timer.run_if_due(now_ns)
 
 
 def _next_read_size(got: int, size: int) -> int:
@@ -535,7 +549,7 @@ class Engine:
         lag = self.timer._lag
         # A TLS record is read by its SSL object, which has no receive timestamps.
         if at_arrival and lag is not None and getattr(conn.sock, "_sslobj", None) is None:
-            return ArrivalChannel(conn, handler, lag)
+            return ArrivalChannel(conn, handler, lag, self.timer)
         return Channel(conn, handler)
 
 

@@ -92,6 +92,26 @@ def test_a_message_timed_when_read_carries_the_generators_delay(pair) -> None:
     assert lags == []
 
 
+@pytest.mark.parametrize("at_arrival", [True, False])
+def test_a_read_timed_at_arrival_first_makes_the_sends_due(pair, at_arrival: bool) -> None:
+    """A burst of arrivals must not hold back a scheduled send (its lateness is in a figure
+    timed from the intended send); a channel timed when read leaves the timer to the hub, so
+    that the canary still sees how long the hub was busy reading."""
+    client, server = pair
+    engine = Engine(lambda name, us: None)
+    handler = _Times()
+    channel = engine.attach(WsConnection(client), handler, at_arrival)
+    handler.attached(channel)
+    ran: list[int] = []
+    engine.timer.at(time.monotonic_ns() + 1_000_000, lambda _due, now: ran.append(now))
+    server.sendall(b"\x82\x05hello")
+    time.sleep(0.005)  # the send is due, the message waits: the hub has not come round
+    channel._on_readable()  # the hub reads the message, as the socket's watcher would
+    channel.close()
+    assert [payload for payload, _ in handler.messages] == [b"hello"]
+    assert len(ran) == (1 if at_arrival else 0)
+
+
 def _upgrade_while_busy(monkeypatch: pytest.MonkeyPatch, at_arrival: bool) -> tuple[int, list]:
     """(the upgrade's reported µs, lags recorded) for an upgrade whose 101 response the
     server sends at once while the generator is busy for BUSY_S after sending the request."""
