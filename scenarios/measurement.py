@@ -22,6 +22,7 @@ import logging
 import math
 import time
 import weakref
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -33,13 +34,14 @@ from locust.stats import RequestStats, bucket_response_time
 from scenarios import metrics, output, sessions, webui
 from scenarios.cpu import CpuSampler
 from scenarios.engine import engine
-from scenarios.latency import Merger, RawWindow, Recorder
+from scenarios.latency import MERGE_SLICE, Merger, RawWindow, Recorder, slices
 
 MESSAGE = "wsbench_latency"
 DEFAULT_WINDOW_S = 1.0
 FINISH_AFTER_WINDOWS = 2  # a window is complete once data two windows newer has arrived
 # How long the final flush waits for users killed at the stop timeout to finish dying.
 KILLED_USERS_S = 1.0
+PAUSE_S = 0.0001
 
 logger = logging.getLogger(__name__)
 
@@ -135,7 +137,9 @@ class Measurement:
         if not final:
             self._freeze_long_lived()
         raw = self.recorder.take_raw()
-        log_to_locust(self.environment.stats, self.request_type, raw)
+        # Not the last one (the run is stopping): the hub sends and reads between its slices.
+        pause = None if final else _pause
+        log_to_locust(self.environment.stats, self.request_type, raw, pause)
         counts = {} if self._no_histograms() else raw.counts
         data: dict[str, Any] = {
             "start_s": start_s,
@@ -162,6 +166,7 @@ class Measurement:
             data["cpu_pct"],
             data["open_connections"],
             lags=data.get("lags"),
+            pause=None if "run_cpu_pct" in data else _pause,  # a final window: no waits
         )
         if "run_cpu_pct" in data:
             self.run_cpu_pct[source] = data["run_cpu_pct"]
@@ -258,13 +263,21 @@ def _hook(environment: Environment, measurement: Measurement) -> None:
     events.reset_stats.add_listener(lambda **_: measurement.reset_totals())
 
 
-def log_to_locust(stats: RequestStats, method: str, window: RawWindow) -> None:
+def _pause() -> None:
+    """Let the hub run (a timer, not sleep(0): gevent runs its callbacks before it polls, so
+    only a timer lets the engine's due sends and waiting reads in)."""
+    gevent.sleep(PAUSE_S)
+
+
+def log_to_locust(
+    stats: RequestStats, method: str, window: RawWindow, pause: Callable[[], None] | None = None
+) -> None:
     """A window's successes into Locust's statistics, as many StatsEntry.log calls would.
 
     Locust keeps response times in ms, bucketed (bucket_response_time); the µs values are
     converted here, the one place besides a failure's report. Requests are dated now, the end
     of the window: Locust's req/s averages over several seconds, so this shifts it by less than
-    one window.
+    one window. `pause` is called between slices of MERGE_SLICE values.
     """
     now_s = time.time()
     second = int(now_s)
@@ -275,11 +288,23 @@ def log_to_locust(stats: RequestStats, method: str, window: RawWindow) -> None:
         entry = stats.get(name, method)
         n = sum(counts.values())
         sum_ms = 0.0
-        lowest_ms, highest_ms = min(counts) / 1000.0, max(counts) / 1000.0
-        for target in (entry, total):
+        for target in (entry, total):  # the last second's snapshot, before this window
             last = target.last_request_timestamp
             if target.use_response_times_cache and last and second > int(last):
                 target._cache_response_times(second - 1)
+        # The response times first: a statistics reader meanwhile sees no more requests than
+        # their times account for.
+        for part in slices(counts.items(), MERGE_SLICE) if pause else (counts.items(),):
+            for value_us, times in part:
+                ms = value_us / 1000.0
+                sum_ms += ms * times
+                bucket = bucket_response_time(ms)
+                entry.response_times[bucket] += times
+                total.response_times[bucket] += times
+            if pause:
+                pause()
+        lowest_ms, highest_ms = min(counts) / 1000.0, max(counts) / 1000.0
+        for target in (entry, total):
             target.num_requests += n
             target.num_reqs_per_sec[second] += n
             target.last_request_timestamp = now_s
@@ -287,12 +312,6 @@ def log_to_locust(stats: RequestStats, method: str, window: RawWindow) -> None:
             low = target.min_response_time
             target.min_response_time = lowest_ms if low is None else min(low, lowest_ms)
             target.max_response_time = max(target.max_response_time, highest_ms)
-        for value_us, times in counts.items():
-            ms = value_us / 1000.0
-            sum_ms += ms * times
-            bucket = bucket_response_time(ms)
-            entry.response_times[bucket] += times
-            total.response_times[bucket] += times
         entry.total_response_time += sum_ms
         total.total_response_time += sum_ms
 

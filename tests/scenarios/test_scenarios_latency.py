@@ -5,7 +5,15 @@ from __future__ import annotations
 import random
 
 from scenarios.cpu import judge
-from scenarios.latency import HIGHEST_US, SETTLE_WINDOWS, Merger, Recorder, encode_all, summarise
+from scenarios.latency import (
+    HIGHEST_US,
+    MERGE_SLICE,
+    SETTLE_WINDOWS,
+    Merger,
+    Recorder,
+    encode_all,
+    summarise,
+)
 
 
 def _ship(recorder: Recorder, merger: Merger, source: str, start_s: float) -> None:
@@ -94,3 +102,34 @@ def test_skip_ramp_counts_the_totals_from_a_settled_window_after_every_connectio
     never.finish_windows()
     never.mark_steady(after_s=30.0, connections=1000, window_s=1.0)
     assert never.steady_from_s is None and never.totals["echo"].get_total_count() == 50
+
+
+def test_a_window_merged_in_slices_with_pauses_merges_the_same():
+    """A generator merges its window a slice at a time, letting the hub run between slices:
+    the totals and windows come out as one merge in one go would make them."""
+    rng = random.Random(11)
+    values = [int(rng.lognormvariate(6, 1.0)) + 1 for _ in range(30_000)]
+    merged: dict[str, Merger] = {"at once": Merger(), "in slices": Merger()}
+    pauses: list[int] = []
+    for start_s in (0.0, 1.0):  # the second window adds to totals that hold values already
+        recorder = Recorder()
+        for value in values:
+            recorder.record("echo", value + int(start_s))
+            recorder.lag("send lag", value // 10)
+        raw = recorder.take_raw()
+        distinct = len(raw.counts["echo"])
+        assert distinct > 4 * MERGE_SLICE  # more than one slice, or the test shows nothing
+        for how, merger in merged.items():
+            pause = (lambda: pauses.append(1)) if how == "in slices" else None
+            merger.add_counts("local", start_s, raw.counts, raw.counters, 10.0, 1,
+                              lags=raw.lags, pause=pause)  # fmt: skip
+    # A pause between slices wherever values are added to what is there (the totals, from
+    # the second window on; a new window is a copy).
+    assert len(pauses) >= distinct // MERGE_SLICE
+    at_once, in_slices = merged["at once"], merged["in slices"]
+    at_once.finish_windows()
+    in_slices.finish_windows()
+    assert in_slices.total_rows() == at_once.total_rows()
+    assert in_slices.total_rows()["echo"]["count"] == 2 * len(values)
+    assert in_slices.lag_counts == at_once.lag_counts
+    assert [r.summary for r in in_slices.window_rows] == [r.summary for r in at_once.window_rows]
