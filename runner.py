@@ -69,7 +69,8 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", type=Path, help="results folder (default results/<run-id>)")
     p.add_argument("--pin-cpus", action="store_true",
                    help="the target on the first half of the CPUs, Locust on the rest (on a "
-                   "small machine they otherwise share a core and the generator's delay grows)")
+                   "small machine they otherwise share a core and the generator's delay grows); "
+                   "as root both at nice -10")
     p.add_argument("--broker", choices=BROKERS,
                    help="the reference target's processes share broadcast rooms through this "
                    "broker (Debian's redis-server, started per point); default: none, rooms "

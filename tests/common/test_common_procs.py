@@ -181,6 +181,19 @@ def test_a_set_of_cpus_is_the_childs_affinity(started: list) -> None:
     assert procs.wait_ready(proc, 10.0) == f"ready {sorted(cpus)}"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="raising a priority needs root")
+def test_a_pinned_child_runs_at_the_pinned_nice_and_an_unpinned_one_at_ours(
+    started: list,
+) -> None:
+    code = "import os; print('ready', os.getpriority(os.PRIO_PROCESS, 0), flush=True)"
+    ours = os.getpriority(os.PRIO_PROCESS, 0)
+    for cpu, nice in ((min(os.sched_getaffinity(0)), procs.PINNED_NICE), (None, ours)):
+        proc = procs.spawn(python(code), stdout_pipe=True, text=True, cpu=cpu)
+        started.append(proc)
+        assert procs.wait_ready(proc, 10.0) == f"ready {nice}"
+    assert ours > procs.PINNED_NICE
+
+
 def test_spawn_appends_stdout_and_stderr_to_the_log(tmp_path: Path) -> None:
     """Without a pipe both streams go to the log, after what it held already."""
     log = tmp_path / "child.log"
