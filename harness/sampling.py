@@ -22,7 +22,11 @@ from common import schema
 from kernel.counters import CounterError, parse_sockstat
 
 INTERVAL_S = 1.0
-BIG_FDS = 5000  # above this many open files, sockets are counted in full only now and then
+# Above this many open files, sockets are counted in full only every RECOUNT_EVERY samples.
+# Counting reads every fd's link: at 1,000 connections each for the target and Locust that was
+# 13 ms of the harness's 22 ms of CPU a second (py-spy, 2026-12-04), in one burst, partly on
+# the generator's CPU, where the generator then waited its turn (its send lag).
+BIG_FDS = 256
 RECOUNT_EVERY = 10
 # From /proc/PID/net/sockstat: inuse and tw are the namespace's; orphan, alloc and mem (pages)
 # are the whole machine's.
@@ -111,9 +115,9 @@ class _Tree:
 
     def _sockets(self, pid: int, fds: int) -> int:
         """Sockets of one process. Counting means reading every fd's link: at 20,000 fds a
-        process that is most of a core's worth of system time a second. A big process is
-        counted in full every RECOUNT_EVERY samples; in between, its change in open files is
-        taken as sockets (nearly all it opens are)."""
+        process that is most of a core's worth of system time a second. A process with over
+        BIG_FDS is counted in full every RECOUNT_EVERY samples; in between, its change in open
+        files is taken as sockets (nearly all it opens are)."""
         last = self.counted.get(pid)
         if fds > BIG_FDS and last is not None and last[2] < RECOUNT_EVERY:
             self.counted[pid] = (last[0], last[1], last[2] + 1)
