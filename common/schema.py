@@ -60,6 +60,9 @@ KERNEL_JSON = "kernel.json"
 KERNEL_COUNTERS_JSON = "kernel_counters.json"
 TARGET_LOG = "target.log"
 FAULTS_JSON = "faults.json"  # the failover drills as they were done (harness/faults.py)
+# What a part's CPU mean in a point's summary is over (its "cpu_pct_mean_over").
+CPU_MEAN_MEASURED = "measured windows"
+CPU_MEAN_WHOLE_RUN = "whole run"
 BROKER_CONF = "broker.conf"
 BROKER_LOG = "broker.log"
 LOCUST_LOG = "locust.log"

@@ -241,16 +241,18 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
     point = run.point
     outcome.summary.update(read_summary(run.pdir, point.workload.scenario, run.host,
                                         run.measured_s()))  # fmt: skip
+    # The parts' CPU means over the measured windows, as the rates they are divided by.
+    period = pauses.measured_period(measured.histograms_document(run.pdir))
     if point.topology.faults:
         _conclude_drill(outcome, run)
     else:
         judge(outcome, run.pdir, run.host)
     if run.broker is not None:
-        outcome.summary["broker"] = {**run.broker.describe(),
-                                     **sampling.summarise(run.samples, "broker")}  # fmt: skip
+        outcome.summary["broker"] = {
+            **run.broker.describe(), **sampling.summarise(run.samples, "broker", period)}
     if run.proxy is not None:
         outcome.summary["proxy"] = {**run.proxy.describe(), "exit_status": run.proxy_status,
-                                    **sampling.summarise(run.samples, "proxy"),
+                                    **sampling.summarise(run.samples, "proxy", period),
                                     "rss_bytes_idle": run.proxy_idle_rss}  # fmt: skip
         _name_idle_drops(outcome, run)
     if point.topology.compression:
@@ -261,11 +263,10 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
             "by": point.topology.via if point.topology.tls_at == "proxy" else point.topology.target,
         }  # fmt: skip
     record = run.counter_record
-    outcome.summary["target"] = {
-        **sampling.summarise(run.samples, "target"), "rss_bytes_idle": run.target_idle_rss,
-    }
+    outcome.summary["target"] = {**sampling.summarise(run.samples, "target", period),
+                                 "rss_bytes_idle": run.target_idle_rss}  # fmt: skip
     _name_gc_pauses(outcome, run)
-    outcome.summary["locust"] = sampling.summarise(run.samples, "locust")
+    outcome.summary["locust"] = sampling.summarise(run.samples, "locust", period)
     outcome.summary["target_exit_status"] = run.target_status
     totals = measured.histograms_document(run.pdir).get("totals") or {}
     found = stalls.stalls(totals, record)  # every connect over 1 s, explained or said not to be

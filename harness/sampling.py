@@ -233,14 +233,26 @@ class Sampler:
         return self.samples
 
 
-def summarise(samples: list[Sample], role: str) -> dict[str, float | int | None]:
-    """Peak and mean figures of one role over a run."""
+def summarise(
+    samples: list[Sample], role: str, period: tuple[float, float] | None = None
+) -> dict[str, float | int | str | None]:
+    """Peak figures of one role over a run, and its mean CPU over `period` (unix seconds: the
+    point's measured windows, when it has them and they hold a sample) or else the whole run.
+
+    The mean is what CPU per message or per connect divides by the measured rate: over the
+    whole run it would average in the ramp, and the stop (idle seconds, or every connection
+    closing at once). A sample covers the second before it: it counts when its middle is in
+    `period`. `cpu_pct_mean_over` says which it is."""
     mine = [s for s in samples if s.role == role]
     if not mine:
-        return {"cpu_pct_mean": None, "cpu_pct_max": None, "rss_bytes_max": None,
-                "open_files_max": None, "sockets_max": None}  # fmt: skip
+        return {"cpu_pct_mean": None, "cpu_pct_mean_over": None, "cpu_pct_max": None,
+                "rss_bytes_max": None, "open_files_max": None, "sockets_max": None}  # fmt: skip
+    inside = [s for s in mine if period and period[0] <= s.unix_s - INTERVAL_S / 2 < period[1]]
+    timed = inside or mine
     return {
-        "cpu_pct_mean": round(sum(s.cpu_pct for s in mine) / len(mine), 1),
+        "cpu_pct_mean": round(sum(s.cpu_pct for s in timed) / len(timed), 1),
+        "cpu_pct_mean_over": (schema.CPU_MEAN_MEASURED if inside
+                              else schema.CPU_MEAN_WHOLE_RUN),  # fmt: skip
         "cpu_pct_max": max(s.cpu_pct for s in mine),
         "rss_bytes_max": max(s.rss_bytes for s in mine),
         "open_files_max": max(s.open_files for s in mine),

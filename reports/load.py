@@ -278,8 +278,11 @@ def _load_point(
         row["main_error_rate"] = number(judged["error_rate"])
     row.update(_connect_latency(encoded))
     row["open_connections_max"] = _max(windows["open_connections"])
-    idle = number(((result.get("summary") or {}).get("target") or {}).get("rss_bytes_idle"))
-    row.update(_server(resources, row["users"], idle))
+    target = (result.get("summary") or {}).get("target") or {}
+    measured = target.get("cpu_pct_mean_over") == schema.CPU_MEAN_MEASURED
+    measured_cpu = number(target.get("cpu_pct_mean")) if measured else None
+    row.update(_server(resources, row["users"], number(target.get("rss_bytes_idle")),
+                       measured_cpu))  # fmt: skip
     row.update(_generator(document, schema.read_csv(pdir / LATENCY_CSV)))
     _fill_from_summary(row, result.get("summary") or {})
     row.update(_broker(row["broker"], result.get("summary") or {}))
@@ -632,19 +635,24 @@ def _connect_latency(encoded: dict[str, str]) -> dict[str, Any]:
 
 
 def _server(
-    resources: pd.DataFrame, users: int | None, rss_idle: float | None = None
+    resources: pd.DataFrame, users: int | None, rss_idle: float | None = None,
+    measured_cpu: float | None = None,
 ) -> dict[str, Any]:
-    """Peak and mean figures of the target's process tree, over every 1 Hz sample.
+    """Peak and mean figures of the target's process tree, over every 1 Hz sample; its CPU
+    mean over the measured windows instead, when the harness had it (`measured_cpu`, the
+    summary's: what CPU per message divides by the measured rate).
 
     Memory per connection is the growth over the idle server (measured before load, when the
     run has it), else the peak over the users: then it includes the process's fixed size.
-    """
+    """  # fmt: skip
     mine = resources[resources["role"] == "target"]
     cpu = pd.to_numeric(mine["cpu_pct"], errors="coerce").dropna()
     rss_max = _max(mine["rss_bytes"])
     grown = rss_max - rss_idle if rss_max is not None and rss_idle is not None else rss_max
+    mean = measured_cpu if measured_cpu is not None else (
+        float(cpu.mean()) if not cpu.empty else None)
     return {
-        "server_cpu_pct_mean": float(cpu.mean()) if not cpu.empty else None,
+        "server_cpu_pct_mean": mean,
         "server_cpu_pct_max": float(cpu.max()) if not cpu.empty else None,
         "server_rss_bytes_max": rss_max,
         "server_rss_bytes_idle": rss_idle,

@@ -10,7 +10,7 @@ import time
 from pathlib import Path
 
 from common import schema
-from harness.sampling import Sampler
+from harness.sampling import Sample, Sampler, summarise
 
 
 def test_a_process_gone_before_it_is_watched_leaves_no_empty_role(tmp_path: Path) -> None:
@@ -43,3 +43,22 @@ def test_a_watched_tree_and_a_namespace_are_sampled_to_their_csv_files(tmp_path:
     with (tmp_path / schema.SOCKSTAT_CSV).open(newline="") as f:
         socks = list(csv.DictReader(f))
     assert socks and socks[0]["side"] == "server" and int(socks[0]["TCP_inuse"]) >= 0
+
+
+def _samples(cpu_by_second: list[float], start_s: float = 1000.0) -> list[Sample]:
+    return [Sample(start_s + i + 1, i + 1.0, "target", 1, cpu, 1 << 20, 10, 5)
+            for i, cpu in enumerate(cpu_by_second)]  # fmt: skip
+
+
+def test_the_cpu_mean_is_over_the_measured_windows_when_they_hold_samples() -> None:
+    # A point's seconds: a busy ramp, four measured seconds at 40 %, an idle stop.
+    samples = _samples([95.0, 90.0, 40.0, 40.0, 40.0, 40.0, 2.0, 1.0])
+    measured = summarise(samples, "target", (1002.0, 1006.0))
+    assert measured["cpu_pct_mean"] == 40.0
+    assert measured["cpu_pct_mean_over"] == schema.CPU_MEAN_MEASURED
+    assert measured["cpu_pct_max"] == 95.0  # peaks stay the whole run's
+    whole = summarise(samples, "target")
+    assert whole["cpu_pct_mean"] == round(sum(s.cpu_pct for s in samples) / len(samples), 1)
+    assert whole["cpu_pct_mean_over"] == schema.CPU_MEAN_WHOLE_RUN
+    # A period no sample falls in (shorter than the sampling interval) keeps the whole run's.
+    assert summarise(samples, "target", (1003.1, 1003.2)) == whole
