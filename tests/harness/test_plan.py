@@ -363,8 +363,9 @@ def test_the_shipped_default_matrix_asks_the_four_questions() -> None:
     broadcast = [p for p in points if p.workload.scenario == "broadcast"]
     assert {p.workload.users for p in broadcast} == {1001}
     assert {p.workload.users for p in points if p.workload.scenario == "hold"} == {10000}
-    # About six minutes on 2 cores: the points' run time, without their start and stop.
-    assert sum(p.workload.duration_s for p in points) <= 240
+    # Within six minutes on 2 cores: the points' run time, without their start and stop (about
+    # 35 s more in all: 237 s of it took 4 min 31 s on 2026-12-04).
+    assert sum(p.workload.duration_s for p in points) <= 255
 
 
 def _sweep_file(tmp_path: Path, port: int, line: str) -> Path:
