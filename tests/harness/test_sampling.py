@@ -9,8 +9,10 @@ import sys
 import time
 from pathlib import Path
 
+import psutil
+
 from common import schema
-from harness.sampling import Sample, Sampler, summarise
+from harness.sampling import Sample, Sampler, descendants, summarise
 
 
 def test_a_process_gone_before_it_is_watched_leaves_no_empty_role(tmp_path: Path) -> None:
@@ -62,3 +64,23 @@ def test_the_cpu_mean_is_over_the_measured_windows_when_they_hold_samples() -> N
     assert whole["cpu_pct_mean_over"] == schema.CPU_MEAN_WHOLE_RUN
     # A period no sample falls in (shorter than the sampling interval) keeps the whole run's.
     assert summarise(samples, "target", (1003.1, 1003.2)) == whole
+
+
+def test_descendants_are_the_whole_tree_and_nothing_else(tmp_path: Path) -> None:
+    """A child and its grandchild, from the /proc children lists (what psutil's children()
+    finds by reading every process on the machine)."""
+    code = ("import subprocess, sys, time; "
+            "g = subprocess.Popen([sys.executable, '-c', 'import time; time.sleep(30)']); "
+            "print(g.pid, flush=True); time.sleep(30)")  # fmt: skip
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    try:
+        grandchild = int(child.stdout.readline())  # type: ignore[union-attr]
+        assert sorted(descendants(child.pid)) == [grandchild]
+        assert child.pid in descendants(os.getpid())
+        assert sorted(p.pid for p in psutil.Process(child.pid).children(recursive=True)) == [
+            grandchild]
+    finally:
+        for proc in psutil.Process(child.pid).children(recursive=True):
+            proc.kill()
+        child.kill()
+        child.wait()
