@@ -59,6 +59,10 @@ class Measurement:
     window_s: float = DEFAULT_WINDOW_S
     request_type: str = "WS"  # the Type column of Locust's rows (set by the users)
     _flusher: gevent.Greenlet | None = None
+    # A window taken out of the recorder is merged whole: the flusher pauses within a merge
+    # (`_merging`), so stop() lets it finish, and no new one begins once stop() began.
+    _merging: bool = False
+    _closing: bool = False
     _frozen_connections: int = -1
     spawned_s: float | None = None  # when the spawning completed, for --skip-ramp
 
@@ -118,6 +122,9 @@ class Measurement:
         users = getattr(self.environment.runner, "user_greenlets", None)
         if users is not None:
             users.join(timeout=KILLED_USERS_S)
+        self._closing = True
+        while self._merging:
+            gevent.sleep(PAUSE_S)
         self._flusher.kill(block=False)
         self._flusher = None
         engine().timer.stop_canary()
@@ -131,14 +138,20 @@ class Measurement:
             now_s = time.time()
             boundary_s = self._window_start(now_s) + self.window_s
             gevent.sleep(boundary_s - now_s)
-            self._flush(boundary_s - self.window_s)
+            if self._closing:
+                return
+            self._merging = True
+            try:
+                self._flush(boundary_s - self.window_s)
+            finally:
+                self._merging = False
 
     def _flush(self, start_s: float, final: bool = False) -> None:
         if not final:
             self._freeze_long_lived()
         raw = self.recorder.take_raw()
-        # Not the last one (the run is stopping): the hub sends and reads between its slices.
-        pause = None if final else _pause
+        # A window of the run, not the last one: the hub sends and reads between its slices.
+        pause = _pause if self._merging else None
         log_to_locust(self.environment.stats, self.request_type, raw, pause)
         counts = {} if self._no_histograms() else raw.counts
         data: dict[str, Any] = {
@@ -166,7 +179,9 @@ class Measurement:
             data["cpu_pct"],
             data["open_connections"],
             lags=data.get("lags"),
-            pause=None if "run_cpu_pct" in data else _pause,  # a final window: no waits
+            # Paused only within this process's own periodic flush (a local run): a master
+            # runs no load, and must not write its files between the slices of a merge.
+            pause=_pause if self._merging else None,
         )
         if "run_cpu_pct" in data:
             self.run_cpu_pct[source] = data["run_cpu_pct"]

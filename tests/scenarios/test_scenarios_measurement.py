@@ -90,3 +90,31 @@ def test_scenario_options_are_offered_in_the_web_ui():
     ).stdout
     shown = set(json.loads(out.strip().splitlines()[-1]))
     assert {"rate", "payload_bytes", "max_in_flight", "ws_timeout_s"} <= shown, shown
+
+
+def test_a_window_being_merged_when_the_run_stops_is_merged_whole():
+    """The periodic flush pauses between slices of a window (the hub runs meanwhile); a stop
+    that comes then lets it finish: a broadcast's end markers, counted in the last full
+    window, were lost when the stop killed the flusher mid-merge."""
+    code = (
+        "from gevent import monkey; monkey.patch_all()\n"
+        "import json, gevent\n"
+        "from locust.env import Environment\n"
+        "from scenarios import measurement\n"
+        "env = Environment()\n"
+        "env.create_local_runner()\n"
+        "m = measurement.measurement_for(env)\n"
+        "m.start()\n"
+        "for value in range(1, 5001):\n"
+        "    m.recorder.record('echo', value)\n"
+        "m.recorder.count('broadcast expected', 7)\n"
+        # Until the window boundary's flush has taken the window (then it pauses in slices).
+        "while m.recorder._window:\n"
+        "    gevent.sleep(0.0002)\n"
+        "m.stop()\n"
+        "print(json.dumps([m.merger.counters.get('broadcast expected'),\n"
+        "                  sum(m.merger.counts.get('echo', {}).values())]))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                         timeout=60, check=True, cwd=Path(__file__).resolve().parents[2])
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [7, 5000]
