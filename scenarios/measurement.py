@@ -86,6 +86,7 @@ class Measurement:
         self.spawned_s = None
         self.cpu.start()
         if self.records and self._flusher is None:
+            self._closing = False  # a test after a stopped one (the web UI) flushes again
             engine(self.recorder.lag).resume()
             engine().timer.start_canary()
             self._flusher = gevent.spawn(self._flush_at_boundaries)

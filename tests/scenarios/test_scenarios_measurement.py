@@ -95,10 +95,11 @@ def test_scenario_options_are_offered_in_the_web_ui():
 def test_a_window_being_merged_when_the_run_stops_is_merged_whole():
     """The periodic flush pauses between slices of a window (the hub runs meanwhile); a stop
     that comes then lets it finish: a broadcast's end markers, counted in the last full
-    window, were lost when the stop killed the flusher mid-merge."""
+    window, were lost when the stop killed the flusher mid-merge. A test started after it
+    (the web UI runs several in one process) is flushed at its window boundaries again."""
     code = (
         "from gevent import monkey; monkey.patch_all()\n"
-        "import json, gevent\n"
+        "import json, time, gevent\n"
         "from locust.env import Environment\n"
         "from scenarios import measurement\n"
         "env = Environment()\n"
@@ -112,9 +113,16 @@ def test_a_window_being_merged_when_the_run_stops_is_merged_whole():
         "while m.recorder._window:\n"
         "    gevent.sleep(0.0002)\n"
         "m.stop()\n"
-        "print(json.dumps([m.merger.counters.get('broadcast expected'),\n"
-        "                  sum(m.merger.counts.get('echo', {}).values())]))\n"
+        "found = [m.merger.counters.get('broadcast expected'),\n"
+        "         sum(m.merger.counts.get('echo', {}).values())]\n"
+        # A second test in the same process (the web UI's) is flushed at its boundaries too.
+        "m.start()\n"
+        "m.recorder.record('echo', 3)\n"
+        "deadline = time.monotonic() + 3\n"
+        "while m.recorder._window and time.monotonic() < deadline:\n"
+        "    gevent.sleep(0.01)\n"
+        "print(json.dumps(found + [not m.recorder._window]))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          timeout=60, check=True, cwd=Path(__file__).resolve().parents[2])
-    assert json.loads(out.stdout.strip().splitlines()[-1]) == [7, 5000]
+    assert json.loads(out.stdout.strip().splitlines()[-1]) == [7, 5000, True]
