@@ -9,6 +9,7 @@ provenance  the machine, versions, commit, kernel settings and limits a run happ
 store       a run's folder: created, claimed on resume (file names and records: common/schema)
 execute     one point from start to stored outcome; a sweep of points with resume and SLO stop
 compression what a point's upgrades agreed to with --compression deflate (permessage-deflate)
+idle        idle CPUs poll (a held wake-up latency request) while a pinned point runs
 
 It must not import Locust (it runs Locust as a child process), scenarios or reports.
 """

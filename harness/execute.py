@@ -35,7 +35,7 @@ from common.schema import (
     utc_now,
     write_json,
 )
-from harness import compression, faults, measured, pauses, procs, proxy, sampling, topology
+from harness import compression, faults, idle, measured, pauses, procs, proxy, sampling, topology
 from harness.plan import SLO, Point, Sweep, fd_limit, nofile_of, parse_fault, sized
 from harness.store import RunStore
 from kernel import counters, netns, stalls
@@ -221,6 +221,8 @@ def run_point(point: Point, store: RunStore, say: Say) -> Outcome:
 def _run(run: topology.PointRun, store: RunStore) -> Outcome:
     """The topology's parts started in order, the load watched, the parts stopped in reverse."""
     with contextlib.ExitStack() as parts:
+        # Pinned (a quiet-machine run): idle CPUs poll rather than halt while the point runs.
+        run.idle = parts.enter_context(idle.polling(run.point.topology.cpu_split()[0] is not None))
         bed = parts.enter_context(topology.testbed(run))
         if bed is not None:
             _record_kernel(run.point, bed, store, run.pdir)
@@ -268,6 +270,7 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
     _name_gc_pauses(outcome, run)
     outcome.summary["locust"] = sampling.summarise(run.samples, "locust", period)
     outcome.summary["target_exit_status"] = run.target_status
+    outcome.summary["idle"] = run.idle  # the wake-up latency request held, or None
     totals = measured.histograms_document(run.pdir).get("totals") or {}
     found = stalls.stalls(totals, record)  # every connect over 1 s, explained or said not to be
     outcome.summary["kernel"] = {

@@ -73,6 +73,7 @@ class PointRun:
     proxy: proxies.Proxy | None = None
     proxy_status: int | None = None
     proxy_idle_rss: int | None = None
+    idle: dict[str, Any] | None = None  # the idle CPUs' wake-up latency request (harness/idle.py)
 
     @property
     def host(self) -> str:

@@ -25,6 +25,7 @@ from typing import Any
 import psutil
 import pytest
 
+from harness import idle
 from harness.execute import run_point
 from harness.plan import make_point
 from harness.store import RunStore
@@ -138,6 +139,24 @@ def test_point_json_counts_every_request_of_the_run(echo_run) -> None:
     summary = read_json(pdir / "point.json")["summary"]
     histogram_count = sum(int(r["count"]) for r in read_csv(pdir / "locust_latency_us.csv"))
     assert summary["requests"] == pytest.approx(histogram_count, rel=0.001)
+
+
+def test_a_pinned_point_holds_idle_cpus_polling_and_says_so(
+    echo_run, wsbench, tmp_path: Path
+) -> None:
+    """With --pin-cpus as root the point's summary records the wake-up latency request it held
+    (harness/idle.py); an unpinned point asks nothing."""
+    _, unpinned, _ = echo_run
+    assert read_json(unpinned / "points" / POINT_ID / "point.json")["summary"]["idle"] is None
+    out = tmp_path / "out"
+    done = wsbench(*RUN_ARGS, "--pin-cpus", "--out", str(out))
+    assert done.returncode == 0, done.stdout + done.stderr
+    held = read_json(out / "points" / POINT_ID / "point.json")["summary"]["idle"]
+    if os.geteuid() != 0 or len(os.sched_getaffinity(0)) < 2:
+        assert held is None
+    else:
+        assert held == {"cpu_dma_latency_us": 0, "cpuidle_driver": idle.cpuidle_driver()}
+    assert idle.current_request_us() != 0  # let go with the point
 
 
 def test_first_resource_sample_measures_cpu(echo_run) -> None:
