@@ -244,7 +244,8 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
     outcome.summary.update(read_summary(run.pdir, point.workload.scenario, run.host,
                                         run.measured_s()))  # fmt: skip
     # The parts' CPU means over the measured windows, as the rates they are divided by.
-    period = pauses.measured_period(measured.histograms_document(run.pdir))
+    document = measured.histograms_document(run.pdir)
+    period = pauses.measured_period(document)
     if point.topology.faults:
         _conclude_drill(outcome, run)
     else:
@@ -267,11 +268,11 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
     record = run.counter_record
     outcome.summary["target"] = {**sampling.summarise(run.samples, "target", period),
                                  "rss_bytes_idle": run.target_idle_rss}  # fmt: skip
-    _name_gc_pauses(outcome, run)
+    _name_gc_pauses(outcome, run, document, period)
     outcome.summary["locust"] = sampling.summarise(run.samples, "locust", period)
     outcome.summary["target_exit_status"] = run.target_status
     outcome.summary["idle"] = run.idle  # the wake-up latency request held, or None
-    totals = measured.histograms_document(run.pdir).get("totals") or {}
+    totals = document.get("totals") or {}
     found = stalls.stalls(totals, record)  # every connect over 1 s, explained or said not to be
     outcome.summary["kernel"] = {
         "profile": point.topology.kernel_profile,
@@ -354,11 +355,14 @@ def _conclude_drill(outcome: Outcome, run: topology.PointRun) -> None:
             return
 
 
-def _name_gc_pauses(outcome: Outcome, run: topology.PointRun) -> None:
-    """The target's stops for garbage collection in the measured windows: in its summary, and
-    a warning when the longest made the point's p99 (the self-check's headline p99)."""
-    document = measured.histograms_document(run.pdir)
-    found = pauses.summarise(pauses.read(run.pdir), pauses.measured_period(document),
+def _name_gc_pauses(
+    outcome: Outcome, run: topology.PointRun, document: dict[str, Any],
+    period: tuple[float, float] | None,
+) -> None:  # fmt: skip
+    """The target's stops for garbage collection in the measured windows (`period`, of the
+    histograms `document`): in its summary, and a warning when the longest made the point's
+    p99 (the self-check's headline p99)."""
+    found = pauses.summarise(pauses.read(run.pdir), period,
                              (document.get("generator") or {}).get("latency_p99_us"))  # fmt: skip
     if found is None:
         return

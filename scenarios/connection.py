@@ -145,9 +145,9 @@ class _HandshakeReader:
         self._buf = b""
         self._pos = 0
         self.arrived_ns = self.read_late_ns = 0
+        self._refill = self._read_stamped if stamped else self._read
         if stamped:
             arrival.enable(sock)
-            self.recv = self._recv_stamped  # type: ignore[method-assign]
 
     @property
     def leftover(self) -> bytes:
@@ -155,22 +155,21 @@ class _HandshakeReader:
 
     def recv(self, bufsize: int) -> bytes:
         if self._pos >= len(self._buf):
-            self._buf, self._pos = self.sock.recv(RECV_BYTES), 0
+            self._buf, self._pos = self._refill(), 0
         out = self._buf[self._pos : self._pos + bufsize]
         self._pos += len(out)
         return out
 
-    def _recv_stamped(self, bufsize: int) -> bytes:
-        if self._pos >= len(self._buf):
-            self._buf, ancillary, _, _ = self.sock.recvmsg(RECV_BYTES, arrival.SPACE)
-            self._pos = 0
-            now_ns = time.monotonic_ns()
-            arrived = arrival.arrived_ns(ancillary, now_ns)
-            self.arrived_ns = now_ns if arrived is None else arrived
-            self.read_late_ns = now_ns - self.arrived_ns
-        out = self._buf[self._pos : self._pos + bufsize]
-        self._pos += len(out)
-        return out
+    def _read(self) -> bytes:
+        return self.sock.recv(RECV_BYTES)
+
+    def _read_stamped(self) -> bytes:
+        data, ancillary, _, _ = self.sock.recvmsg(RECV_BYTES, arrival.SPACE)
+        now_ns = time.monotonic_ns()
+        arrived = arrival.arrived_ns(ancillary, now_ns)
+        self.arrived_ns = now_ns if arrived is None else arrived
+        self.read_late_ns = now_ns - self.arrived_ns
+        return data
 
     def send(self, data: bytes) -> int:
         return self.sock.send(data)

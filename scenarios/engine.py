@@ -472,7 +472,7 @@ class ArrivalChannel(Channel):
     message is timed when read, the canary must still see how long the hub was busy reading.
     """
 
-    __slots__ = ("_recvmsg", "_read_lag", "_timer")
+    __slots__ = ("_recvmsg", "_read_lag", "_run_if_due")
 
     def __init__(
         self, conn: WsConnection, handler: Handler, lag: Callable[[str, int], None],
@@ -482,7 +482,7 @@ class ArrivalChannel(Channel):
         arrival.enable(conn.sock)
         self._recvmsg = getattr(conn.sock, "_sock", conn.sock).recvmsg
         self._read_lag = lag
-        self._timer = timer
+        self._run_if_due = timer.run_if_due
 
     def _on_readable(self) -> None:
         size = self._read_bytes
@@ -504,7 +504,7 @@ class ArrivalChannel(Channel):
             self._read_lag(READ_LAG, ns_to_us(now_ns - arrived_ns))
         self._read_bytes = _next_read_size(len(data), size)
         self._consume(data, arrived_ns)
-        self._timer.run_if_due(now_ns)
+        self._run_if_due(now_ns)
 
 
 def _next_read_size(got: int, size: int) -> int:

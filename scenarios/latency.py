@@ -12,15 +12,15 @@ hdrhistogram package; nothing here computes one by hand.
 
 from __future__ import annotations
 
-import itertools
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import TypeVar
 
 from hdrh.histogram import HdrHistogram
 
-T = TypeVar("T")
+K = TypeVar("K")
+V = TypeVar("V")
 
 LOWEST_US = 1
 HIGHEST_US = 60_000_000
@@ -347,21 +347,19 @@ def _add_counts(
         into[name] = dict(values)
         return
     get = target.get
-    if pause is None or len(values) <= MERGE_SLICE:
-        for value, n in values.items():
-            target[value] = get(value, 0) + n
+    for value, n in in_slices(values, pause):
+        target[value] = get(value, 0) + n
+
+
+def in_slices(mapping: Mapping[K, V], pause: Callable[[], None] | None) -> Iterator[tuple[K, V]]:
+    """`mapping`'s items, with `pause()` after every MERGE_SLICE of them (none: all at once)."""
+    if pause is None or len(mapping) <= MERGE_SLICE:
+        yield from mapping.items()
         return
-    for part in slices(values.items(), MERGE_SLICE):
-        for value, n in part:
-            target[value] = get(value, 0) + n
-        pause()
-
-
-def slices(items: Iterable[T], size: int) -> Iterator[list[T]]:
-    """`items` in lists of `size` (the last one shorter)."""
-    it = iter(items)
-    while part := list(itertools.islice(it, size)):
-        yield part
+    for i, item in enumerate(mapping.items(), 1):
+        yield item
+        if i % MERGE_SLICE == 0:
+            pause()
 
 
 def _decode_counts(encoded: dict[str, str]) -> Counts:

@@ -34,7 +34,7 @@ from locust.stats import RequestStats, bucket_response_time
 from scenarios import metrics, output, sessions, webui
 from scenarios.cpu import CpuSampler
 from scenarios.engine import engine
-from scenarios.latency import MERGE_SLICE, Merger, RawWindow, Recorder, slices
+from scenarios.latency import Merger, RawWindow, Recorder, in_slices
 
 MESSAGE = "wsbench_latency"
 DEFAULT_WINDOW_S = 1.0
@@ -293,7 +293,7 @@ def log_to_locust(
     Locust keeps response times in ms, bucketed (bucket_response_time); the µs values are
     converted here, the one place besides a failure's report. Requests are dated now, the end
     of the window: Locust's req/s averages over several seconds, so this shifts it by less than
-    one window. `pause` is called between slices of MERGE_SLICE values.
+    one window. `pause` is called between slices of its values (latency.in_slices).
     """
     now_s = time.time()
     second = int(now_s)
@@ -310,15 +310,12 @@ def log_to_locust(
                 target._cache_response_times(second - 1)
         # The response times first: a statistics reader meanwhile sees no more requests than
         # their times account for.
-        for part in slices(counts.items(), MERGE_SLICE) if pause else (counts.items(),):
-            for value_us, times in part:
-                ms = value_us / 1000.0
-                sum_ms += ms * times
-                bucket = bucket_response_time(ms)
-                entry.response_times[bucket] += times
-                total.response_times[bucket] += times
-            if pause:
-                pause()
+        for value_us, times in in_slices(counts, pause):
+            ms = value_us / 1000.0
+            sum_ms += ms * times
+            bucket = bucket_response_time(ms)
+            entry.response_times[bucket] += times
+            total.response_times[bucket] += times
         lowest_ms, highest_ms = min(counts) / 1000.0, max(counts) / 1000.0
         for target in (entry, total):
             target.num_requests += n
