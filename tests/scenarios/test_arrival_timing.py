@@ -13,7 +13,7 @@ from collections.abc import Iterator
 import gevent
 import pytest
 
-from scenarios import connection
+from scenarios import arrival, connection
 from scenarios.connection import WS_UPGRADE, ConnectSettings, WsConnection, open_connection
 from scenarios.cpu import judge
 from scenarios.engine import ArrivalChannel, Channel, Engine
@@ -83,6 +83,24 @@ def test_a_message_timed_at_arrival_leaves_the_generators_delay_out(pair) -> Non
     (name, read_lag_us), = lags
     assert name == READ_LAG
     assert BUSY_S * 1e6 * 0.9 <= read_lag_us < BUSY_S * 1e6 * 10
+
+
+def test_a_fresh_sockets_first_segment_comes_stamped() -> None:
+    """The kernel switches stamping on later than a socket asks (and off after the last one
+    asking closes): each fresh socket's first segment here would come unstamped, and be timed
+    when read, had the first enable not held stamping on for the process."""
+    unstamped = 0
+    for _ in range(50):
+        with socket.create_server(("127.0.0.1", 0)) as listener:
+            client = socket.create_connection(listener.getsockname())
+            server, _ = listener.accept()
+        with client, server:
+            arrival.enable(client)
+            server.sendall(b"x")
+            _, ancillary, _, _ = client.recvmsg(1, arrival.SPACE)
+            unstamped += arrival.arrived_ns(ancillary, time.monotonic_ns()) is None
+        time.sleep(0.005)  # time for the kernel to switch stamping off, had nothing held it
+    assert unstamped == 0
 
 
 def test_a_message_timed_when_read_carries_the_generators_delay(pair) -> None:
