@@ -70,7 +70,8 @@ def _add_point_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--pin-cpus", action="store_true",
                    help="the target on the first half of the CPUs, Locust on the rest (on a "
                    "small machine they otherwise share a core and the generator's delay grows); "
-                   "as root both at nice -10, idle CPUs polling while a point runs")
+                   "as root the target at nice -10, Locust real-time (SCHED_RR 1), idle CPUs "
+                   "polling while a point runs")
     p.add_argument("--broker", choices=BROKERS,
                    help="the reference target's processes share broadcast rooms through this "
                    "broker (Debian's redis-server, started per point); default: none, rooms "

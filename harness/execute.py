@@ -267,9 +267,11 @@ def conclude(outcome: Outcome, run: topology.PointRun, notes: list[str]) -> None
         }  # fmt: skip
     record = run.counter_record
     outcome.summary["target"] = {**sampling.summarise(run.samples, "target", period),
-                                 "rss_bytes_idle": run.target_idle_rss}  # fmt: skip
+                                 "rss_bytes_idle": run.target_idle_rss,
+                                 "scheduling": run.scheduling.get("target")}  # fmt: skip
     _name_gc_pauses(outcome, run, document, period)
-    outcome.summary["locust"] = sampling.summarise(run.samples, "locust", period)
+    outcome.summary["locust"] = {**sampling.summarise(run.samples, "locust", period),
+                                 "scheduling": run.scheduling.get("locust")}  # fmt: skip
     outcome.summary["target_exit_status"] = run.target_status
     outcome.summary["idle"] = run.idle  # the wake-up latency request held, or None
     totals = document.get("totals") or {}

@@ -36,16 +36,17 @@ class RunError(WsbenchError):
 
 def spawn(
     cmd: Sequence[str], log_path: Path, stdout: int | None = None, nofile: int | None = None,
-    cpus: frozenset[int] | None = None,
+    cpus: frozenset[int] | None = None, generator: bool = False,
 ) -> subprocess.Popen[bytes]:  # fmt: skip
     """Start `cmd` in its own session with stderr (and stdout unless piped) to `log_path`.
 
     `nofile` is its open-file limit: sockets are files, so the kernel profile's limit (which
     the plan checked is not above the hard limit), else the whole hard limit. `cpus`: the
-    CPUs it may run on (Topology.cpu_split), None: any."""
+    CPUs it may run on (Topology.cpu_split), None: any; `generator`: it is Locust (pinned and
+    root, it runs in common.procs.GENERATOR_POLICY)."""
     return child.spawn(
         cmd, log_path, stdout_pipe=stdout == subprocess.PIPE, nofile=nofile or child.HARD,
-        die_signal=signal.SIGKILL, cpu=cpus,
+        die_signal=signal.SIGKILL, cpu=cpus, generator=generator,
     )  # fmt: skip
 
 

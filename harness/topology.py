@@ -31,6 +31,7 @@ from typing import Any
 
 import psutil
 
+from common.procs import scheduling
 from common.schema import (
     KERNEL_COUNTERS_JSON,
     LOCUST_LOG,
@@ -74,6 +75,7 @@ class PointRun:
     proxy_status: int | None = None
     proxy_idle_rss: int | None = None
     idle: dict[str, Any] | None = None  # the idle CPUs' wake-up latency request (harness/idle.py)
+    scheduling: dict[str, str | None] = field(default_factory=dict)  # role -> procs.scheduling
 
     @property
     def host(self) -> str:
@@ -182,6 +184,7 @@ def target(run: PointRun, sampler: sampling.Sampler) -> Iterator[procs.Target]:
     try:
         if started.proc is not None:
             sampler.watch("target", started.proc.pid)
+            run.scheduling["target"] = scheduling(started.proc.pid)
             # Before any load: what the server costs with no connections, so memory per
             # connection can be told apart from the process's fixed size.
             run.target_idle_rss = sampler.rss_bytes("target")
@@ -253,10 +256,11 @@ def locust(
         enter = bed.clients[0].enter() if bed else []
         cpus = point.topology.cpu_split()[1]
         started.append(procs.spawn([*enter, *run.command], run.pdir / LOCUST_LOG, nofile=nofile,
-                                   cpus=cpus))  # fmt: skip
+                                   cpus=cpus, generator=True))  # fmt: skip
         if bed is not None and master is not None:
             started += _workers(point, bed, master, run.pdir, nofile)
         run.locust_started = time.monotonic()
+        run.scheduling["locust"] = scheduling(started[0].pid)
         for proc in started:
             sampler.watch("locust", proc.pid)
         sampler.start()
@@ -351,7 +355,7 @@ def _workers(
         )  # fmt: skip
         log = pdir / f"locust-worker{host}.log"
         workers.append(procs.spawn([*bed.clients[host].enter(), *cmd], log, nofile=nofile,
-                                   cpus=point.topology.cpu_split()[1]))  # fmt: skip
+                                   cpus=point.topology.cpu_split()[1], generator=True))  # fmt: skip
     return workers
 
 

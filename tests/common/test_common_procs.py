@@ -194,6 +194,25 @@ def test_a_pinned_child_runs_at_the_pinned_nice_and_an_unpinned_one_at_ours(
     assert ours > procs.PINNED_NICE
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="a real-time policy needs root")
+def test_a_pinned_generator_runs_real_time_and_says_so(started: list) -> None:
+    """A pinned generator runs in GENERATOR_POLICY (a waking real-time task is run ahead of
+    every normal one on its CPU); unpinned, it is scheduled like us; `scheduling` says which."""
+    code = "import time; print('ready 1', flush=True); time.sleep(30)"
+    cpu = min(os.sched_getaffinity(0))
+    pinned = procs.spawn(python(code), stdout_pipe=True, text=True, cpu=cpu, generator=True)
+    loose = procs.spawn(python(code), stdout_pipe=True, text=True, generator=True)
+    started.extend([pinned, loose])
+    for proc in (pinned, loose):
+        procs.wait_ready(proc, 10.0)
+    assert os.sched_getscheduler(pinned.pid) == procs.GENERATOR_POLICY == os.SCHED_RR
+    assert procs.scheduling(pinned.pid) == f"SCHED_RR {procs.GENERATOR_PRIORITY}"
+    assert os.sched_getscheduler(loose.pid) == os.SCHED_OTHER
+    assert procs.scheduling(loose.pid) == f"nice {os.getpriority(os.PRIO_PROCESS, 0)}"
+    procs.stop(loose)
+    assert procs.scheduling(loose.pid) is None  # gone (reaped)
+
+
 def test_spawn_appends_stdout_and_stderr_to_the_log(tmp_path: Path) -> None:
     """Without a pipe both streams go to the log, after what it held already."""
     log = tmp_path / "child.log"

@@ -145,17 +145,25 @@ def test_a_pinned_point_holds_idle_cpus_polling_and_says_so(
     echo_run, wsbench, tmp_path: Path
 ) -> None:
     """With --pin-cpus as root the point's summary records the wake-up latency request it held
-    (harness/idle.py); an unpinned point asks nothing."""
+    (harness/idle.py) and how its generator (real-time) and target (nice) were scheduled; an
+    unpinned point asks nothing and both run as the harness does."""
     _, unpinned, _ = echo_run
-    assert read_json(unpinned / "points" / POINT_ID / "point.json")["summary"]["idle"] is None
+    loose = read_json(unpinned / "points" / POINT_ID / "point.json")["summary"]
+    ours = f"nice {os.getpriority(os.PRIO_PROCESS, 0)}"
+    assert loose["idle"] is None
+    assert loose["locust"]["scheduling"] == loose["target"]["scheduling"] == ours
     out = tmp_path / "out"
     done = wsbench(*RUN_ARGS, "--pin-cpus", "--out", str(out))
     assert done.returncode == 0, done.stdout + done.stderr
-    held = read_json(out / "points" / POINT_ID / "point.json")["summary"]["idle"]
+    summary = read_json(out / "points" / POINT_ID / "point.json")["summary"]
     if os.geteuid() != 0 or len(os.sched_getaffinity(0)) < 2:
-        assert held is None
+        assert summary["idle"] is None
+        assert summary["locust"]["scheduling"] == ours
     else:
-        assert held == {"cpu_dma_latency_us": 0, "cpuidle_driver": idle.cpuidle_driver()}
+        assert summary["idle"] == {"cpu_dma_latency_us": 0,
+                                   "cpuidle_driver": idle.cpuidle_driver()}  # fmt: skip
+        assert summary["locust"]["scheduling"] == "SCHED_RR 1"
+        assert summary["target"]["scheduling"] == "nice -10"
     assert idle.current_request_us() != 0  # let go with the point
 
 
