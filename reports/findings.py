@@ -209,14 +209,16 @@ def knee_series(run: Run) -> Knees:
 
 
 def knee(
-    run: Run, knees: Knees, target: str, profile: str, named: bool = False
+    run: Run, knees: Knees, target: str, profile: str, named: bool = False,
+    headroom: bool = True,
 ) -> tuple[Cell, str | None]:
     """The highest offered rate within the SLO, and what ended the series.
 
     A measured p99 is an upper bound of the server's share of it: a step within the SLO is
     within it even when the generator was the limit (its self-check), but the series ends
     there, and the knee is then above what this machine can offer. A step over the SLO is
-    the server's knee only when the generator was clean at it.
+    the server's knee only when the generator was clean at it. A lower bound says how busy
+    the server was at it (`headroom`: in the cell, the sentence and the tooltip).
     """
     series = knees.get((target, profile))
     if series is None:
@@ -240,11 +242,12 @@ def knee(
         return Cell(f"< {point['rate']:,.0f}", _link(point["point_id"]), why), sentence
     rate, p99 = best["rate"], num(best["p99_us"])
     link = _link(best["point_id"])
+    cpu_cell, cpu_said = _headroom(best) if headroom else ("", "")
     if end is None:
         sentence = (f"{target} held every step up to {rate:,.0f} msgs/s at {users:,} connections "
                     f"(p99 {ms(p99)}, SLO {slo_ms:g} ms): its knee is above what this run "
-                    "offered.")  # fmt: skip
-        return Cell(f"≥ {rate:,.0f}", link, f"p99 {ms(p99)}"), sentence
+                    f"offered{cpu_said}.")  # fmt: skip
+        return Cell(f"≥ {rate:,.0f}{cpu_cell}", link, f"p99 {ms(p99)}{cpu_said}"), sentence
     kind, point, why = end
     if kind == "past":
         sentence = (f"{target}'s knee at {users:,} connections is {rate:,.0f} msgs/s (p99 "
@@ -253,8 +256,21 @@ def knee(
     at = "there" if point is best else f"at {point['rate']:,.0f} msgs/s"
     sentence = (f"{target} held {rate:,.0f} msgs/s at {users:,} connections within the "
                 f"{slo_ms:g} ms SLO (p99 {ms(p99)}); the load generator reached its own limit "
-                f"{at}, so the server's knee is above what this machine can offer.")
-    return Cell(f"≥ {rate:,.0f}", link, f"the generator's limit: {why}"), sentence
+                f"{at}, so the server's knee is above what this machine can offer{cpu_said}.")
+    return Cell(f"≥ {rate:,.0f}{cpu_cell}", link, f"the generator's limit: {why}{cpu_said}"), \
+        sentence
+
+
+def _headroom(step: pd.Series) -> tuple[str, str]:
+    """How busy the server was at a knee that is only a lower bound (every step held, or the
+    generator's limit came first): its CPU there, for the cell and for the sentence. A server
+    at a third of a core at the top step has room the run could not reach; its CPU per
+    message is the measured cost that compares targets whose knees are both out of reach."""
+    cpu, rate = num(step.get("server_cpu_pct_mean")), num(step.get("achieved_per_s"))
+    if cpu is None:
+        return "", ""
+    per_msg = f", {cpu * 10_000 / rate:.1f} µs of CPU per message" if rate else ""
+    return f" · server CPU {cpu:.0f}%", f"; the server used {cpu:.0f}% of a core there{per_msg}"
 
 
 def knee_steps(

@@ -129,7 +129,7 @@ def _knee(run: Run, knees: findings.Knees, variant: Variant) -> tuple[float | No
     """The knee's rate (None when no step was within the SLO) and the findings table's cell
     of this variant ("≥ 200", "< 400", "no answer"), which links to the knee's point."""
     series = knees.get((variant.name, variant.profile))
-    cell, _ = findings.knee(run, knees, variant.name, variant.profile)
+    cell, _ = findings.knee(run, knees, variant.name, variant.profile, headroom=False)
     best = findings.knee_steps(run, series)[0] if series is not None else None
     return (_num(best["rate"]) if best is not None else None), cell
 

@@ -88,6 +88,28 @@ def test_the_knee_is_the_last_step_within_the_slo_and_the_next_says_why() -> Non
     assert "with the load generator the limit" in cells["websockets"][KNEE].title
 
 
+def test_a_knee_out_of_reach_says_how_busy_the_server_was_at_its_top_step() -> None:
+    """A lower-bound knee carries the server's CPU there; a knee found does not need it."""
+    rows = [
+        _point("raw", "echo_rate", 1000, 5000.0, server_cpu_pct_mean=9.0,
+               achieved_per_s=5000.0),
+        _point("raw", "echo_rate", 1000, 15000.0, server_cpu_pct_mean=27.0,
+               achieved_per_s=15000.0),
+        _point("aiohttp", "echo_rate", 1000, 5000.0, server_cpu_pct_mean=80.0,
+               achieved_per_s=5000.0),
+        _point("aiohttp", "echo_rate", 1000, 15000.0, p99_us=40000.0,
+               server_cpu_pct_mean=100.0, achieved_per_s=9000.0),
+    ]  # fmt: skip
+    found = findings.build(_run(rows))
+    cells = _cells(found)
+    assert cells["raw"][KNEE].text == "≥ 15,000 · server CPU 27%"
+    assert "the server used 27% of a core there, 18.0 µs of CPU per message" in \
+        cells["raw"][KNEE].title
+    assert any(s.startswith("raw held every step up to 15,000 msgs/s") and "18.0 µs of CPU" in s
+               for s in found.sentences)  # fmt: skip
+    assert cells["aiohttp"][KNEE].text == "5,000"
+
+
 def test_a_step_that_kept_too_few_sends_or_failed_is_past_the_knee() -> None:
     rows = [_point("raw", "echo_rate", 100, 100.0), _point("raw", "echo_rate", 100, 200.0),
             _point("raw", "echo_rate", 100, 400.0, main_error_rate=0.02)]  # fmt: skip
