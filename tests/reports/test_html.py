@@ -8,6 +8,7 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
+import psutil
 from markupsafe import escape
 
 from reports import page, tables
@@ -322,3 +323,33 @@ def test_findings_say_so_when_no_point_answers(two_profile_copy: Path, tmp_path:
     text = write_report(two_profile_copy, tmp_path / "out").read_text()
     section = text[text.index('<section id="findings">') : text.index('<section id="warnings">')]
     assert "<table" not in section and str(escape(page.NO_FINDINGS)) in section
+
+
+def test_charts_drawn_by_forked_workers_are_the_ones_drawn_in_process(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """A report's charts drawn in a pool of forked workers give the same page and the same
+    SVG files byte for byte as drawn one by one here, and no worker outlives the report."""
+    from reports import html
+
+    sweep = Path(__file__).parent / "fixtures" / "sweep-small"
+    monkeypatch.setattr(html, "CHARTS_PER_WORKER", 10**6)
+    here = write_report(sweep, tmp_path / "here" / "report.html").parent
+    monkeypatch.setattr(html, "CHARTS_PER_WORKER", 1)
+    monkeypatch.setattr(html.os, "sched_getaffinity", lambda _: {0, 1})  # two even on one CPU
+    pools = []
+
+    class Pool(html.ProcessPoolExecutor):
+        def __init__(self, workers: int, *args, **kwargs) -> None:
+            pools.append(workers)
+            super().__init__(workers, *args, **kwargs)
+
+    monkeypatch.setattr(html, "ProcessPoolExecutor", Pool)
+    forked = write_report(sweep, tmp_path / "forked" / "report.html").parent
+    assert pools == [2]
+    assert psutil.Process().children() == []
+    names = sorted(p.name for p in here.iterdir())
+    assert names == sorted(p.name for p in forked.iterdir())
+    assert sum(name.endswith(".svg") for name in names) >= 4
+    for name in names:
+        assert (here / name).read_bytes() == (forked / name).read_bytes(), name
