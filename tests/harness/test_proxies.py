@@ -90,20 +90,20 @@ def test_a_proxy_idle_timeout_drops_idle_connections_and_pings_keep_them(
     reason names the timeout and the fix; with pings more often than it, every one is held."""
     require_proxies()
     common = ("run", "--target", "raw", "--scenario", "hold", "--users", "5", "--duration",
-              "6s", "--via", "nginx,haproxy", "--via-idle-timeout", "2s")  # fmt: skip
+              "4s", "--via", "nginx,haproxy", "--via-idle-timeout", "1s")  # fmt: skip
     idle = wsbench(*common, "--out", tmp_path / "idle", timeout_s=120)
     assert idle.returncode == 1, idle.stdout + idle.stderr
     for kind, setting in (("nginx", "proxy_read_timeout"), ("haproxy", "timeout tunnel")):
-        result = _points(tmp_path / "idle")[f"raw-hold-u5-via-{kind}-idle2s-host"]
+        result = _points(tmp_path / "idle")[f"raw-hold-u5-via-{kind}-idle1s-host"]
         assert result["status"] == "failed", result
         assert result["summary"]["main"]["failures"] >= 5, result["summary"]["main"]
-        assert f"{kind} closes a WebSocket idle for 2 s ({setting})" in result["reason"]
+        assert f"{kind} closes a WebSocket idle for 1 s ({setting})" in result["reason"]
         assert "--ping-interval-s" in result["reason"]
         # The report shows the drops on the point's timeline, at the timeout's marks.
         report = tmp_path / "idle" / "report"
         if not report.exists():
             assert wsbench("report", tmp_path / "idle").returncode == 0
-        name = f"idle-raw-hold-u5-via-{kind}-idle2s-host"
+        name = f"idle-raw-hold-u5-via-{kind}-idle1s-host"
         timeline = _csv(report / f"{name}.csv")
         marks = [float(row["t_s"]) for row in _csv(report / f"{name}-marks.csv")]
         drops = [float(row["t_s"]) for row in timeline if float(row["drops_per_s"]) > 0]
@@ -111,7 +111,7 @@ def test_a_proxy_idle_timeout_drops_idle_connections_and_pings_keep_them(
         assert abs(drops[0] - marks[0]) <= 1.0, (drops, marks)  # within a 1 s window
     page = (tmp_path / "idle" / "report" / "report.html").read_text()
     assert "Proxy idle timeouts" in page and "proxy_read_timeout" in page
-    pinged = wsbench(*common, "--ping-interval-s", "0.5", "--out", tmp_path / "pinged",
+    pinged = wsbench(*common, "--ping-interval-s", "0.3", "--out", tmp_path / "pinged",
                      timeout_s=120)  # fmt: skip
     assert pinged.returncode == 0, pinged.stdout + pinged.stderr
     for result in _points(tmp_path / "pinged").values():

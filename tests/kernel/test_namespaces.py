@@ -92,7 +92,7 @@ def test_connection_storm_fails_under_constrained_and_not_under_tuned(tmp_path, 
     done = wsbench(
         # aiohttp accepts more slowly than raw, so a queue of 8 overflows for sure
         "sweep", "--kernel-profile", "default,tuned,constrained", "--targets", "aiohttp",
-        "--scenarios", "connect", "--users", "300", "--spawn-rate", "300", "--duration", "5s",
+        "--scenarios", "connect", "--users", "300", "--spawn-rate", "300", "--duration", "3s",
         "--out", str(run),
     )  # fmt: skip
     assert done.returncode == 0, done.stderr

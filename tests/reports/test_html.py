@@ -326,15 +326,19 @@ def test_findings_say_so_when_no_point_answers(two_profile_copy: Path, tmp_path:
 
 
 def test_charts_drawn_by_forked_workers_are_the_ones_drawn_in_process(
-    tmp_path: Path, monkeypatch
+    sweep: Run, tmp_path: Path, monkeypatch
 ) -> None:
-    """A report's charts drawn in a pool of forked workers give the same page and the same
-    SVG files byte for byte as drawn one by one here, and no worker outlives the report."""
+    """Charts drawn in a pool of forked workers are the same inline SVGs and SVG files, byte
+    for byte, as drawn one by one here, and no worker outlives the drawing."""
     from reports import html
 
-    sweep = Path(__file__).parent / "fixtures" / "sweep-small"
+    def charts() -> list[page.Chart]:  # anew each time: a figure drawn once is laid out
+        every = page.build(sweep).charts()
+        return [*[c for c in every if c.inline][:2], *[c for c in every if not c.inline][:4]]
+
     monkeypatch.setattr(html, "CHARTS_PER_WORKER", 10**6)
-    here = write_report(sweep, tmp_path / "here" / "report.html").parent
+    (tmp_path / "here").mkdir()
+    here = html.draw_charts(tmp_path / "here", charts())
     monkeypatch.setattr(html, "CHARTS_PER_WORKER", 1)
     monkeypatch.setattr(html.os, "sched_getaffinity", lambda _: {0, 1})  # two even on one CPU
     pools = []
@@ -345,11 +349,15 @@ def test_charts_drawn_by_forked_workers_are_the_ones_drawn_in_process(
             super().__init__(workers, *args, **kwargs)
 
     monkeypatch.setattr(html, "ProcessPoolExecutor", Pool)
-    forked = write_report(sweep, tmp_path / "forked" / "report.html").parent
+    (tmp_path / "forked").mkdir()
+    forked = html.draw_charts(tmp_path / "forked", charts())
     assert pools == [2]
     assert psutil.Process().children() == []
-    names = sorted(p.name for p in here.iterdir())
-    assert names == sorted(p.name for p in forked.iterdir())
-    assert sum(name.endswith(".svg") for name in names) >= 4
-    for name in names:
-        assert (here / name).read_bytes() == (forked / name).read_bytes(), name
+    assert here == forked and len(here) == 6
+    inline = [drawn for drawn in here.values() if isinstance(drawn, str)]
+    assert len(inline) == 2 and all(drawn.startswith("<svg ") for drawn in inline)
+    files = sorted(p.name for p in (tmp_path / "here").iterdir())
+    assert len(files) == 4 and files == sorted(p.name for p in (tmp_path / "forked").iterdir())
+    for name in files:
+        assert (tmp_path / "here" / name).read_bytes() == \
+            (tmp_path / "forked" / name).read_bytes(), name
