@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import re
 import statistics
 import sys
 import time
@@ -85,6 +86,15 @@ def test_sends_due_while_the_stop_holds_the_hub_are_not_counted_missed():
     assert _schedule_then_stop(work_s=0.0, hold_s=0.1) <= 1
     behind = _schedule_then_stop(work_s=0.002, hold_s=0.1)  # each 1 ms send takes 2 ms
     assert behind >= 15  # about half of 50 ms of sends, made as late as that
+
+
+def test_a_run_lasts_the_run_time_asked(echo_url, run_locust):
+    """A 2 s run makes 2 s of its schedule's sends (Locust's --run-time timer, armed from a
+    hub clock last read when gevent was imported, ended runs 0.3-0.5 s early)."""
+    run = run_locust("echo_rate", echo_url, "--rate", "50", users=4, duration="2s")
+    assert run.returncode == 0, run.output
+    made = int(re.search(r"echo sends made: (\d+)", run.output).group(1))
+    assert 0.93 * 4 * 50 * 2 <= made <= 4 * 50 * 2 + 4, run.output
 
 
 def test_skip_ramp_leaves_the_ramp_out_of_the_totals(echo_url, run_locust):
