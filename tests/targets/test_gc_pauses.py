@@ -85,6 +85,14 @@ def test_the_harness_counts_the_pauses_within_the_measured_windows(tmp_path) -> 
         "in all), the longest for 306 ms (generation 2, 300 ms of it the collector's CPU, 1.2 s")
     # A 900 µs p99 is not: the pause held up fewer than 1 % of the messages.
     assert not pauses.summarise(pauses.read(pdir), period, p99_us=900)["made_p99"]
+    # A pause that began before the steady windows and ran into them is in their latency.
+    (pdir / TARGET_LOG).write_text(GcPause(434.0, 433.9, 2, 102.87, 7).line() + "\n")
+    spilled = pauses.summarise(pauses.read(pdir), period, p99_us=394_000)
+    assert (spilled["count"], spilled["longest_at_s"], spilled["made_p99"]) == (1, -0.13, True)
+    assert "434 ms of it the collector's CPU, from 0.13 s before they began)" in \
+        spilled["sentence"]
+    (pdir / TARGET_LOG).write_text(GcPause(120.0, 119.0, 2, 102.87, 7).line() + "\n")
+    assert pauses.summarise(pauses.read(pdir), period, p99_us=900) is None  # ended before
     # Without a steady start, from the first window.
     whole = pauses.measured_period({"window_s": 1.0, "windows": [
         {"start_unix_s": 100.0, "histograms": {"echo": "..."}}]})
