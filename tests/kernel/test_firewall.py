@@ -90,9 +90,10 @@ def test_a_full_conntrack_table_fails_the_point_naming_it_and_a_roomy_one_holds(
     """1,100 connections against 1,024 entries: the point fails, the reason says conntrack's
     table was full; `firewall` holds all 1,100; the host's table size is restored.
 
-    The connects past the table are still resending SYNs when the run ends (6 s, within the
-    10 s connect timeout), and past Locust's stop timeout their users are killed: they count
-    as connections not held, not as nothing."""
+    The connects past the table are still resending SYNs when the run ends (6 s), and past
+    Locust's stop timeout (5 s more) their users are killed: they count as connections not
+    held, not as nothing; those begun in the first second may reach the 10 s connect timeout
+    first, and count as timed out."""
     before = CONNTRACK_MAX.read_text()
     run = tmp_path / "full"
     done = wsbench(
@@ -106,9 +107,9 @@ def test_a_full_conntrack_table_fails_the_point_naming_it_and_a_roomy_one_holds(
     full = point(run, "firewall_full")
     assert full["result"]["status"] == "failed"
     reason = full["result"]["reason"]
-    unheld = re.search(r"^([\d,]+) of 1,100 connections held failed .*; \1 still opening at the "
-                       r"end at ws://", reason)  # fmt: skip
+    unheld = re.search(r"^([\d,]+) of 1,100 connections held failed ", reason)
     assert unheld and int(unheld.group(1).replace(",", "")) >= 1100 - 1024, reason
+    assert "still opening at the end" in reason or "most often timeout: tcp connect" in reason
     assert "server ConntrackDrop +" in reason and "conntrack's table was full" in reason
     server = full["kernel"]["server"]
     assert server["ConntrackDrop"] > 0
