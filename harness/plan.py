@@ -309,10 +309,13 @@ def check_options(points: Iterable[Point]) -> None:
     (`python -m scenarios.check`): the locustfiles define their options, nobody else.
 
     One process for every distinct (scenario, options): it imports Locust once (most of a
-    second), which must not happen in the runner (Locust monkey-patches with gevent).
+    second), which must not happen in the runner (Locust monkey-patches with gevent). A point
+    with no scenario options has nothing to check (the locustfiles' defaults are valid and
+    fit every message limit) and starts no process.
     """
     checks = [{"scenario": scenario, "options": list(options), "max_message_bytes": limit}
-              for (scenario, options), limit in option_checks(points).items()]  # fmt: skip
+              for (scenario, options), limit in option_checks(points).items()
+              if options]  # fmt: skip
     if not checks:
         return
     try:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import json
 import math
 import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -24,6 +26,7 @@ from harness.plan import (
     parse_duration,
     sized,
 )
+from targets.protocol import DEFAULT_MAX_MESSAGE_BYTES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 
@@ -58,6 +61,31 @@ def test_parse_duration_refuses_anything_else_naming_the_input(text: str) -> Non
     with pytest.raises(PlanError) as err:
         parse_duration(text)
     assert repr(text.strip()) in str(err.value)
+
+
+# scenario options, checked before any load
+
+
+def test_points_without_scenario_options_start_no_checker(monkeypatch) -> None:
+    """Only points with scenario options pay the check's Locust import (most of a second)."""
+    started = []
+    monkeypatch.setattr(plan.subprocess, "run", lambda *a, **k: started.append(k["input"]) or
+                        subprocess.CompletedProcess(a, 0, "", ""))  # fmt: skip
+    plan.check_options([make_point("raw", "echo", 5), make_point("raw", "connect", 5)])
+    assert started == []
+    plan.check_options([make_point("raw", "echo", 5, options=("--payload-bytes", "64"))])
+    assert [json.loads(i)[0]["options"] for i in started] == [["--payload-bytes", "64"]]
+
+
+def test_every_scenarios_defaults_pass_its_own_check() -> None:
+    """What the shortcut above relies on: no option is required, every default is valid and
+    within a reference target's message limit."""
+    checks = [{"scenario": name, "options": [], "max_message_bytes": DEFAULT_MAX_MESSAGE_BYTES}
+              for name in plan.SCENARIOS]  # fmt: skip
+    done = subprocess.run([sys.executable, "-m", "scenarios.check", "--batch"],
+                          input=json.dumps(checks), capture_output=True, text=True,
+                          cwd=REPO_ROOT, timeout=60)  # fmt: skip
+    assert done.returncode == 0, done.stderr
 
 
 # make_point
