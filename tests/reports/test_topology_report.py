@@ -1,6 +1,7 @@
 """The report's Topology section and findings per hop, from small real runs made by the CLI.
 
-Each run is a `wsbench sweep` subprocess of a few seconds per point, with no SLO (so no rate
+Each run is a `wsbench sweep` subprocess of a few seconds per point, all started side by
+side when the module's first test needs one (`runs`), with no SLO (so no rate
 step is skipped after one whose generator was the limit, as this busy machine's often is):
 raw direct and through Debian's nginx (echo_rate rate steps, a connect storm, held
 connections), aiohttp with and without permessage-deflate, and raw under `tuned` and under a
@@ -17,6 +18,7 @@ import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -90,31 +92,78 @@ extends = "tuned"
 """
 
 
-def _sweep(out: Path, matrix: str, *extra: str) -> subprocess.CompletedProcess[str]:
-    config = out.with_suffix(".toml")
-    config.write_text(matrix)
-    done = subprocess.run(
-        [sys.executable, "runner.py", "sweep", "--config", str(config), "--out", str(out),
-         *extra], cwd=REPO_ROOT, capture_output=True, text=True, timeout=SWEEP_TIMEOUT_S,
-        stdin=subprocess.DEVNULL,
-    )  # fmt: skip
-    assert done.returncode == 0, done.stdout + done.stderr
-    return done
+class _Sweep:
+    """A `wsbench sweep` subprocess started into `out`; `stdout()` waits for it to succeed."""
+
+    def __init__(self, out: Path, matrix: str, *extra: str) -> None:
+        self.out = out
+        config = out.with_suffix(".toml")
+        config.write_text(matrix)
+        self.proc = subprocess.Popen(
+            [sys.executable, "runner.py", "sweep", "--config", str(config), "--out", str(out),
+             *extra], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            stdin=subprocess.DEVNULL, text=True,
+        )  # fmt: skip
+
+    def stdout(self) -> str:
+        out, err = self.proc.communicate(timeout=SWEEP_TIMEOUT_S)
+        assert self.proc.returncode == 0, out + err
+        return out
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.communicate()
 
 
 def _require(*binaries: str) -> None:
-    missing = [b for b in binaries if shutil.which(b) is None and not Path(f"/usr/sbin/{b}")
-               .exists()]  # fmt: skip
+    missing = _missing(*binaries)
     if missing:
         pytest.skip(f"needs Debian's {', '.join(missing)} (apt-get install {' '.join(missing)})")
 
 
+def _missing(*binaries: str) -> list[str]:
+    return [b for b in binaries if shutil.which(b) is None and not Path(f"/usr/sbin/{b}")
+            .exists()]  # fmt: skip
+
+
+def _start_firewalled(folder: Path) -> _Sweep:
+    profile = folder / "firewall-lite.toml"
+    profile.write_text(FIREWALL_PROFILE)
+    return _Sweep(folder / "firewall", FIREWALL, "--kernel-profile", f"tuned,{profile}")
+
+
+# The run each fixture reads: (what it needs, how it starts in a fresh folder).
+RUNS = {
+    "proxies": (lambda: not _missing("nginx"), lambda d: _Sweep(d / "proxies", PROXIES)),
+    "deflate": (lambda: True, lambda d: _Sweep(d / "deflate", DEFLATE)),
+    "wss": (lambda: not _missing("nginx"), lambda d: _Sweep(d / "tls", TLS)),
+    "firewalled": (lambda: not missing_privileges() and not _missing("nft"), _start_firewalled),
+}
+
+
 @pytest.fixture(scope="module")
-def proxies(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+def runs(
+    request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[dict[str, _Sweep]]:
+    """Every run the selected tests of this module read, started at once: their few seconds
+    of light points mostly wait, so side by side they take about the longest one's time
+    (about 80 s one after another). A run that cannot start here is left to its fixture,
+    which skips saying why."""
+    wanted = {name for item in request.session.items if item.module is request.module
+              for name in item.fixturenames if name in RUNS}  # fmt: skip
+    started = {name: RUNS[name][1](tmp_path_factory.mktemp("topology"))
+               for name in sorted(wanted) if RUNS[name][0]()}  # fmt: skip
+    yield started
+    for sweep in started.values():
+        sweep.stop()
+
+
+@pytest.fixture(scope="module")
+def proxies(runs: dict[str, _Sweep]) -> tuple[Path, str]:
     """raw direct and through nginx: the run folder and the sweep's console output."""
     _require("nginx")
-    out = tmp_path_factory.mktemp("topology") / "proxies"
-    return out, _sweep(out, PROXIES).stdout
+    return runs["proxies"].out, runs["proxies"].stdout()
 
 
 @pytest.fixture(scope="module")
@@ -232,10 +281,9 @@ def test_the_findings_name_the_hop_and_never_merge_it_with_the_direct_points(
 
 
 @pytest.fixture(scope="module")
-def deflate(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("topology") / "deflate"
-    _sweep(out, DEFLATE)
-    return out
+def deflate(runs: dict[str, _Sweep]) -> Path:
+    runs["deflate"].stdout()
+    return runs["deflate"].out
 
 
 def test_deflate_is_its_own_variant_against_the_uncompressed_one(deflate: Path) -> None:
@@ -256,11 +304,10 @@ def test_deflate_is_its_own_variant_against_the_uncompressed_one(deflate: Path) 
 
 
 @pytest.fixture(scope="module")
-def wss(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def wss(runs: dict[str, _Sweep]) -> Path:
     _require("nginx")
-    out = tmp_path_factory.mktemp("topology") / "tls"
-    _sweep(out, TLS)
-    return out
+    runs["wss"].stdout()
+    return runs["wss"].out
 
 
 def test_wss_is_labelled_with_where_tls_ended(wss: Path) -> None:
@@ -288,16 +335,12 @@ def test_wss_is_labelled_with_where_tls_ended(wss: Path) -> None:
 
 
 @pytest.fixture(scope="module")
-def firewalled(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def firewalled(runs: dict[str, _Sweep]) -> Path:
     if missing_privileges():
         pytest.skip(f"needs root for namespaces: {missing_privileges()}")
     _require("nft")
-    folder = tmp_path_factory.mktemp("topology")
-    profile = folder / "firewall-lite.toml"
-    profile.write_text(FIREWALL_PROFILE)
-    out = folder / "firewall"
-    _sweep(out, FIREWALL, "--kernel-profile", f"tuned,{profile}")
-    return out
+    runs["firewalled"].stdout()
+    return runs["firewalled"].out
 
 
 def test_a_firewall_profile_is_compared_with_tuned_and_shows_its_counters(
