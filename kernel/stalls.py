@@ -181,9 +181,9 @@ def _tails(
 ) -> list[tuple[float, float, int, int]]:
     """(fastest s, slowest s, count, retransmits) per stretch of tail: a timeout's window
     [T, T + TOLERANCE_S) has the number of its retransmit, a stretch between windows 0."""
-    bins: dict[tuple[int, int], list[float]] = {}  # (order, retransmits) -> [min, max, count]
     if histogram.get_max_value() < TAIL_S * US_PER_S:  # no tail: skip the slow walk (0.1 s)
         return []
+    bins: dict[tuple[int, int], list[float]] = {}  # (order, retransmits) -> [min, max, count]
     for item in histogram.get_recorded_iterator():
         value_s = item.value_iterated_to / US_PER_S  # the bucket's highest equivalent value
         if value_s < TAIL_S:

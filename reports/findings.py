@@ -144,6 +144,13 @@ def num(value: Any) -> float | None:
         return None
 
 
+def cpu_us_per_event(cpu_pct: Any, per_s: Any) -> float | None:
+    """Mean CPU (% of a core) over events (messages, connects) per second, in µs of CPU
+    per event; None without both."""
+    cpu, rate = num(cpu_pct), num(per_s)
+    return cpu * 10_000.0 / rate if cpu is not None and rate else None
+
+
 def ms(us: float | None) -> str:
     """µs as the findings write them: '850 µs', '2.7 ms', '–' for missing."""
     if us is None:
@@ -266,10 +273,11 @@ def _headroom(step: pd.Series) -> tuple[str, str]:
     generator's limit came first): its CPU there, for the cell and for the sentence. A server
     at a third of a core at the top step has room the run could not reach; its CPU per
     message is the measured cost that compares targets whose knees are both out of reach."""
-    cpu, rate = num(step.get("server_cpu_pct_mean")), num(step.get("achieved_per_s"))
+    cpu = num(step.get("server_cpu_pct_mean"))
     if cpu is None:
         return "", ""
-    per_msg = f", {cpu * 10_000 / rate:.1f} µs of CPU per message" if rate else ""
+    per = cpu_us_per_event(cpu, step.get("achieved_per_s"))
+    per_msg = f", {per:.1f} µs of CPU per message" if per is not None else ""
     return f" · server CPU {cpu:.0f}%", f"; the server used {cpu:.0f}% of a core there{per_msg}"
 
 

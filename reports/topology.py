@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 
 from reports import findings, tables
-from reports.findings import Cell
+from reports.findings import Cell, cpu_us_per_event
 from reports.load import Run
 
 OK = "ok"
@@ -166,12 +166,6 @@ def _echo_point(variant: Variant, step: tuple[float, float] | None) -> pd.Series
     return None if mine.empty else mine.iloc[0]
 
 
-def _cpu_us_per_msg(cpu_pct: Any, msgs_per_s: Any) -> float | None:
-    """Mean CPU (% of a core) over messages per second, in µs of CPU per message."""
-    cpu, rate = _num(cpu_pct), _num(msgs_per_s)
-    return cpu * 10_000.0 / rate if cpu is not None and rate else None
-
-
 def _largest(variant: Variant, scenario: str) -> pd.Series | None:
     return findings.largest(variant.points, variant.name, scenario)
 
@@ -213,16 +207,16 @@ def _row(
         "echo_point_id": echo["point_id"] if echo is not None else None,
         "p50_us": _num(echo["p50_us"]) if ok else None,
         "p99_us": _num(echo["p99_us"]) if ok else None,
-        "target_cpu_us_per_msg": _cpu_us_per_msg(echo.get("target_cpu_pct_mean"), echoed)
+        "target_cpu_us_per_msg": cpu_us_per_event(echo.get("target_cpu_pct_mean"), echoed)
         if ok else None,
-        "proxy_cpu_us_per_msg": _cpu_us_per_msg(echo.get("proxy_cpu_pct_mean"), echoed)
+        "proxy_cpu_us_per_msg": cpu_us_per_event(echo.get("proxy_cpu_pct_mean"), echoed)
         if ok else None,
         "connects_per_s": rate if connect is not None and connect["status"] in (OK, "failed")
         else None,
         # A connect's CPU (the TCP and TLS handshakes and the upgrade) over the storm's rate.
-        "target_cpu_us_per_connect": _cpu_us_per_msg(connect.get("target_cpu_pct_mean"), rate)
+        "target_cpu_us_per_connect": cpu_us_per_event(connect.get("target_cpu_pct_mean"), rate)
         if _ok(connect) else None,
-        "proxy_cpu_us_per_connect": _cpu_us_per_msg(connect.get("proxy_cpu_pct_mean"), rate)
+        "proxy_cpu_us_per_connect": cpu_us_per_event(connect.get("proxy_cpu_pct_mean"), rate)
         if _ok(connect) else None,
         "connect_point_id": connect["point_id"] if connect is not None else None,
         "hold_users": _num(hold["users"]) if hold is not None else None,

@@ -525,17 +525,12 @@ class Engine:
 
     def __init__(self, lag: Callable[[str, int], None] | None = None) -> None:
         self.timer = Timer(lag)
-        self.stopped_ns = 0  # monotonic ns when the run stopped sending (stop_ns); 0 while it runs
+        self.stopped_ns = 0  # monotonic ns when the run stopped sending; 0 while it runs
 
     def stop_sending(self) -> None:
         """The run is stopping: make no more scheduled sends, so that an overloaded
         generator can stop its users in time; schedules count what was due until the
-        timer's last pass (see stop_ns)."""
-        self.stopped_ns = self.stop_ns(time.monotonic_ns())
-        self.timer.clear()
-
-    def stop_ns(self, now_ns: int) -> int:
-        """When the run stopped sending: the timer's last pass, else now.
+        timer's last pass (now, when none ran).
 
         Locust's stop holds the hub before it tells anyone (its stop logs, looks up its
         caller's source lines): 25-40 ms in every point measured, once 290 ms, in which no
@@ -544,8 +539,8 @@ class Engine:
         generator behind its schedule keeps running passes, so what it owed before the last
         one still counts as missed.
         """
-        last = self.timer.last_pass_ns
-        return min(now_ns, last) if last else now_ns
+        self.stopped_ns = self.timer.last_pass_ns or time.monotonic_ns()
+        self.timer.clear()
 
     def resume(self) -> None:
         """A new run (the web UI starts again): schedules count from their own start."""
