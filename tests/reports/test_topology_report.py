@@ -16,12 +16,14 @@ import html
 import json
 import re
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
+import background
 import pytest
+from background import Background
 
 from kernel.netns import missing_privileges
 from reports import findings
@@ -92,28 +94,28 @@ extends = "tuned"
 """
 
 
+@dataclass
 class _Sweep:
-    """A `wsbench sweep` subprocess started into `out`; `stdout()` waits for it to succeed."""
+    """A `wsbench sweep` running in the background into `out`; `stdout()` waits for it to
+    succeed, `stop()` ends it if it still runs."""
 
-    def __init__(self, out: Path, matrix: str, *extra: str) -> None:
-        self.out = out
-        config = out.with_suffix(".toml")
-        config.write_text(matrix)
-        self.proc = subprocess.Popen(
-            [sys.executable, "runner.py", "sweep", "--config", str(config), "--out", str(out),
-             *extra], cwd=REPO_ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-            stdin=subprocess.DEVNULL, text=True,
-        )  # fmt: skip
+    out: Path
+    runner: Background
 
     def stdout(self) -> str:
-        out, err = self.proc.communicate(timeout=SWEEP_TIMEOUT_S)
-        assert self.proc.returncode == 0, out + err
-        return out
+        assert self.runner.wait(SWEEP_TIMEOUT_S) == 0, self.runner.stdout + self.runner.stderr
+        return self.runner.stdout
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-        self.proc.communicate()
+        self.runner.stop()
+
+
+def _sweep(out: Path, matrix: str, *extra: str) -> _Sweep:
+    config = out.with_suffix(".toml")
+    config.write_text(matrix)
+    logs = out.with_name(f"{out.name}-output")
+    logs.mkdir()
+    return _Sweep(out, background.start(logs, "sweep", "--config", config, "--out", out, *extra))
 
 
 def _require(*binaries: str) -> None:
@@ -130,14 +132,14 @@ def _missing(*binaries: str) -> list[str]:
 def _start_firewalled(folder: Path) -> _Sweep:
     profile = folder / "firewall-lite.toml"
     profile.write_text(FIREWALL_PROFILE)
-    return _Sweep(folder / "firewall", FIREWALL, "--kernel-profile", f"tuned,{profile}")
+    return _sweep(folder / "firewall", FIREWALL, "--kernel-profile", f"tuned,{profile}")
 
 
 # The run each fixture reads: (what it needs, how it starts in a fresh folder).
 RUNS = {
-    "proxies": (lambda: not _missing("nginx"), lambda d: _Sweep(d / "proxies", PROXIES)),
-    "deflate": (lambda: True, lambda d: _Sweep(d / "deflate", DEFLATE)),
-    "wss": (lambda: not _missing("nginx"), lambda d: _Sweep(d / "tls", TLS)),
+    "proxies": (lambda: not _missing("nginx"), lambda d: _sweep(d / "proxies", PROXIES)),
+    "deflate": (lambda: True, lambda d: _sweep(d / "deflate", DEFLATE)),
+    "wss": (lambda: not _missing("nginx"), lambda d: _sweep(d / "tls", TLS)),
     "firewalled": (lambda: not missing_privileges() and not _missing("nft"), _start_firewalled),
 }
 
